@@ -1,0 +1,34 @@
+"""`python -m bench [NAME ...] [--quick]`: run benchmarks, one JSON line per figure, then a Markdown table."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import sys
+
+from bench.common import machine, table
+
+BENCHMARKS = {"combine": "bench.combine", "generate": "bench.generate", "dag": "bench.dag"}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    p.add_argument("names", nargs="*", choices=[*BENCHMARKS, []], help="benchmarks to run (default: all)")
+    p.add_argument("--quick", action="store_true", help="small sizes, few repeats (< 5 minutes on 2 cores)")
+    args = p.parse_args(argv)
+    # One BLAS thread per process: the baselines and the parallel runs must use the cores we say they use.
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(var, "1")
+    print(json.dumps({"name": "machine", **machine()}), flush=True)
+    records = []
+    for name in args.names or list(BENCHMARKS):
+        module = importlib.import_module(BENCHMARKS[name])
+        records.extend(module.run(quick=args.quick))
+    print("\n" + table(records))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,90 @@
+"""combine: 16 shards into one file vs `cp` of the same bytes; peak RSS at two sizes (8x apart)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from bench.common import Figure, emit, repeat
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIG = REPO / "configs" / "benchmark.yaml"
+N_SHARDS = 16
+
+_RSS_SCRIPT = """
+import json, resource, sys, time
+from sbi_core.data.combine import combine_files
+inputs, output, digest = json.loads(sys.argv[1])
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+t0 = time.perf_counter()
+out = combine_files(inputs, output, config_hash=digest)
+print(json.dumps({"seconds": time.perf_counter() - t0, "rss_before_kib": base,
+                  "peak_rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, **out}))
+"""
+
+
+def _make_shards(root: Path, events_per_shard: int) -> tuple[list[str], str]:
+    from sbi_core import steps
+
+    run = root / f"run-{events_per_shard}"
+    s = steps.configure(str(CONFIG), str(run), [f"generation.events={events_per_shard * N_SHARDS}",
+                                                f"generation.shards={N_SHARDS}", "generation.shards_per_group=16"])
+    steps.generate(str(run), s["shards"])
+    from sbi_core.layout import RunLayout
+
+    layout = RunLayout(str(run))
+    return [layout.shard(i) for i in range(N_SHARDS)], s["config_hash"]
+
+
+def _rss(inputs: list[str], output: str, digest: str) -> dict[str, Any]:
+    res = subprocess.run([sys.executable, "-c", _RSS_SCRIPT, json.dumps([inputs, output, digest])],
+                         capture_output=True, text=True, check=True, cwd=REPO)
+    return json.loads(res.stdout.splitlines()[-1])
+
+
+def run(quick: bool) -> list[dict[str, Any]]:
+    from sbi_core.data.combine import combine_files
+
+    small, repeats = (8_192, 5) if quick else (32_768, 7)
+    records = []
+    with tempfile.TemporaryDirectory(prefix="bench-combine-") as tmp:
+        root = Path(tmp)
+        rss = {}
+        for per_shard in (small, small * 8):
+            inputs, digest = _make_shards(root, per_shard)
+            out = root / f"combined-{per_shard}.h5"
+            nbytes = sum(Path(p).stat().st_size for p in inputs)
+            cp_dir = root / f"cp-{per_shard}"
+            cp_dir.mkdir()
+
+            def ours(inputs=inputs, out=out, digest=digest):
+                combine_files(inputs, str(out), config_hash=digest)
+
+            def cp(inputs=inputs, cp_dir=cp_dir):
+                subprocess.run(["cp", *inputs, str(cp_dir)], check=True)
+
+            ours()
+            cp()  # warm the page cache for both sides equally
+            t_ours, t_cp = repeat(ours, repeats), repeat(cp, repeats)
+            info = _rss(inputs, str(root / "rss.h5"), digest)
+            rss[per_shard] = info["peak_rss_kib"]
+            fig = Figure(name="combine", sizes={"shards": N_SHARDS, "events": per_shard * N_SHARDS,
+                                                "MB": round(nbytes / 1e6, 1)},
+                         ours=t_ours, baseline=t_cp, ours_label="combine s", baseline_label="cp s", target="<= 2.0",
+                         extra={"raw_chunks": info["raw_chunks"], "decoded_chunks": info["decoded_chunks"],
+                                "peak_rss_MiB": round(info["peak_rss_kib"] / 1024, 1),
+                                "MB_per_s": round(nbytes / 1e6 / min(t_ours), 1)})
+            records.append(fig.record())
+            emit(records[-1])
+        growth = {"name": "combine_peak_rss", "sizes": {"events_small": small * N_SHARDS,
+                                                        "events_large": small * 8 * N_SHARDS},
+                  "ratio": round(rss[small * 8] / rss[small], 3), "target": "~1.0 (must not grow with events)",
+                  "peak_rss_MiB_small": round(rss[small] / 1024, 1),
+                  "peak_rss_MiB_large": round(rss[small * 8] / 1024, 1)}
+        records.append(growth)
+        emit(growth)
+    return records

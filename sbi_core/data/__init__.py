@@ -1,0 +1,1 @@
+"""Event data: the HDF5 format, the generation plan, sharded generation and the map-reduce combine."""

@@ -1,0 +1,283 @@
+"""The HDF5 event file: layout, writer and inspection. Documented in docs/data-format.md.
+
+Group names follow MadMiner where the concept is the same (`parameters`, `benchmarks`, `morphing`,
+`observables`, `nuisance_parameters`, `samples/observations`, `samples/weights`; strings are
+fixed-length ASCII `S256`), so MadMiner tools can read our files. Additions: `samples/latent`
+(parton-level z for joint quantities at any theta) and provenance attributes on the root.
+
+Every sample dataset is chunked by rows (`chunk_rows`, the same in every file of a run), compressed
+(shuffle + gzip level 1) and checksummed per chunk (fletcher32); each also carries `raw_crc32`, a
+CRC of its stored chunk bytes in order, which lets combine copy chunks without decoding them and
+still refuse a corrupt input.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import h5py
+import numpy as np
+
+from sbi_core import __version__
+from sbi_core.errors import ShardError
+
+if TYPE_CHECKING:
+    from sbi_core.config import AnalysisConfig
+    from sbi_core.physics.base import EventBatch
+
+FORMAT_NAME = "sbi-events"
+FORMAT_VERSION = 1
+OBSERVATIONS = "samples/observations"
+WEIGHTS = "samples/weights"
+LATENT = "samples/latent"
+SAMPLE_DATASETS = (OBSERVATIONS, WEIGHTS, LATENT)
+FILTERS: dict[str, Any] = {"compression": "gzip", "compression_opts": 1, "shuffle": True, "fletcher32": True}
+_STR = "S256"
+
+
+def _ascii(names: list[str]) -> np.ndarray:
+    return np.array([n.encode("ascii") for n in names], dtype=_STR)
+
+
+def decode_names(ds: h5py.Dataset) -> list[str]:
+    """Read an S256 name list back as str."""
+    return [b.decode("ascii") for b in ds[()]]
+
+
+def weight_columns(cfg: AnalysisConfig) -> list[str]:
+    """Columns of samples/weights: the basis benchmarks, then `<nuisance>_up`, `<nuisance>_down` each."""
+    cols = list(cfg.benchmark_names)
+    for n in cfg.nuisance:
+        cols += [f"{n.name}_up", f"{n.name}_down"]
+    return cols
+
+
+def write_header(
+    f: h5py.File,
+    cfg: AnalysisConfig,
+    *,
+    config_hash: str,
+    morphing_components: np.ndarray,
+    morphing_matrix: np.ndarray,
+    latent_names: list[str],
+    kind: str,
+    chunk_rows: int,
+    seed: int | None = None,
+    shards: list[int] | None = None,
+) -> None:
+    """Write the analysis description (MadMiner groups) and provenance attributes."""
+    npar = len(cfg.parameters)
+    f.create_dataset("parameters/names", data=_ascii(cfg.parameter_names))
+    f.create_dataset("parameters/ranges", data=np.array([p.range for p in cfg.parameters], dtype=np.float64))
+    f.create_dataset("parameters/max_power", data=np.full((npar, 1), 2, dtype=np.int64))
+    f.create_dataset("parameters/lha_blocks", data=_ascii([""] * npar))
+    f.create_dataset("parameters/lha_ids", data=np.zeros(npar, dtype=np.int64))
+    f.create_dataset("parameters/transforms", data=_ascii([""] * npar))
+    f.create_dataset(
+        "parameters/true_values",
+        data=np.array([np.nan if p.true_value is None else p.true_value for p in cfg.parameters]),
+    )
+
+    sampling = cfg.benchmark_names.index(cfg.sampling_benchmark)
+    basis = np.array(cfg.benchmark_matrix(), dtype=np.float64).reshape(len(cfg.benchmarks), npar)
+    names = weight_columns(cfg)
+    values = np.vstack([basis] + [basis[sampling]] * (2 * len(cfg.nuisance)))
+    f.create_dataset("benchmarks/names", data=_ascii(names))
+    f.create_dataset("benchmarks/values", data=values)
+    f.create_dataset("benchmarks/is_nuisance", data=np.array([i >= len(basis) for i in range(len(names))]))
+    f.create_dataset("benchmarks/is_reference", data=np.array([i == sampling for i in range(len(names))]))
+
+    f.create_dataset("morphing/components", data=np.asarray(morphing_components, dtype=np.int64))
+    f.create_dataset("morphing/morphing_matrix", data=np.asarray(morphing_matrix, dtype=np.float64))
+
+    f.create_dataset("observables/names", data=_ascii(cfg.observable_names))
+    f.create_dataset("observables/definitions", data=_ascii([o.description for o in cfg.observables]))
+    f.create_dataset("latent/names", data=_ascii(latent_names))
+
+    nn = [n.name for n in cfg.nuisance]
+    f.create_dataset("nuisance_parameters/names", data=_ascii(nn))
+    f.create_dataset("nuisance_parameters/kinds", data=_ascii([str(n.kind) for n in cfg.nuisance]))
+    f.create_dataset("nuisance_parameters/sizes", data=np.array([n.size for n in cfg.nuisance], dtype=np.float64))
+    f.create_dataset("nuisance_parameters/benchmark_positive", data=_ascii([f"{n}_up" for n in nn]))
+    f.create_dataset("nuisance_parameters/benchmark_negative", data=_ascii([f"{n}_down" for n in nn]))
+
+    attrs = f.attrs
+    attrs["format"] = FORMAT_NAME
+    attrs["format_version"] = FORMAT_VERSION
+    attrs["kind"] = kind
+    attrs["config_hash"] = config_hash
+    attrs["analysis"] = cfg.name
+    attrs["simulator"] = cfg.simulator.name
+    attrs["sampling_benchmark"] = cfg.sampling_benchmark
+    attrs["package_version"] = __version__
+    attrs["created"] = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
+    attrs["chunk_rows"] = chunk_rows
+    attrs["seed"] = -1 if seed is None else seed
+    attrs["shards"] = np.asarray(shards if shards is not None else [], dtype=np.int64)
+    attrs["shard_index"] = shards[0] if shards is not None and len(shards) == 1 else -1
+
+
+def copy_header(src: h5py.File, dst: h5py.File) -> None:
+    """Copy every non-sample group and the root attributes (combine keeps the shards' header)."""
+    for name in src:
+        if name != "samples":
+            src.copy(src[name], dst, name=name)
+    for key, val in src.attrs.items():
+        dst.attrs[key] = val
+
+
+def create_sample_datasets(f: h5py.File, widths: dict[str, int], n_rows: int | None, chunk_rows: int) -> None:
+    """Create the chunked, compressed sample datasets (fixed size when n_rows is known, else growable)."""
+    for name in SAMPLE_DATASETS:
+        k = widths[name]
+        shape = (n_rows, k) if n_rows is not None else (0, k)
+        f.create_dataset(
+            name,
+            shape=shape,
+            maxshape=(None, k),
+            dtype=np.float64,
+            chunks=(chunk_rows, k),
+            track_times=False,
+            **FILTERS,
+        )
+
+
+def dataset_raw_chunks(ds: h5py.Dataset) -> Iterator[tuple[int, int, bytes]]:
+    """(first row, filter mask, stored bytes) of each chunk, in row order."""
+    rows = ds.chunks[0]
+    for start in range(0, ds.shape[0], rows):
+        mask, data = ds.id.read_direct_chunk((start, 0))
+        yield start, mask, data
+
+
+def raw_crc32(ds: h5py.Dataset) -> int:
+    """CRC32 over the stored chunk bytes in order (what `raw_crc32` attributes hold)."""
+    crc = 0
+    for _, _, data in dataset_raw_chunks(ds):
+        crc = zlib.crc32(data, crc)
+    return crc
+
+
+def seal(f: h5py.File, n_generated: int) -> None:
+    """Record counts and per-dataset raw CRCs; call last, after every sample is written and flushed."""
+    f.flush()
+    for name in SAMPLE_DATASETS:
+        f[name].attrs["raw_crc32"] = raw_crc32(f[name])
+    f.attrs["n_events"] = int(f[OBSERVATIONS].shape[0])
+    f.attrs["n_generated"] = int(n_generated)
+
+
+class EventFileWriter:
+    """Append EventBatches to a new event file at a local path (use storage.atomic_write for the path)."""
+
+    def __init__(
+        self,
+        path: Path,
+        cfg: AnalysisConfig,
+        *,
+        chunk_rows: int,
+        widths: dict[str, int],
+        n_rows: int,
+        header: dict[str, Any],
+    ) -> None:
+        self._f = h5py.File(path, "w", libver=("v110", "latest"))
+        write_header(self._f, cfg, chunk_rows=chunk_rows, **header)
+        create_sample_datasets(self._f, widths, n_rows, chunk_rows)
+        self._n = 0
+        self._n_rows = n_rows
+        self._nuis = len(cfg.nuisance)
+        self._sampling = cfg.benchmark_names.index(cfg.sampling_benchmark)
+
+    def append(self, batch: EventBatch, weight_scale: float) -> None:
+        """Write the batch's rows; weights are multiplied by weight_scale (1 / events generated)."""
+        n = len(batch)
+        if self._n + n > self._n_rows:
+            raise ValueError(f"writer: {self._n + n} rows exceed the planned {self._n_rows}")
+        w = batch.weights * weight_scale
+        nuis = (w[:, self._sampling, None, None] * batch.nuisance_weights).reshape(n, 2 * self._nuis)
+        sl = slice(self._n, self._n + n)
+        self._f[OBSERVATIONS][sl] = batch.observations
+        self._f[WEIGHTS][sl] = np.hstack([w, nuis])
+        self._f[LATENT][sl] = batch.latent
+        self._n += n
+
+    def close(self, n_generated: int) -> None:
+        """Seal and close; refuses to close a file with fewer rows than planned."""
+        if self._n != self._n_rows:
+            raise ValueError(f"writer: wrote {self._n} of {self._n_rows} planned rows")
+        seal(self._f, n_generated)
+        self._f.close()
+
+
+@dataclass(frozen=True)
+class EventFileInfo:
+    """What inspect_event_file learned about one file."""
+
+    uri: str
+    n_events: int
+    n_generated: int
+    config_hash: str
+    chunk_rows: int
+    shards: list[int]
+    widths: dict[str, int]
+
+
+def inspect_event_file(
+    path: Path | str, uri: str, *, config_hash: str | None = None, expected_events: int | None = None
+) -> EventFileInfo:
+    """Open and check one event file's header (cheap: no data is decoded); ShardError naming uri otherwise."""
+    path = Path(path)
+    if not path.exists():
+        raise ShardError(uri, "missing")
+    if path.stat().st_size == 0:
+        raise ShardError(uri, "empty file (0 bytes)")
+    try:
+        with h5py.File(path, "r") as f:
+            attrs = dict(f.attrs)
+            if attrs.get("format") != FORMAT_NAME:
+                raise ShardError(uri, f"not an {FORMAT_NAME} file (format attribute {attrs.get('format')!r})")
+            if int(attrs.get("format_version", -1)) != FORMAT_VERSION:
+                raise ShardError(uri, f"format_version {attrs.get('format_version')} != {FORMAT_VERSION}")
+            if "n_events" not in attrs:
+                raise ShardError(uri, "unsealed (no n_events attribute): the write did not finish")
+            n = int(attrs["n_events"])
+            widths = {}
+            for name in SAMPLE_DATASETS:
+                if name not in f:
+                    raise ShardError(uri, f"dataset {name} missing")
+                ds = f[name]
+                if ds.shape[0] != n:
+                    raise ShardError(uri, f"{name} has {ds.shape[0]} rows, header records {n}")
+                if "raw_crc32" not in ds.attrs:
+                    raise ShardError(uri, f"{name} has no raw_crc32 attribute")
+                widths[name] = int(ds.shape[1])
+    except ShardError:
+        raise
+    except (OSError, KeyError, ValueError) as exc:
+        raise ShardError(uri, f"unreadable or truncated HDF5 ({exc})") from None
+    if n == 0:
+        raise ShardError(uri, "holds no events")
+    if config_hash is not None and attrs["config_hash"] != config_hash:
+        raise ShardError(uri, f"foreign: config hash {str(attrs['config_hash'])[:12]} != run's {config_hash[:12]}")
+    if expected_events is not None and n != expected_events:
+        raise ShardError(uri, f"holds {n} events, the plan records {expected_events}")
+    return EventFileInfo(
+        uri=uri,
+        n_events=n,
+        n_generated=int(attrs.get("n_generated", n)),
+        config_hash=str(attrs["config_hash"]),
+        chunk_rows=int(attrs["chunk_rows"]),
+        shards=[int(s) for s in attrs["shards"]],
+        widths=widths,
+    )
+
+
+def read_samples(path: Path | str, start: int = 0, stop: int | None = None) -> dict[str, np.ndarray]:
+    """Rows [start, stop) of every sample dataset, keyed by dataset name (for tests and small files)."""
+    with h5py.File(path, "r") as f:
+        return {name: f[name][start:stop] for name in SAMPLE_DATASETS}

@@ -1,0 +1,114 @@
+"""Generate one shard: simulate at the sampling benchmark, apply cuts until the shard is full, write it.
+
+The random stream of shard i is `SeedSequence(seed, spawn_key=(i,))`: independent of every other
+shard and of how many shards run at once. Weights are normalised so that summing them over the whole
+run (all shards) estimates the fiducial cross section at each benchmark.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from sbi_core import storage
+from sbi_core.data.format import LATENT, OBSERVATIONS, WEIGHTS, EventFileWriter, weight_columns
+from sbi_core.errors import InputError
+from sbi_core.physics.base import EventBatch
+from sbi_core.physics.registry import make_simulator
+
+if TYPE_CHECKING:
+    from sbi_core.config import AnalysisConfig
+    from sbi_core.data.plan import GenerationPlan
+
+MAX_BATCH = 65_536
+#: Give up when cuts keep fewer than one event in this many (a misconfigured cut, not physics).
+MIN_ACCEPTANCE = 1e-4
+
+
+def shard_rng(seed: int, index: int) -> np.random.Generator:
+    """The shard's own random stream, derived from (run seed, shard index)."""
+    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(index,)))
+
+
+def cut_mask(cfg: AnalysisConfig, observations: np.ndarray) -> np.ndarray:
+    """True for events passing every cut (min inclusive, max exclusive)."""
+    mask = np.ones(observations.shape[0], dtype=bool)
+    for cut in cfg.cuts:
+        col = observations[:, cfg.observable_names.index(cut.observable)]
+        if cut.min is not None:
+            mask &= col >= cut.min
+        if cut.max is not None:
+            mask &= col < cut.max
+    return mask
+
+
+def simulate_passing(cfg: AnalysisConfig, n_keep: int, rng: np.random.Generator) -> tuple[EventBatch, int]:
+    """Exactly n_keep events passing the cuts, and how many were simulated to get them."""
+    sim = make_simulator(cfg)
+    kept: list[EventBatch] = []
+    n_kept = n_generated = 0
+    while n_kept < n_keep:
+        need = n_keep - n_kept
+        acceptance = n_kept / n_generated if n_kept else 1.0
+        size = min(MAX_BATCH, math.ceil(need / max(acceptance, 0.01) * 1.05) + 16)
+        batch = sim.simulate(size, rng)
+        passing = np.flatnonzero(cut_mask(cfg, batch.observations))
+        if len(passing) >= need:
+            # Stop at the event that fills the shard: the events after it were never "generated".
+            passing = passing[:need]
+            n_generated += int(passing[-1]) + 1
+        else:
+            n_generated += size
+        kept.append(batch.select(passing))
+        n_kept += len(passing)
+        if n_generated > 10_000 and n_kept < MIN_ACCEPTANCE * n_generated:
+            raise InputError(f"cuts keep {n_kept} of {n_generated} simulated events (< {MIN_ACCEPTANCE:g}): check cuts")
+    return EventBatch(
+        *(
+            np.concatenate([getattr(b, f) for b in kept])
+            for f in ("observations", "latent", "weights", "nuisance_weights")
+        )
+    ), n_generated
+
+
+def generate_shard(cfg: AnalysisConfig, plan: GenerationPlan, index: int, uri: str, config_hash: str) -> dict[str, Any]:
+    """Simulate shard `index` of the plan and write it atomically to uri; return its summary."""
+    plan.check_shard(index)
+    t0 = time.perf_counter()
+    n_keep = plan.shard_events[index]
+    sim = make_simulator(cfg)
+    batch, n_generated = simulate_passing(cfg, n_keep, shard_rng(plan.seed, index))
+    # Each shard's weights sum to (its share of the run's events) x the fiducial cross section.
+    scale = n_keep / (n_generated * plan.events)
+    widths = {
+        OBSERVATIONS: batch.observations.shape[1],
+        WEIGHTS: len(weight_columns(cfg)),
+        LATENT: batch.latent.shape[1],
+    }
+    from sbi_core.physics.morphing import Morphing
+
+    morphing = Morphing(sim.morphing_powers, np.array(cfg.benchmark_matrix(), dtype=np.float64))
+    header = {
+        "config_hash": config_hash,
+        "morphing_components": sim.morphing_powers,
+        "morphing_matrix": morphing.matrix,
+        "latent_names": sim.latent_names,
+        "kind": "shard",
+        "seed": plan.seed,
+        "shards": [index],
+    }
+    with storage.atomic_write(uri) as tmp:
+        writer = EventFileWriter(tmp, cfg, chunk_rows=plan.chunk_rows, widths=widths, n_rows=n_keep, header=header)
+        writer.append(batch, scale)
+        writer.close(n_generated)
+    return {
+        "index": index,
+        "uri": uri,
+        "n_events": n_keep,
+        "n_generated": n_generated,
+        "acceptance": round(n_keep / n_generated, 6),
+        "seconds": round(time.perf_counter() - t0, 3),
+    }

@@ -1,0 +1,76 @@
+"""The generation plan: how many events each shard keeps, how shards are grouped, the chunk size.
+
+Shard sizes count events AFTER cuts (generate simulates until its shard is full), so every file's
+row count is known in advance. The chunk size divides the common shard size whenever it can, which
+lets combine copy compressed chunks as they are instead of decoding and re-encoding them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from sbi_core.errors import InputError
+
+MIN_CHUNK_ROWS = 1024
+MAX_CHUNK_ROWS = 16384
+FALLBACK_CHUNK_ROWS = 4096
+
+
+def choose_chunk_rows(shard_events: int) -> int:
+    """Largest divisor of shard_events in [MIN, MAX] chunk rows; the shard size itself when smaller."""
+    if shard_events <= MAX_CHUNK_ROWS:
+        return max(1, shard_events)
+    for rows in range(MAX_CHUNK_ROWS, MIN_CHUNK_ROWS - 1, -1):
+        if shard_events % rows == 0:
+            return rows
+    return FALLBACK_CHUNK_ROWS
+
+
+@dataclass(frozen=True)
+class GenerationPlan:
+    """Everything generate and combine need to agree on, written once by configure (plan.json)."""
+
+    config_hash: str
+    seed: int
+    chunk_rows: int
+    shard_events: list[int]
+    groups: list[list[int]]
+
+    @property
+    def n_shards(self) -> int:
+        return len(self.shard_events)
+
+    @property
+    def events(self) -> int:
+        return sum(self.shard_events)
+
+    def group_events(self, group: int) -> int:
+        return sum(self.shard_events[i] for i in self.groups[group])
+
+    def check_shard(self, index: int) -> None:
+        """InputError naming the shard when index is outside the plan."""
+        if not 0 <= index < self.n_shards:
+            raise InputError(f"shard {index} is outside the plan (0..{self.n_shards - 1})")
+
+    def check_group(self, index: int) -> None:
+        if not 0 <= index < len(self.groups):
+            raise InputError(f"group {index} is outside the plan (0..{len(self.groups) - 1})")
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> GenerationPlan:
+        return cls(**data)
+
+
+def make_plan(events: int, shards: int, shards_per_group: int, seed: int, config_hash: str) -> GenerationPlan:
+    """Even shards; the last one takes the remainder. Groups of consecutive shards."""
+    base = events // shards
+    sizes = [base] * shards
+    sizes[-1] += events - base * shards
+    groups = [list(range(i, min(i + shards_per_group, shards))) for i in range(0, shards, shards_per_group)]
+    return GenerationPlan(
+        config_hash=config_hash, seed=seed, chunk_rows=choose_chunk_rows(base), shard_events=sizes, groups=groups
+    )

@@ -1,0 +1,43 @@
+"""Where a run's artifacts live. The ONE place that builds artifact URIs from a run root."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sbi_core import storage
+
+
+@dataclass(frozen=True)
+class RunLayout:
+    """Artifact URIs of one run under `root` (a local directory or an s3:// prefix)."""
+
+    root: str
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "root", storage.normalize(self.root))
+
+    @property
+    def config(self) -> str:
+        """The resolved, validated config (configure writes it; every later step reads it)."""
+        return storage.join(self.root, "config.yaml")
+
+    @property
+    def plan(self) -> str:
+        """The generation plan: shard sizes, combine groups, chunk rows, config hash."""
+        return storage.join(self.root, "plan.json")
+
+    @property
+    def setup(self) -> str:
+        """Header-only HDF5 file: parameters, benchmarks, morphing, observables, nuisance parameters."""
+        return storage.join(self.root, "setup.h5")
+
+    def shard(self, index: int) -> str:
+        return storage.join(self.root, "shards", f"shard-{index:05d}.h5")
+
+    def group(self, index: int) -> str:
+        return storage.join(self.root, "groups", f"group-{index:04d}.h5")
+
+    @property
+    def events(self) -> str:
+        """All events of the run, shards in order."""
+        return storage.join(self.root, "events.h5")

@@ -1,0 +1,6 @@
+"""Physics: simulators (with their exact likelihoods where they exist) and morphing.
+
+- `registry.make_simulator(cfg)` builds the simulator a config names.
+- `base.Simulator` is the protocol every simulator satisfies; `base.EventBatch` is what it returns.
+- `morphing.Morphing` turns weights at the basis benchmarks into weights at any theta.
+"""

@@ -1,0 +1,96 @@
+"""The simulator contract: what generate needs from a simulator, and what closure tests use.
+
+Shapes are a contract, not a suggestion: every array is float64 and every method checks its
+inputs; nothing is broadcast for you.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar, Protocol, runtime_checkable
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from sbi_core.config import AnalysisConfig
+
+
+@dataclass(frozen=True)
+class EventBatch:
+    """Events from one `simulate` call, before cuts.
+
+    observations:     (n, n_observables) detector-level x, columns in the config's observable order.
+    latent:           (n, n_latent) parton-level z, enough to recompute joint quantities at any theta.
+    weights:          (n, n_benchmarks) dsigma(z|theta_b) / p(z|theta_sampling), columns in the config's
+                      benchmark order: the mean over events at benchmark b estimates sigma(theta_b).
+    nuisance_weights: (n, n_nuisance, 2) the event's weight at nu=+1 and nu=-1 divided by its nominal
+                      weight (independent of theta), nuisance in config order.
+    """
+
+    observations: np.ndarray
+    latent: np.ndarray
+    weights: np.ndarray
+    nuisance_weights: np.ndarray
+
+    def __post_init__(self) -> None:
+        n = self.observations.shape[0]
+        for name in ("observations", "latent", "weights"):
+            arr = getattr(self, name)
+            if arr.ndim != 2 or arr.shape[0] != n or arr.dtype != np.float64:
+                raise ValueError(f"EventBatch.{name}: expected float64 (n={n}, k), got {arr.dtype} {arr.shape}")
+        nw = self.nuisance_weights
+        if nw.ndim != 3 or nw.shape[0] != n or nw.shape[2] != 2 or nw.dtype != np.float64:
+            raise ValueError(f"EventBatch.nuisance_weights: expected float64 (n={n}, k, 2), got {nw.dtype} {nw.shape}")
+
+    def __len__(self) -> int:
+        return int(self.observations.shape[0])
+
+    def select(self, mask: np.ndarray) -> EventBatch:
+        """The events where mask is True (used to apply cuts)."""
+        return EventBatch(self.observations[mask], self.latent[mask], self.weights[mask], self.nuisance_weights[mask])
+
+
+@runtime_checkable
+class Simulator(Protocol):
+    """A simulator built from an analysis config. Deterministic given the Generator it is handed."""
+
+    name: ClassVar[str]
+    #: Observable names this simulator can produce; a config's observables must be a subset.
+    provided_observables: ClassVar[tuple[str, ...]]
+
+    @classmethod
+    def check_config(cls, cfg: AnalysisConfig) -> list[tuple[str, str]]:
+        """Simulator-specific validation: (field path, message) for each problem; [] if fine."""
+        ...
+
+    @property
+    def latent_names(self) -> list[str]:
+        """Names of the latent columns (`samples/latent`)."""
+        ...
+
+    @property
+    def morphing_powers(self) -> np.ndarray:
+        """(n_components, n_parameters) int exponents: dsigma(z|theta) = sum_c theta^powers[c] * g_c(z)."""
+        ...
+
+    def simulate(self, n: int, rng: np.random.Generator) -> EventBatch:
+        """n events drawn at the sampling benchmark, nominal nuisance values, before cuts."""
+        ...
+
+    def cross_section(self, theta: np.ndarray) -> float:
+        """Total cross section sigma(theta) before cuts, nominal nuisance values (theta: (n_parameters,))."""
+        ...
+
+    def joint_log_likelihood(self, x: np.ndarray, z: np.ndarray, theta: np.ndarray) -> np.ndarray:
+        """log p(x, z | theta) per event, shape (n,); nominal nuisance values."""
+        ...
+
+    def joint_score(self, x: np.ndarray, z: np.ndarray, theta: np.ndarray) -> np.ndarray:
+        """grad_theta log p(x, z | theta) per event, shape (n, n_parameters)."""
+        ...
+
+    def log_likelihood(self, x: np.ndarray, theta: np.ndarray, nu: np.ndarray | None = None) -> np.ndarray:
+        """Exact log p(x | theta, nu) per event before cuts, shape (n,); nu: (n_nuisance,) or None for 0.
+
+        Simulators without an exact likelihood raise NotImplementedError."""
+        ...

@@ -1,0 +1,51 @@
+"""Registry of simulators by name: configs name a simulator, this module builds it."""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, TypeVar
+
+from sbi_core.errors import ConfigError
+
+if TYPE_CHECKING:
+    from sbi_core.config import AnalysisConfig
+    from sbi_core.physics.base import Simulator
+
+_REGISTRY: dict[str, type] = {}
+# Modules that register built-in simulators when imported (kept lazy so `import sbi_core` is cheap).
+_BUILTIN_MODULES = ("sbi_core.physics.benchmark",)
+T = TypeVar("T", bound=type)
+
+
+def register_simulator(cls: T) -> T:
+    """Class decorator: make a simulator available under its `name`."""
+    name = cls.name  # type: ignore[attr-defined]
+    if name in _REGISTRY and _REGISTRY[name] is not cls:
+        raise ValueError(f"simulator {name!r} registered twice")
+    _REGISTRY[name] = cls
+    return cls
+
+
+def _load_builtins() -> None:
+    for mod in _BUILTIN_MODULES:
+        importlib.import_module(mod)
+
+
+def known_simulators() -> list[str]:
+    """Names of every registered simulator."""
+    _load_builtins()
+    return sorted(_REGISTRY)
+
+
+def get_simulator_class(name: str) -> type[Simulator]:
+    """The simulator class registered under name; ConfigError listing known names otherwise."""
+    _load_builtins()
+    try:
+        return _REGISTRY[name]  # type: ignore[return-value]
+    except KeyError:
+        raise ConfigError("", [("simulator.name", f"unknown simulator {name!r}; known: {sorted(_REGISTRY)}")]) from None
+
+
+def make_simulator(cfg: AnalysisConfig) -> Simulator:
+    """Build the simulator a validated config names."""
+    return get_simulator_class(cfg.simulator.name)(cfg)  # type: ignore[call-arg]

@@ -1,0 +1,118 @@
+"""The pipeline steps as plain functions: URIs in, a small JSON-able summary out.
+
+The command line (`sbi_core.cli`) and tests call these; Airflow calls the command line.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import h5py
+import numpy as np
+
+from sbi_core import storage
+from sbi_core.config import AnalysisConfig, config_hash, config_to_yaml, load_config
+from sbi_core.data.combine import combine_files
+from sbi_core.data.format import write_header
+from sbi_core.data.generate import generate_shard
+from sbi_core.data.plan import GenerationPlan, make_plan
+from sbi_core.errors import InputError
+from sbi_core.layout import RunLayout
+from sbi_core.physics.morphing import Morphing
+from sbi_core.physics.registry import make_simulator
+
+
+def configure(config_uri: str, run_uri: str | None = None, overrides: list[str] | None = None) -> dict[str, Any]:
+    """Validate the config, write config.yaml, plan.json and setup.h5 under the run; return the shard plan."""
+    t0 = time.perf_counter()
+    cfg = load_config(config_uri, overrides)
+    layout = RunLayout(run_uri or cfg.output)
+    digest = config_hash(cfg)
+    if storage.exists(layout.plan):
+        previous = storage.read_json(layout.plan).get("config_hash")
+        if previous != digest:
+            raise InputError(
+                f"run {layout.root} already holds another analysis (config hash {str(previous)[:12]}, "
+                f"this one {digest[:12]}): choose a new run URI; nothing was written"
+            )
+    sim = make_simulator(cfg)
+    morphing = Morphing(sim.morphing_powers, np.array(cfg.benchmark_matrix(), dtype=np.float64))
+    g = cfg.generation
+    plan = make_plan(g.events, g.shards, g.shards_per_group, g.seed, digest)
+    with storage.atomic_write(layout.setup) as tmp, h5py.File(tmp, "w") as f:
+        write_header(
+            f,
+            cfg,
+            config_hash=digest,
+            morphing_components=sim.morphing_powers,
+            morphing_matrix=morphing.matrix,
+            latent_names=sim.latent_names,
+            kind="setup",
+            chunk_rows=plan.chunk_rows,
+            seed=g.seed,
+        )
+    storage.write_text(layout.config, config_to_yaml(cfg))
+    storage.write_json(layout.plan, plan.to_json())  # last: its presence means "configured"
+    return {
+        "step": "configure",
+        "run": layout.root,
+        "config": layout.config,
+        "setup": layout.setup,
+        "plan": layout.plan,
+        "config_hash": digest,
+        "events": plan.events,
+        "n_shards": plan.n_shards,
+        "shards": list(range(plan.n_shards)),
+        "groups": plan.groups,
+        "n_groups": len(plan.groups),
+        "seconds": round(time.perf_counter() - t0, 3),
+    }
+
+
+def load_run(run_uri: str) -> tuple[RunLayout, AnalysisConfig, GenerationPlan]:
+    """A configured run's layout, config and plan; InputError when the run was never configured."""
+    layout = RunLayout(run_uri)
+    if not storage.exists(layout.plan):
+        raise InputError(f"run {layout.root} is not configured (no plan.json): run `sbi-core configure` first")
+    cfg = load_config(layout.config)
+    plan = GenerationPlan.from_json(storage.read_json(layout.plan))
+    if config_hash(cfg) != plan.config_hash:
+        raise InputError(f"{layout.config} does not match {layout.plan} (config hash differs): reconfigure the run")
+    return layout, cfg, plan
+
+
+def generate(run_uri: str, shards: list[int]) -> dict[str, Any]:
+    """Generate the given shards of a configured run, one file each."""
+    t0 = time.perf_counter()
+    layout, cfg, plan = load_run(run_uri)
+    for i in shards:
+        plan.check_shard(i)
+    results = [generate_shard(cfg, plan, i, layout.shard(i), plan.config_hash) for i in shards]
+    return {
+        "step": "generate",
+        "run": layout.root,
+        "shards": results,
+        "n_events": sum(r["n_events"] for r in results),
+        "seconds": round(time.perf_counter() - t0, 3),
+    }
+
+
+def combine(run_uri: str, group: int | None) -> dict[str, Any]:
+    """Combine a group's shards (group=G) or all groups into the run's events file (group=None)."""
+    layout = RunLayout(run_uri)
+    if not storage.exists(layout.plan):
+        raise InputError(f"run {layout.root} is not configured (no plan.json)")
+    plan = GenerationPlan.from_json(storage.read_json(layout.plan))
+    if group is not None:
+        plan.check_group(group)
+        members = plan.groups[group]
+        inputs = [layout.shard(i) for i in members]
+        expected = [plan.shard_events[i] for i in members]
+        output, kind = layout.group(group), "group"
+    else:
+        inputs = [layout.group(g) for g in range(len(plan.groups))]
+        expected = [plan.group_events(g) for g in range(len(plan.groups))]
+        output, kind = layout.events, "combined"
+    summary = combine_files(inputs, output, config_hash=plan.config_hash, expected_events=expected, kind=kind)
+    return {"step": "combine", "run": layout.root, "group": group, **summary}
