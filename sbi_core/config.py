@@ -39,7 +39,7 @@ Identifier = Annotated[
 class _Strict(BaseModel):
     """Base of every config section: unknown keys are refused, values are immutable."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True, allow_inf_nan=False)
 
 
 class Parameter(_Strict):
@@ -175,7 +175,7 @@ class Generation(_Strict):
 class AnalysisConfig(_Strict):
     """A whole analysis. See configs/benchmark.yaml for a documented example."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, title="Analysis config")
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, title="Analysis config")
 
     schema_version: Literal[1] = Field(
         default=SCHEMA_VERSION, title="Schema version", description="Config schema version."
@@ -289,11 +289,6 @@ def validate_config(data: Any, source: str = "<dict>") -> AnalysisConfig:
     except ValidationError as exc:
         issues: list[tuple[str, str]] = []
         for err in exc.errors():
-            ctx_err = (err.get("ctx") or {}).get("error")
-            if isinstance(ctx_err, ConfigError):  # raised by a model validator: keep its own paths
-                prefix = format_loc(err["loc"])
-                issues.extend(((f"{prefix}.{p}" if prefix and p else prefix or p), m) for p, m in ctx_err.issues)
-                continue
             msg = err["msg"].removeprefix("Value error, ")
             if err["type"] == "extra_forbidden":
                 msg = "unknown key (misspelt?)"
@@ -311,10 +306,24 @@ def validate_config(data: Any, source: str = "<dict>") -> AnalysisConfig:
     return cfg
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key given twice in one mapping (safe_load silently keeps the last)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r}", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def parse_yaml(text: str, source: str) -> Any:
     """Parse YAML, turning syntax errors into a ConfigError that gives the line and column."""
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown position"
@@ -323,22 +332,31 @@ def parse_yaml(text: str, source: str) -> Any:
         raise ConfigError(source, [("", f"malformed YAML: {exc}")]) from None
 
 
-def parse_override(item: str) -> tuple[str, Any]:
-    """'generation.events=1000' -> ('generation.events', 1000). Values are YAML scalars; anything
-    that does not parse as a plain scalar (or an explicit [..]/{..}) stays the raw string."""
+def parse_override(item: str, current: Any = None) -> tuple[str, Any]:
+    """'generation.events=1000' -> ('generation.events', 1000).
+
+    The value keeps the type of the value it replaces: text stays text byte for byte when the
+    field holds a string (so `name=yes` or `name=2024` are names); otherwise it is read as a YAML
+    scalar (numbers, booleans, null) or an explicit [..]/{..} flow collection; anything else stays text.
+    """
     if "=" not in item:
         raise ConfigError("--set", [("", f"expected PATH=VALUE, got {item!r}")])
     path, raw = item.split("=", 1)
     if not path:
         raise ConfigError("--set", [("", f"empty path in {item!r}")])
+    if isinstance(current, str) or not raw.strip():
+        return path, raw
+    for number in (int, float):
+        try:
+            return path, number(raw)
+        except ValueError:
+            pass
     try:
-        value = yaml.safe_load(raw) if raw.strip() else raw
+        value = yaml.safe_load(raw)
     except yaml.YAMLError:
         return path, raw
-    if isinstance(value, dict | list) and not raw.lstrip().startswith(("[", "{")):
+    if isinstance(value, str) or (isinstance(value, dict | list) and not raw.lstrip().startswith(("[", "{"))):
         return path, raw
-    if isinstance(value, str):
-        return path, raw  # keep strings byte for byte (no YAML trimming or unescaping)
     return path, value
 
 
@@ -349,7 +367,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
 
     out = copy.deepcopy(data)
     for item in overrides:
-        path, value = parse_override(item)
+        path, _ = parse_override(item)
         parts: list[str | int] = []
         for tok in path.split("."):
             m = re.fullmatch(r"([^\[\]]+)((?:\[\d+\])*)", tok)
@@ -364,8 +382,9 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
             except (KeyError, IndexError, TypeError):
                 raise ConfigError("--set", [(format_loc(tuple(parts[: k + 1])), "no such field to override")]) from None
         try:
-            node[parts[-1]] = value
-        except (IndexError, TypeError):
+            current = node[parts[-1]] if isinstance(node, list) else node.get(parts[-1])
+            node[parts[-1]] = parse_override(item, current)[1]
+        except (IndexError, TypeError, AttributeError):
             raise ConfigError("--set", [(path, "no such field to override")]) from None
     return out
 
@@ -392,8 +411,10 @@ def config_to_yaml(cfg: AnalysisConfig) -> str:
 
 
 def config_hash(cfg: AnalysisConfig) -> str:
-    """sha256 of everything that determines the events (the output URI is excluded)."""
-    payload = json.dumps(cfg.model_dump(mode="json", exclude={"output"}), sort_keys=True, separators=(",", ":"))
+    """sha256 of everything that determines the events: the output URI, the analysis name and its
+    free-text description are excluded (renaming an analysis does not change its events)."""
+    payload = json.dumps(cfg.model_dump(mode="json", exclude={"output", "name", "description"}), sort_keys=True,
+                         separators=(",", ":"))
     return hashlib.sha256(payload.encode()).hexdigest()
 
 

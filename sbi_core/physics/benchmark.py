@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -159,18 +159,26 @@ class BenchmarkSimulator:
             for i, o in enumerate(cfg.observables):
                 if o.name not in provided:
                     issues.append(
-                        (f"observables[{i}].name", f"{o.name!r} is not provided by the benchmark simulator "
-                         f"(with dimensions={opts.dimensions} it provides {list(provided)})")
+                        (
+                            f"observables[{i}].name",
+                            f"{o.name!r} is not provided by the benchmark simulator "
+                            f"(with dimensions={opts.dimensions} it provides {list(provided)})",
+                        )
                     )
         for i, nu in enumerate(cfg.nuisance):
             kind = str(nu.kind)
             if kind not in _SUPPORTED_NUISANCE:
                 issues.append(
-                    (f"nuisance[{i}].kind", f"{kind!r} is not supported by the benchmark simulator "
-                     f"(supported: {list(_SUPPORTED_NUISANCE)})")
+                    (
+                        f"nuisance[{i}].kind",
+                        f"{kind!r} is not supported by the benchmark simulator "
+                        f"(supported: {list(_SUPPORTED_NUISANCE)})",
+                    )
                 )
             elif kind == "observable_scale" and nu.size >= 1.0:
-                issues.append((f"nuisance[{i}].size", "must be < 1 for observable_scale (the scale 1 - size must stay > 0)"))
+                issues.append(
+                    (f"nuisance[{i}].size", "must be < 1 for observable_scale (the scale 1 - size must stay > 0)")
+                )
         n = len(cfg.parameters)
         n_comp = (n + 1) * (n + 2) // 2
         matrix = np.asarray(cfg.benchmark_matrix(), dtype=np.float64)
@@ -178,8 +186,11 @@ class BenchmarkSimulator:
             issues.append(("benchmarks", "benchmark values must be finite"))
         elif len(cfg.benchmarks) != n_comp:
             issues.append(
-                ("benchmarks", f"the benchmark simulator needs exactly {n_comp} benchmarks (one per morphing component "
-                 f"of a squared amplitude with {n} parameters), got {len(cfg.benchmarks)}")
+                (
+                    "benchmarks",
+                    f"the benchmark simulator needs exactly {n_comp} benchmarks (one per morphing component "
+                    f"of a squared amplitude with {n} parameters), got {len(cfg.benchmarks)}",
+                )
             )
         else:
             try:
@@ -482,11 +493,13 @@ class BenchmarkSimulator:
         cdf = np.cumsum(mix / mix.sum())
         cdf[-1] = 1.0
         # Exact acceptance rate: sigma(theta_s) / (A K sum mix (2 pi)^(D/2)).
-        rate = self.cross_section(self._theta_s) / (geo.norm * kk * mix.sum() * math.exp(0.5 * self.dimensions * _LOG_2PI))
+        rate = self.cross_section(self._theta_s) / (
+            geo.norm * kk * mix.sum() * math.exp(0.5 * self.dimensions * _LOG_2PI)
+        )
         zs, gs = [], []
         have = 0
         while have < n:
-            m = int(math.ceil((n - have) / rate * 1.03)) + 64
+            m = math.ceil((n - have) / rate * 1.03) + 64
             comp = np.searchsorted(cdf, rng.random(m), side="right")
             z = rng.standard_normal((m, self.dimensions))
             for j, k in enumerate(active):  # z ~ N(mu_k, P_k^-1): solve U^T y = eps with P_k = U U^T

@@ -69,7 +69,7 @@ def test_weights_estimate_the_cross_section(small_run):
     with h5py.File(layout.events) as f:
         w = f["samples/weights"][()]
         names = [b.decode() for b in f["benchmarks/names"][()]]
-        sizes = dict(zip([b.decode() for b in f["nuisance_parameters/names"][()]], f["nuisance_parameters/sizes"][()]))
+        sizes = dict(zip([b.decode() for b in f["nuisance_parameters/names"][()]], f["nuisance_parameters/sizes"][()], strict=True))
     sampling = names.index("sm")
     assert np.all(w[:, sampling] > 0)
     lumi = sizes["lumi"]

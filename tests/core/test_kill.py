@@ -17,8 +17,10 @@ import pytest
 from sbi_core import steps, storage
 from tests.conftest import BENCHMARK_CONFIG, REPO
 
-# Big enough that a kill usually lands mid-step (a few hundred ms of work per call).
-PLAN = ["generation.events=240000", "generation.shards=2", "generation.shards_per_group=2", "generation.seed=3"]
+# Big enough that most of a step's time is simulating and writing, not starting Python (~3 s to generate).
+PLAN = ["generation.events=800000", "generation.shards=2", "generation.shards_per_group=2", "generation.seed=3"]
+GENERATE = ["generate", "--shard", "0", "--shard", "1"]
+COMBINE = ["combine", "--group", "0"]
 
 
 def _snapshot(path: Path) -> dict:
@@ -44,6 +46,13 @@ def _assert_same(a: dict, b: dict) -> None:
             assert a[k] == b[k], k
 
 
+def _timed_cli(args: list[str]) -> float:
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "sbi_core.cli", *args], cwd=REPO, check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return time.perf_counter() - t0
+
+
 def _kill_then_rerun(args: list[str], delay: float) -> bool:
     """Start `sbi-core ARGS`, SIGKILL it after delay seconds; True if it was still running then."""
     proc = subprocess.Popen([sys.executable, "-m", "sbi_core.cli", *args], cwd=REPO,
@@ -62,31 +71,34 @@ def _temporaries(root: Path) -> list[Path]:
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
+    """An uninterrupted run, and how long each step took through the CLI (kills land inside that time)."""
     run = tmp_path_factory.mktemp("ref") / "run"
     steps.configure(str(BENCHMARK_CONFIG), str(run), PLAN)
-    steps.generate(str(run), [0, 1])
-    steps.combine(str(run), 0)
-    return run
+    durations = {"generate": _timed_cli([GENERATE[0], "--run", str(run), *GENERATE[1:]]),
+                 "combine": _timed_cli([COMBINE[0], "--run", str(run), *COMBINE[1:]])}
+    return run, durations
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_sigkill_generate_and_combine(tmp_path, reference, seed):
+    ref, durations = reference
     rng = random.Random(seed)
     run = tmp_path / "run"
     steps.configure(str(BENCHMARK_CONFIG), str(run), PLAN)
     killed = 0
-    for _ in range(2):  # kill twice at random points, then let it finish
-        killed += _kill_then_rerun(["generate", "--run", str(run), "--shard", "0", "--shard", "1"],
-                                   rng.uniform(0.3, 2.5))
-    steps.generate(str(run), [0, 1])
-    for _ in range(2):
-        killed += _kill_then_rerun(["combine", "--run", str(run), "--group", "0"], rng.uniform(0.2, 1.2))
-    steps.combine(str(run), 0)
-    assert killed >= 1, "no kill landed while a step was running: raise the event count"
+    for args, step in ((GENERATE, steps.generate), (COMBINE, steps.combine)):
+        for _ in range(2):  # kill twice at random points inside the step's usual duration, then let it finish
+            killed += _kill_then_rerun([args[0], "--run", str(run), *args[1:]],
+                                       rng.uniform(0.1, 0.95) * durations[args[0]])
+        if step is steps.generate:
+            steps.generate(str(run), [0, 1])
+        else:
+            steps.combine(str(run), 0)
+    assert killed >= 2, "kills must land while the steps run"
     assert _temporaries(run) == []
     for rel in ("shards/shard-00000.h5", "shards/shard-00001.h5", "groups/group-0000.h5"):
-        _assert_same(_snapshot(reference / rel), _snapshot(run / rel))
+        _assert_same(_snapshot(ref / rel), _snapshot(run / rel))
 
 
 def test_killed_write_leaves_no_file_under_the_final_name(tmp_path):
