@@ -55,12 +55,13 @@ class Simulator(Protocol):
     """A simulator built from an analysis config. Deterministic given the Generator it is handed."""
 
     name: ClassVar[str]
-    #: Observable names this simulator can produce; a config's observables must be a subset.
-    provided_observables: ClassVar[tuple[str, ...]]
 
     @classmethod
     def check_config(cls, cfg: AnalysisConfig) -> list[tuple[str, str]]:
-        """Simulator-specific validation: (field path, message) for each problem; [] if fine."""
+        """Simulator-specific validation: (field path, message) for each problem; [] if fine.
+
+        This is where a simulator checks its options, that it provides the config's observables,
+        supports its nuisance kinds and can morph with its benchmarks."""
         ...
 
     @property
@@ -81,8 +82,10 @@ class Simulator(Protocol):
         """Total cross section sigma(theta) before cuts, nominal nuisance values (theta: (n_parameters,))."""
         ...
 
-    def joint_log_likelihood(self, x: np.ndarray, z: np.ndarray, theta: np.ndarray) -> np.ndarray:
-        """log p(x, z | theta) per event, shape (n,); nominal nuisance values."""
+    def joint_log_likelihood(
+        self, x: np.ndarray, z: np.ndarray, theta: np.ndarray, nu: np.ndarray | None = None
+    ) -> np.ndarray:
+        """log p(x, z | theta, nu) per event, shape (n,); nu: (n_nuisance,) or None for nominal values."""
         ...
 
     def joint_score(self, x: np.ndarray, z: np.ndarray, theta: np.ndarray) -> np.ndarray:

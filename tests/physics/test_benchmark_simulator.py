@@ -301,3 +301,12 @@ def test_log_likelihood_is_finite_far_in_the_tails(sim: BenchmarkSimulator) -> N
         assert np.all(np.isfinite(ll)) and ll[0] < ll[1]
     jll = sim.joint_log_likelihood(x, x, np.array([0.3, 0.3]))
     assert np.all(np.isfinite(jll))
+
+
+def test_benchmark_simulator_satisfies_the_protocol() -> None:
+    from sbi_core.config import load_config
+    from sbi_core.physics.base import Simulator
+    from sbi_core.physics.registry import make_simulator
+    from tests.conftest import BENCHMARK_CONFIG
+
+    assert isinstance(make_simulator(load_config(str(BENCHMARK_CONFIG))), Simulator)
