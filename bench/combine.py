@@ -15,15 +15,19 @@ REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "configs" / "benchmark.yaml"
 N_SHARDS = 16
 
+# Peak RSS from VmHWM, the high-water mark of this process's own memory: ru_maxrss would also count
+# the parent's RSS at fork time (Linux carries it across exec), and the parent grows while generating.
 _RSS_SCRIPT = """
-import json, resource, sys, time
+import json, sys, time
 from sbi_core.data.combine import combine_files
+def hwm_kib():
+    with open("/proc/self/status") as fh:
+        return next(int(line.split()[1]) for line in fh if line.startswith("VmHWM:"))
 inputs, output, digest = json.loads(sys.argv[1])
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+base = hwm_kib()
 t0 = time.perf_counter()
 out = combine_files(inputs, output, config_hash=digest)
-print(json.dumps({"seconds": time.perf_counter() - t0, "rss_before_kib": base,
-                  "peak_rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, **out}))
+print(json.dumps({"seconds": time.perf_counter() - t0, "rss_before_kib": base, "peak_rss_kib": hwm_kib(), **out}))
 """
 
 
