@@ -1,0 +1,113 @@
+"""Fixtures of the Airflow-side tests: an isolated AIRFLOW_HOME, per-test settings, a fake sbi-core.
+
+AIRFLOW_HOME must be set before anything imports airflow, so it is set when this file is imported.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from tests.conftest import REPO
+
+AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="sbi-airflow-tests-"))
+os.environ.update(
+    {
+        "AIRFLOW_HOME": str(AIRFLOW_HOME),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
+    }
+)
+sys.path.insert(0, str(REPO / "scripts"))
+
+METACHARACTERS = 'name=a; rm -rf $HOME "q" '
+
+FAKE_SBI_CORE = """#!{python}
+'''Stands in for sbi-core: records argv, writes stderr lines, can wait on a file, exits as told.'''
+import json, os, pathlib, sys, time
+argv = sys.argv[1:]
+if os.environ.get("FAKE_SBI_RECORD"):
+    pathlib.Path(os.environ["FAKE_SBI_RECORD"]).write_text(json.dumps(argv))
+for line in filter(None, os.environ.get("FAKE_SBI_STDERR", "").split("|")):
+    print(line, file=sys.stderr, flush=True)
+gate = os.environ.get("FAKE_SBI_WAIT_FOR")
+deadline = time.monotonic() + 20
+while gate and not os.path.exists(gate) and time.monotonic() < deadline:
+    time.sleep(0.01)
+code = int(os.environ.get("FAKE_SBI_EXIT", "0"))
+if code:
+    print(f"sbi-core {{argv[0]}}: error: generation.events must be > 0", file=sys.stderr)
+    sys.exit(code)
+print(os.environ.get("FAKE_SBI_STDOUT") or json.dumps({{"step": argv[0], "argv": argv}}))
+"""
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _remove_airflow_home() -> Iterator[None]:
+    yield
+    shutil.rmtree(AIRFLOW_HOME, ignore_errors=True)
+
+
+@pytest.fixture(autouse=True)
+def sbi_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """Default backend and a per-test artifact root, whatever the caller's environment says."""
+    for name in ("SBI_BACKEND", "SBI_PROFILES", "SBI_CORE", "SBI_CONFIGS_URI", "SBI_MAX_FAN_OUT"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("SBI_ARTIFACT_ROOT", str(tmp_path / "artifacts"))
+    return tmp_path / "artifacts"
+
+
+@pytest.fixture
+def fake_sbi_core(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> SimpleNamespace:
+    """A fake `sbi-core` selected through SBI_CORE; `record` is where it writes the argv it got."""
+    script = tmp_path / "bin" / "sbi-core"
+    script.parent.mkdir()
+    script.write_text(FAKE_SBI_CORE.format(python=sys.executable))
+    script.chmod(0o755)
+    record = tmp_path / "argv.json"
+    monkeypatch.setenv("SBI_CORE", str(script))
+    monkeypatch.setenv("FAKE_SBI_RECORD", str(record))
+    return SimpleNamespace(path=script, record=record, argv=lambda: json.loads(record.read_text()))
+
+
+@pytest.fixture
+def dag_of(monkeypatch: pytest.MonkeyPatch):
+    """Parse a DAG file of the repo with a given backend: `dag_of("sbi_pipeline", "kubernetes")`."""
+
+    def parse(dag_id: str, backend: str = "local") -> Any:
+        from airflow.dag_processing.dagbag import DagBag
+
+        monkeypatch.setenv("SBI_BACKEND", backend)
+        bag = DagBag(dag_folder=str(REPO / "dags" / f"{dag_id}.py"))
+        assert not bag.import_errors, bag.import_errors
+        return bag.dags[dag_id]
+
+    return parse
+
+
+def fake_context(dag: Any, xcoms: dict[tuple[str, str], Any], map_index: int = -1, conf: dict | None = None) -> dict:
+    """A template context with no database: `xcoms[(task_id, key)]` answers the XCom pulls."""
+
+    def xcom_pull(task_ids: str, key: str = "return_value", **_: Any) -> Any:
+        return xcoms[(task_ids, key)]
+
+    ti = SimpleNamespace(map_index=map_index, xcom_pull=xcom_pull, task=None, dag_id=dag.dag_id)
+    return {"dag": dag, "ti": ti, "task_instance": ti, "dag_run": SimpleNamespace(conf=conf or {}), "params": {}}
+
+
+@pytest.fixture(scope="session")
+def migrated_airflow_home() -> Path:
+    """The tests' AIRFLOW_HOME with its metadata database created (for CLI commands that need one)."""
+    from airflow_local import migrate
+
+    migrate(dict(os.environ))
+    return AIRFLOW_HOME
