@@ -7,6 +7,7 @@ What to use when:
   at the same `uri` are removed first, so a rerun leaves none behind.
 - `write_text` / `write_json`: small files, atomically.
 - `local_copy(uri)`: a local path to read (remote objects are downloaded to a temporary file).
+- `open_for_inspection(uri)`: a path or file object to read a little of a file (an HDF5 header) in place.
 - `read_text` / `read_json` / `exists` / `join` / `remove`.
 
 S3 settings come from the environment: the usual AWS_* variables, and `SBI_S3_ENDPOINT_URL`
@@ -22,7 +23,7 @@ import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 TMP_MARK = ".sbi-tmp-"
 
@@ -178,6 +179,25 @@ def local_copy(uri: str) -> Iterator[Path]:
         except FileNotFoundError:
             raise FileNotFoundError(uri) from None
         yield local
+
+
+@contextlib.contextmanager
+def open_for_inspection(uri: str) -> Iterator[Path | BinaryIO]:
+    """A local path, or a read-only file object over a remote object: h5py reads just the header
+    ranges it needs, so checking a remote file's header does not download it. FileNotFoundError if absent."""
+    if not is_remote(uri):
+        path = _local(uri)
+        if not path.exists():
+            raise FileNotFoundError(uri)
+        yield path
+        return
+    fs, path = filesystem(uri)
+    try:
+        handle = fs.open(path, "rb", block_size=1 << 20)
+    except FileNotFoundError:
+        raise FileNotFoundError(uri) from None
+    with handle:
+        yield handle
 
 
 def remove(uri: str) -> None:

@@ -18,7 +18,7 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import h5py
 import numpy as np
@@ -228,13 +228,21 @@ class EventFileInfo:
 
 
 def inspect_event_file(
-    path: Path | str, uri: str, *, config_hash: str | None = None, expected_events: int | None = None
+    source: Path | str | BinaryIO, uri: str, *, config_hash: str | None = None, expected_events: int | None = None
 ) -> EventFileInfo:
-    """Open and check one event file's header (cheap: no data is decoded); ShardError naming uri otherwise."""
-    path = Path(path)
-    if not path.exists():
-        raise ShardError(uri, "missing")
-    if path.stat().st_size == 0:
+    """Check one event file's header (cheap: no sample is decoded); ShardError naming uri otherwise.
+
+    source is a local path or a binary file object (a remote file read in place)."""
+    if isinstance(source, str | Path):
+        path = Path(source)
+        if not path.exists():
+            raise ShardError(uri, "missing")
+        size = path.stat().st_size
+    else:
+        path = source
+        size = source.seek(0, 2)
+        source.seek(0)
+    if size == 0:
         raise ShardError(uri, "empty file (0 bytes)")
     try:
         with h5py.File(path, "r") as f:
