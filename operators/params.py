@@ -76,8 +76,8 @@ def trigger_params(schema: dict[str, Any] | None = None, configs: list[str] | No
         "shards": _override(schema, "generation.shards"),
         "seed": _override(schema, "generation.seed"),
         "set": Param(
-            [],
-            type="array",
+            None,
+            type=["null", "array"],  # nullable, so the form does not mark it required
             items={"type": "string"},
             title="More overrides",
             description="PATH=VALUE, one per line (e.g. generation.shards_per_group=8); applied after the above.",

@@ -157,7 +157,7 @@ class Generation(_Strict):
         default=16, gt=0, title="Shards per group", description="Shards combined by one first-level combine task."
     )
     seed: int = Field(
-        default=0, ge=0, lt=2**63, title="Seed", description="Run seed; shard i uses SeedSequence([seed, i])."
+        default=0, ge=0, lt=2**63, title="Seed", description="Run seed; shard i draws from SeedSequence(seed, spawn_key=(i,))."
     )
     sampling_benchmark: str | None = Field(
         default=None,

@@ -208,11 +208,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with airflow:
             airflow.wait_ready()
-            user, password = airflow.credentials()
             artifacts = airflow.env.get("SBI_ARTIFACT_ROOT", DEFAULT_ARTIFACTS)
+            if (airflow.home / PASSWORDS_FILE).exists():
+                user, password = airflow.credentials()
+                login = f"Log in as {user} / {password}  (from {airflow.home / PASSWORDS_FILE})"
+            else:  # e.g. AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS=True: no password is generated
+                login = "No password file was generated: the auth manager's own settings decide who gets in"
             print(
                 f"\nAirflow is up: {airflow.url}\n"
-                f"Log in as {user} / {password}  (from {airflow.home / PASSWORDS_FILE})\n"
+                f"{login}\n"
                 f"DAGs from {REPO / 'dags'}; runs write under {artifacts}\n"
                 "Ctrl-C stops everything.",
                 flush=True,
