@@ -17,7 +17,7 @@ from operators import settings
 KEEP = (None, 0, "")  # an override left at one of these keeps the config's value
 # UI labels of mapped instances (`map_index_template`), read from the argument lists built below.
 GENERATE_LABEL = "shard {{ task.arguments[4] }}{% if task.arguments[5:] %}..{{ task.arguments[-1] }}{% endif %}"
-COMBINE_LABEL = "group {{ task.arguments[4] }}"
+COMBINE_LABEL = "group {{ task.arguments[4] }}{% if task.arguments[5:] %}..{{ task.arguments[-1] }}{% endif %}"
 OVERRIDES = {"events": "generation.events", "shards": "generation.shards", "seed": "generation.seed"}
 
 
@@ -42,15 +42,21 @@ def generate_arguments(summary: Mapping[str, Any], max_tasks: int) -> list[list[
 
     Each list is `generate --run RUN --shard I [--shard J ...]` (`GENERATE_LABEL` relies on that layout).
     """
-    shards = _get(summary, "shards")
-    size = max(1, math.ceil(len(shards) / max_tasks))
-    batches = [shards[i : i + size] for i in range(0, len(shards), size)]
-    return [["generate", "--run", _get(summary, "run"), *_repeat("--shard", batch)] for batch in batches]
+    return _batched("generate", "--shard", _get(summary, "run"), _get(summary, "shards"), max_tasks)
 
 
-def combine_arguments(summary: Mapping[str, Any]) -> list[list[str]]:
-    """One first-level `combine` per group of shards."""
-    return [["combine", "--run", _get(summary, "run"), "--group", str(g)] for g in range(_get(summary, "n_groups"))]
+def combine_arguments(summary: Mapping[str, Any], max_tasks: int) -> list[list[str]]:
+    """One first-level `combine` per group, or per batch of consecutive groups past `max_tasks`.
+
+    Each list is `combine --run RUN --group G [--group H ...]` (`COMBINE_LABEL` relies on that layout).
+    """
+    return _batched("combine", "--group", _get(summary, "run"), list(range(_get(summary, "n_groups"))), max_tasks)
+
+
+def _batched(step: str, flag: str, run: str, items: Sequence[int], max_tasks: int) -> list[list[str]]:
+    size = max(1, math.ceil(len(items) / max_tasks))
+    batches = [items[i : i + size] for i in range(0, len(items), size)]
+    return [[step, "--run", run, *_repeat(flag, batch)] for batch in batches]
 
 
 @task(multiple_outputs=True)
@@ -70,7 +76,7 @@ def plan_generate(summary: dict[str, Any]) -> list[list[str]]:
 @task
 def plan_combine(summary: dict[str, Any]) -> list[list[str]]:
     """Argument lists of the mapped first-level combine tasks."""
-    return combine_arguments(summary)
+    return combine_arguments(summary, settings.max_fan_out())
 
 
 def _get(summary: Mapping[str, Any], key: str) -> Any:

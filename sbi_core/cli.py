@@ -57,7 +57,8 @@ def _parser() -> argparse.ArgumentParser:
     s = sub.add_parser("combine", help="combine a group of shards, or all groups")
     s.add_argument("--run", required=True, help="run URI")
     which = s.add_mutually_exclusive_group(required=True)
-    which.add_argument("--group", type=int, help="combine this group's shards into groups/group-G.h5")
+    which.add_argument("--group", dest="groups", type=int, action="append",
+                       help="combine this group's shards into groups/group-G.h5 (repeatable: a batch of groups)")
     which.add_argument("--all", action="store_true", help="combine every group into events.h5")
     return p
 
@@ -72,7 +73,7 @@ def _dispatch(args: argparse.Namespace) -> dict[str, Any]:
     handlers: dict[str, Callable[[], dict[str, Any]]] = {
         "configure": lambda: steps.configure(args.config, args.run, args.overrides),
         "generate": lambda: steps.generate(args.run, args.shards),
-        "combine": lambda: steps.combine(args.run, None if args.all else args.group),
+        "combine": lambda: steps.combine(args.run, None) if args.all else steps.combine_groups(args.run, args.groups),
     }
     return handlers[args.step]()
 

@@ -100,10 +100,7 @@ def generate(run_uri: str, shards: list[int]) -> dict[str, Any]:
 
 def combine(run_uri: str, group: int | None) -> dict[str, Any]:
     """Combine a group's shards (group=G) or all groups into the run's events file (group=None)."""
-    layout = RunLayout(run_uri)
-    if not storage.exists(layout.plan):
-        raise InputError(f"run {layout.root} is not configured (no plan.json)")
-    plan = GenerationPlan.from_json(storage.read_json(layout.plan))
+    layout, plan = _configured_plan(run_uri)
     if group is not None:
         plan.check_group(group)
         members = plan.groups[group]
@@ -116,3 +113,26 @@ def combine(run_uri: str, group: int | None) -> dict[str, Any]:
         output, kind = layout.events, "combined"
     summary = combine_files(inputs, output, config_hash=plan.config_hash, expected_events=expected, kind=kind)
     return {"step": "combine", "run": layout.root, "group": group, **summary}
+
+
+def combine_groups(run_uri: str, groups: list[int]) -> dict[str, Any]:
+    """Combine several groups, one after another (a batched task when groups outnumber the fan-out limit).
+
+    One group gives that group's summary; several give `group: null` and the total. Either way
+    `groups` lists each group's summary."""
+    t0 = time.perf_counter()
+    _, plan = _configured_plan(run_uri)
+    for g in groups:
+        plan.check_group(g)
+    results = [combine(run_uri, g) for g in groups]
+    if len(results) == 1:
+        return {**results[0], "groups": results}
+    return {"step": "combine", "run": results[0]["run"], "group": None, "groups": results,
+            "n_events": sum(r["n_events"] for r in results), "seconds": round(time.perf_counter() - t0, 3)}
+
+
+def _configured_plan(run_uri: str) -> tuple[RunLayout, GenerationPlan]:
+    layout = RunLayout(run_uri)
+    if not storage.exists(layout.plan):
+        raise InputError(f"run {layout.root} is not configured (no plan.json)")
+    return layout, GenerationPlan.from_json(storage.read_json(layout.plan))

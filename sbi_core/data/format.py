@@ -285,6 +285,19 @@ def inspect_event_file(
     )
 
 
+def verify_complete(path: Path | str, uri: str, *, config_hash: str, expected_events: int) -> EventFileInfo:
+    """inspect_event_file plus a CRC check of every stored chunk and the package version: the file is
+    exactly what this package would write now (generate uses it to skip finished shards on a retry)."""
+    info = inspect_event_file(path, uri, config_hash=config_hash, expected_events=expected_events)
+    with h5py.File(path, "r") as f:
+        if f.attrs.get("package_version") != __version__:
+            raise ShardError(uri, f"written by sbi_core {f.attrs.get('package_version')}, this is {__version__}")
+        for name in SAMPLE_DATASETS:
+            if raw_crc32(f[name]) != int(f[name].attrs["raw_crc32"]):
+                raise ShardError(uri, f"corrupt: {name} chunk bytes do not match their recorded CRC")
+    return info
+
+
 def read_samples(path: Path | str, start: int = 0, stop: int | None = None) -> dict[str, np.ndarray]:
     """Rows [start, stop) of every sample dataset, keyed by dataset name (for tests and small files)."""
     with h5py.File(path, "r") as f:

@@ -7,6 +7,7 @@ run (all shards) estimates the fiducial cross section at each benchmark.
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from typing import TYPE_CHECKING, Any
@@ -14,15 +15,25 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from sbi_core import storage
-from sbi_core.data.format import LATENT, OBSERVATIONS, WEIGHTS, EventFileWriter, weight_columns
-from sbi_core.errors import InputError
-from sbi_core.physics.base import EventBatch
+from sbi_core.data.format import (
+    LATENT,
+    OBSERVATIONS,
+    WEIGHTS,
+    EventFileInfo,
+    EventFileWriter,
+    verify_complete,
+    weight_columns,
+)
+from sbi_core.errors import InputError, ShardError
+from sbi_core.physics.base import EventBatch, Simulator
+from sbi_core.physics.morphing import Morphing
 from sbi_core.physics.registry import make_simulator
 
 if TYPE_CHECKING:
     from sbi_core.config import AnalysisConfig
     from sbi_core.data.plan import GenerationPlan
 
+log = logging.getLogger(__name__)
 MAX_BATCH = 65_536
 #: Give up when cuts keep fewer than one event in this many (a misconfigured cut, not physics).
 MIN_ACCEPTANCE = 1e-4
@@ -45,9 +56,10 @@ def cut_mask(cfg: AnalysisConfig, observations: np.ndarray) -> np.ndarray:
     return mask
 
 
-def simulate_passing(cfg: AnalysisConfig, n_keep: int, rng: np.random.Generator) -> tuple[EventBatch, int]:
+def simulate_passing(
+    sim: Simulator, cfg: AnalysisConfig, n_keep: int, rng: np.random.Generator
+) -> tuple[EventBatch, int]:
     """Exactly n_keep events passing the cuts, and how many were simulated to get them."""
-    sim = make_simulator(cfg)
     kept: list[EventBatch] = []
     n_kept = n_generated = 0
     while n_kept < n_keep:
@@ -79,8 +91,20 @@ def generate_shard(cfg: AnalysisConfig, plan: GenerationPlan, index: int, uri: s
     plan.check_shard(index)
     t0 = time.perf_counter()
     n_keep = plan.shard_events[index]
+    done = _finished_shard(uri, config_hash, n_keep)
+    if done is not None:
+        log.info("shard %d: %s is complete and verified, not regenerated", index, uri)
+        return {
+            "index": index,
+            "uri": uri,
+            "n_events": n_keep,
+            "n_generated": done.n_generated,
+            "acceptance": round(n_keep / done.n_generated, 6),
+            "skipped": True,
+            "seconds": round(time.perf_counter() - t0, 3),
+        }
     sim = make_simulator(cfg)
-    batch, n_generated = simulate_passing(cfg, n_keep, shard_rng(plan.seed, index))
+    batch, n_generated = simulate_passing(sim, cfg, n_keep, shard_rng(plan.seed, index))
     # Each shard's weights sum to (its share of the run's events) x the fiducial cross section.
     scale = n_keep / (n_generated * plan.events)
     widths = {
@@ -88,8 +112,6 @@ def generate_shard(cfg: AnalysisConfig, plan: GenerationPlan, index: int, uri: s
         WEIGHTS: len(weight_columns(cfg)),
         LATENT: batch.latent.shape[1],
     }
-    from sbi_core.physics.morphing import Morphing
-
     morphing = Morphing(sim.morphing_powers, np.array(cfg.benchmark_matrix(), dtype=np.float64))
     header = {
         "config_hash": config_hash,
@@ -110,5 +132,18 @@ def generate_shard(cfg: AnalysisConfig, plan: GenerationPlan, index: int, uri: s
         "n_events": n_keep,
         "n_generated": n_generated,
         "acceptance": round(n_keep / n_generated, 6),
+        "skipped": False,
         "seconds": round(time.perf_counter() - t0, 3),
     }
+
+
+def _finished_shard(uri: str, config_hash: str, n_keep: int) -> EventFileInfo | None:
+    """The shard's info when uri already holds exactly this shard (a retried batch task); None otherwise."""
+    if not storage.exists(uri):
+        return None
+    try:
+        with storage.local_copy(uri) as path:
+            return verify_complete(path, uri, config_hash=config_hash, expected_events=n_keep)
+    except ShardError as exc:
+        log.warning("shard file exists but will be regenerated: %s", exc)
+        return None

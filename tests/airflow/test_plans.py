@@ -39,12 +39,18 @@ def test_generate_batches_shards_above_the_fan_out_limit():
 
 
 def test_combine_maps_one_task_per_group():
-    assert combine_arguments(CONFIGURED) == [["combine", "--run", "/r", "--group", str(g)] for g in range(3)]
+    assert combine_arguments(CONFIGURED, 256) == [["combine", "--run", "/r", "--group", str(g)] for g in range(3)]
+
+
+def test_combine_batches_groups_past_the_fan_out_limit():
+    batches = combine_arguments({"step": "configure", "run": "/r", "n_groups": 2000}, 256)
+    assert len(batches) <= 256
+    assert [int(a) for b in batches for a in b[4::2]] == list(range(2000))
 
 
 def test_a_summary_without_the_plan_names_what_is_missing():
     with pytest.raises(PlanError, match="'n_groups'"):
-        combine_arguments({"step": "configure", "run": "/r"})
+        combine_arguments({"step": "configure", "run": "/r"}, 256)
 
 
 def test_each_run_gets_its_own_safe_prefix(monkeypatch):

@@ -128,3 +128,19 @@ def test_unexpected_failure_is_exit_1_with_traceback(cli, tmp_path):
     (run / "plan.json").write_text("{not json")
     res = cli("generate", "--run", str(run), "--shard", "0")
     assert res.returncode == 1 and "Traceback" in res.stderr and res.stdout == ""
+
+
+def test_combine_accepts_a_batch_of_groups(cli, small_run, tmp_path):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(small_run, run)
+    shutil.rmtree(run / "groups")
+    res = cli("combine", "--run", str(run), "--group", "0", "--group", "1")
+    assert res.returncode == 0, res.stderr
+    s = res.summary
+    assert s["group"] is None and [g["group"] for g in s["groups"]] == [0, 1] and s["n_events"] == 6000
+    one = cli("combine", "--run", str(run), "--group", "1").summary
+    assert one["group"] == 1 and one["output"].endswith("group-0001.h5") and len(one["groups"]) == 1
+    bad = cli("combine", "--run", str(run), "--group", "0", "--group", "7")
+    assert bad.returncode == 2 and "group 7 is outside the plan" in bad.stderr
