@@ -22,6 +22,13 @@ def _gen(run: str, shard: int) -> float:
     return time.perf_counter() - t0
 
 
+def _clear(run: str) -> None:
+    """Delete the shards, so the next round simulates them again (generate keeps finished shards)."""
+    import shutil
+
+    shutil.rmtree(Path(run) / "shards", ignore_errors=True)
+
+
 def _warm() -> None:
     import sbi_core.steps  # noqa: F401  (imports out of the timed region)
 
@@ -41,10 +48,12 @@ def run(quick: bool) -> list[dict[str, Any]]:
             for f in [two.submit(_warm) for _ in range(2)]:
                 f.result()
             for _ in range(repeats):
+                _clear(run_uri)
                 t0 = time.perf_counter()
                 for s in range(n_shards):
                     one.submit(_gen, run_uri, s).result()
                 serial.append(time.perf_counter() - t0)
+                _clear(run_uri)
                 t0 = time.perf_counter()
                 for f in [two.submit(_gen, run_uri, s) for s in range(n_shards)]:
                     f.result()
