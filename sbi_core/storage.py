@@ -162,14 +162,18 @@ def write_json(uri: str, obj: Any) -> None:
     write_text(uri, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
+def _existing_local(uri: str) -> Path:
+    path = _local(uri)
+    if not path.exists():
+        raise FileNotFoundError(uri)
+    return path
+
+
 @contextlib.contextmanager
 def local_copy(uri: str) -> Iterator[Path]:
     """A local path holding uri's content for the duration of the block (no copy for local files)."""
     if not is_remote(uri):
-        path = _local(uri)
-        if not path.exists():
-            raise FileNotFoundError(uri)
-        yield path
+        yield _existing_local(uri)
         return
     fs, path = filesystem(uri)
     with tempfile.TemporaryDirectory(prefix="sbi-download-") as tmpdir:
@@ -186,10 +190,7 @@ def open_for_inspection(uri: str) -> Iterator[Path | BinaryIO]:
     """A local path, or a read-only file object over a remote object: h5py reads just the header
     ranges it needs, so checking a remote file's header does not download it. FileNotFoundError if absent."""
     if not is_remote(uri):
-        path = _local(uri)
-        if not path.exists():
-            raise FileNotFoundError(uri)
-        yield path
+        yield _existing_local(uri)
         return
     fs, path = filesystem(uri)
     try:
