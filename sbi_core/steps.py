@@ -9,17 +9,15 @@ import time
 from typing import Any
 
 import h5py
-import numpy as np
 
 from sbi_core import storage
 from sbi_core.config import AnalysisConfig, config_hash, config_to_yaml, load_config
 from sbi_core.data.combine import combine_files
-from sbi_core.data.format import write_header
+from sbi_core.data.format import simulator_header, write_header
 from sbi_core.data.generate import generate_shard
 from sbi_core.data.plan import GenerationPlan, make_plan
 from sbi_core.errors import InputError
 from sbi_core.layout import RunLayout
-from sbi_core.physics.morphing import Morphing
 from sbi_core.physics.registry import make_simulator
 
 
@@ -36,8 +34,6 @@ def configure(config_uri: str, run_uri: str | None = None, overrides: list[str] 
                 f"run {layout.root} already holds another analysis (config hash {str(previous)[:12]}, "
                 f"this one {digest[:12]}): choose a new run URI; nothing was written"
             )
-    sim = make_simulator(cfg)
-    morphing = Morphing(sim.morphing_powers, np.array(cfg.benchmark_matrix(), dtype=np.float64))
     g = cfg.generation
     plan = make_plan(g.events, g.shards, g.shards_per_group, g.seed, digest)
     with storage.atomic_write(layout.setup) as tmp, h5py.File(tmp, "w") as f:
@@ -45,9 +41,7 @@ def configure(config_uri: str, run_uri: str | None = None, overrides: list[str] 
             f,
             cfg,
             config_hash=digest,
-            morphing_components=sim.morphing_powers,
-            morphing_matrix=morphing.matrix,
-            latent_names=sim.latent_names,
+            **simulator_header(cfg, make_simulator(cfg)),
             kind="setup",
             chunk_rows=plan.chunk_rows,
             seed=g.seed,
@@ -72,11 +66,8 @@ def configure(config_uri: str, run_uri: str | None = None, overrides: list[str] 
 
 def load_run(run_uri: str) -> tuple[RunLayout, AnalysisConfig, GenerationPlan]:
     """A configured run's layout, config and plan; InputError when the run was never configured."""
-    layout = RunLayout(run_uri)
-    if not storage.exists(layout.plan):
-        raise InputError(f"run {layout.root} is not configured (no plan.json): run `sbi-core configure` first")
+    layout, plan = _configured_plan(run_uri)
     cfg = load_config(layout.config)
-    plan = GenerationPlan.from_json(storage.read_json(layout.plan))
     if config_hash(cfg) != plan.config_hash:
         raise InputError(f"{layout.config} does not match {layout.plan} (config hash differs): reconfigure the run")
     return layout, cfg, plan
@@ -88,7 +79,7 @@ def generate(run_uri: str, shards: list[int]) -> dict[str, Any]:
     layout, cfg, plan = load_run(run_uri)
     for i in shards:
         plan.check_shard(i)
-    results = [generate_shard(cfg, plan, i, layout.shard(i), plan.config_hash) for i in shards]
+    results = [generate_shard(cfg, plan, i, layout.shard(i)) for i in shards]
     return {
         "step": "generate",
         "run": layout.root,
@@ -101,6 +92,32 @@ def generate(run_uri: str, shards: list[int]) -> dict[str, Any]:
 def combine(run_uri: str, group: int | None) -> dict[str, Any]:
     """Combine a group's shards (group=G) or all groups into the run's events file (group=None)."""
     layout, plan = _configured_plan(run_uri)
+    return _combine_one(layout, plan, group)
+
+
+def combine_groups(run_uri: str, groups: list[int]) -> dict[str, Any]:
+    """Combine several groups, one after another (a batched task when groups outnumber the fan-out limit).
+
+    One group gives that group's summary; several give `group: null` and the total. Either way
+    `groups` lists each group's summary."""
+    t0 = time.perf_counter()
+    layout, plan = _configured_plan(run_uri)
+    for g in groups:
+        plan.check_group(g)
+    results = [_combine_one(layout, plan, g) for g in groups]
+    if len(results) == 1:
+        return {**results[0], "groups": results}
+    return {
+        "step": "combine",
+        "run": layout.root,
+        "group": None,
+        "groups": results,
+        "n_events": sum(r["n_events"] for r in results),
+        "seconds": round(time.perf_counter() - t0, 3),
+    }
+
+
+def _combine_one(layout: RunLayout, plan: GenerationPlan, group: int | None) -> dict[str, Any]:
     if group is not None:
         plan.check_group(group)
         members = plan.groups[group]
@@ -115,24 +132,9 @@ def combine(run_uri: str, group: int | None) -> dict[str, Any]:
     return {"step": "combine", "run": layout.root, "group": group, **summary}
 
 
-def combine_groups(run_uri: str, groups: list[int]) -> dict[str, Any]:
-    """Combine several groups, one after another (a batched task when groups outnumber the fan-out limit).
-
-    One group gives that group's summary; several give `group: null` and the total. Either way
-    `groups` lists each group's summary."""
-    t0 = time.perf_counter()
-    _, plan = _configured_plan(run_uri)
-    for g in groups:
-        plan.check_group(g)
-    results = [combine(run_uri, g) for g in groups]
-    if len(results) == 1:
-        return {**results[0], "groups": results}
-    return {"step": "combine", "run": results[0]["run"], "group": None, "groups": results,
-            "n_events": sum(r["n_events"] for r in results), "seconds": round(time.perf_counter() - t0, 3)}
-
-
 def _configured_plan(run_uri: str) -> tuple[RunLayout, GenerationPlan]:
+    """A run's layout and plan; InputError when the run was never configured."""
     layout = RunLayout(run_uri)
     if not storage.exists(layout.plan):
-        raise InputError(f"run {layout.root} is not configured (no plan.json)")
+        raise InputError(f"run {layout.root} is not configured (no plan.json): run `sbi-core configure` first")
     return layout, GenerationPlan.from_json(storage.read_json(layout.plan))

@@ -28,7 +28,7 @@ from sbi_core.errors import ShardError
 
 if TYPE_CHECKING:
     from sbi_core.config import AnalysisConfig
-    from sbi_core.physics.base import EventBatch
+    from sbi_core.physics.base import EventBatch, Simulator
 
 FORMAT_NAME = "sbi-events"
 FORMAT_VERSION = 1
@@ -120,6 +120,18 @@ def write_header(
     attrs["seed"] = -1 if seed is None else seed
     attrs["shards"] = np.asarray(shards if shards is not None else [], dtype=np.int64)
     attrs["shard_index"] = shards[0] if shards is not None and len(shards) == 1 else -1
+
+
+def simulator_header(cfg: AnalysisConfig, sim: Simulator) -> dict[str, Any]:
+    """The header fields a simulator determines: morphing components and matrix, latent names."""
+    from sbi_core.physics.morphing import Morphing
+
+    morphing = Morphing(sim.morphing_powers, np.array(cfg.benchmark_matrix(), dtype=np.float64))
+    return {
+        "morphing_components": sim.morphing_powers,
+        "morphing_matrix": morphing.matrix,
+        "latent_names": sim.latent_names,
+    }
 
 
 def copy_header(src: h5py.File, dst: h5py.File) -> None:

@@ -21,12 +21,12 @@ from sbi_core.data.format import (
     WEIGHTS,
     EventFileInfo,
     EventFileWriter,
+    simulator_header,
     verify_complete,
     weight_columns,
 )
 from sbi_core.errors import InputError, ShardError
 from sbi_core.physics.base import EventBatch, Simulator
-from sbi_core.physics.morphing import Morphing
 from sbi_core.physics.registry import make_simulator
 
 if TYPE_CHECKING:
@@ -86,23 +86,17 @@ def simulate_passing(
     ), n_generated
 
 
-def generate_shard(cfg: AnalysisConfig, plan: GenerationPlan, index: int, uri: str, config_hash: str) -> dict[str, Any]:
-    """Simulate shard `index` of the plan and write it atomically to uri; return its summary."""
+def generate_shard(cfg: AnalysisConfig, plan: GenerationPlan, index: int, uri: str) -> dict[str, Any]:
+    """Simulate shard `index` of the plan and write it atomically to uri; return its summary.
+
+    A shard that uri already holds complete and verified (a retried batch task) is kept as it is."""
     plan.check_shard(index)
     t0 = time.perf_counter()
     n_keep = plan.shard_events[index]
-    done = _finished_shard(uri, config_hash, n_keep)
+    done = _finished_shard(uri, plan.config_hash, n_keep)
     if done is not None:
         log.info("shard %d: %s is complete and verified, not regenerated", index, uri)
-        return {
-            "index": index,
-            "uri": uri,
-            "n_events": n_keep,
-            "n_generated": done.n_generated,
-            "acceptance": round(n_keep / done.n_generated, 6),
-            "skipped": True,
-            "seconds": round(time.perf_counter() - t0, 3),
-        }
+        return _summary(index, uri, n_keep, done.n_generated, skipped=True, t0=t0)
     sim = make_simulator(cfg)
     batch, n_generated = simulate_passing(sim, cfg, n_keep, shard_rng(plan.seed, index))
     # Each shard's weights sum to (its share of the run's events) x the fiducial cross section.
@@ -112,12 +106,9 @@ def generate_shard(cfg: AnalysisConfig, plan: GenerationPlan, index: int, uri: s
         WEIGHTS: len(weight_columns(cfg)),
         LATENT: batch.latent.shape[1],
     }
-    morphing = Morphing(sim.morphing_powers, np.array(cfg.benchmark_matrix(), dtype=np.float64))
     header = {
-        "config_hash": config_hash,
-        "morphing_components": sim.morphing_powers,
-        "morphing_matrix": morphing.matrix,
-        "latent_names": sim.latent_names,
+        "config_hash": plan.config_hash,
+        **simulator_header(cfg, sim),
         "kind": "shard",
         "seed": plan.seed,
         "shards": [index],
@@ -126,13 +117,17 @@ def generate_shard(cfg: AnalysisConfig, plan: GenerationPlan, index: int, uri: s
         writer = EventFileWriter(tmp, cfg, chunk_rows=plan.chunk_rows, widths=widths, n_rows=n_keep, header=header)
         writer.append(batch, scale)
         writer.close(n_generated)
+    return _summary(index, uri, n_keep, n_generated, skipped=False, t0=t0)
+
+
+def _summary(index: int, uri: str, n_keep: int, n_generated: int, *, skipped: bool, t0: float) -> dict[str, Any]:
     return {
         "index": index,
         "uri": uri,
         "n_events": n_keep,
         "n_generated": n_generated,
         "acceptance": round(n_keep / n_generated, 6),
-        "skipped": False,
+        "skipped": skipped,
         "seconds": round(time.perf_counter() - t0, 3),
     }
 
