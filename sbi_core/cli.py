@@ -8,6 +8,7 @@ Exit codes: 0 success, 2 bad input (the message names the field, file or shard),
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import logging
 import os
@@ -22,60 +23,25 @@ EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT = 0, 1, 2
 log = logging.getLogger("sbi_core")
 
 
+#: Modules that add subcommands: each has `add_commands(sub)`, which registers argparse subparsers and sets
+#: `handler` (args -> summary dict) on each with `set_defaults`. They must import cheaply (no torch, jax,
+#: h5py at module level): the handler imports what it needs when it runs.
+COMMAND_MODULES = ("sbi_core.data.commands",)
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="sbi-core", description=__doc__.split("\n")[0])
     p.add_argument("--version", action="version", version=f"sbi-core {__version__}")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging on stderr")
     sub = p.add_subparsers(dest="step", required=True, metavar="STEP")
-
-    s = sub.add_parser("schema", help="print the analysis config JSON schema")
-    s.add_argument("--indent", type=int, default=None, help="pretty-print (then it is no longer one line)")
-
-    s = sub.add_parser("configure", help="validate a config, write config.yaml, plan.json, setup.h5")
-    s.add_argument("--config", required=True, help="analysis config YAML (path or URI)")
-    s.add_argument("--run", default=None, help="run URI (default: the config's output)")
-    s.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="PATH=VALUE",
-        help="override a config value, e.g. generation.events=10000 (repeatable)",
-    )
-
-    s = sub.add_parser("generate", help="generate shards of a configured run")
-    s.add_argument("--run", required=True, help="run URI")
-    s.add_argument(
-        "--shard",
-        dest="shards",
-        type=int,
-        action="append",
-        required=True,
-        help="shard index (repeatable: one task may generate a batch of shards)",
-    )
-
-    s = sub.add_parser("combine", help="combine a group of shards, or all groups")
-    s.add_argument("--run", required=True, help="run URI")
-    which = s.add_mutually_exclusive_group(required=True)
-    which.add_argument("--group", dest="groups", type=int, action="append",
-                       help="combine this group's shards into groups/group-G.h5 (repeatable: a batch of groups)")
-    which.add_argument("--all", action="store_true", help="combine every group into events.h5")
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).add_commands(sub)
     return p
 
 
 def _dispatch(args: argparse.Namespace) -> dict[str, Any]:
-    if args.step == "schema":
-        from sbi_core.config import json_schema
-
-        return json_schema()
-    from sbi_core import steps
-
-    handlers: dict[str, Callable[[], dict[str, Any]]] = {
-        "configure": lambda: steps.configure(args.config, args.run, args.overrides),
-        "generate": lambda: steps.generate(args.run, args.shards),
-        "combine": lambda: steps.combine(args.run, None) if args.all else steps.combine_groups(args.run, args.groups),
-    }
-    return handlers[args.step]()
+    handler: Callable[[argparse.Namespace], dict[str, Any]] = args.handler
+    return handler(args)
 
 
 def main(argv: list[str] | None = None) -> int:

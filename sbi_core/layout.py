@@ -41,3 +41,16 @@ class RunLayout:
     def events(self) -> str:
         """All events of the run, shards in order."""
         return storage.join(self.root, "events.h5")
+
+    # ---- shared by learning and inference (the contract of docs/likelihood-model.md)
+    def dataset(self, name: str) -> str:
+        """An events file the fit runs on, other than the run's own events (pseudo-data, an observed file)."""
+        return storage.join(self.root, "datasets", f"{name}.h5")
+
+    def likelihood(self, dataset: str, source: str) -> str:
+        """Per-event likelihood arrays (`sbi_core.data.likelihood_arrays`) of a dataset; source exact|learned."""
+        return storage.join(self.root, "likelihood", source, f"{dataset}.h5")
+
+    def likelihood_part(self, dataset: str, source: str, batch: int) -> str:
+        """One event batch of `likelihood(dataset, source)` (mapped evaluate tasks write these, then join)."""
+        return storage.join(self.root, "likelihood", source, dataset, f"part-{batch:05d}.h5")

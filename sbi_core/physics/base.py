@@ -92,6 +92,14 @@ class Simulator(Protocol):
         """grad_theta log p(x, z | theta) per event, shape (n, n_parameters)."""
         ...
 
+    def observations_at(self, observations: np.ndarray, latent: np.ndarray, nu: np.ndarray) -> np.ndarray:
+        """The same events observed at nuisance values nu (n_nuisance,): (n, n_observables), float64.
+
+        Events are the ones `simulate` returned (observations and latent in file order). Nuisances that
+        move observables (`observable_scale`, an energy scale) move them; weight-type ones leave them as
+        they are. Learning uses it for the per-variation training sets (nu = +-1 on one nuisance at a time)."""
+        ...
+
     def log_likelihood(self, x: np.ndarray, theta: np.ndarray, nu: np.ndarray | None = None) -> np.ndarray:
         """Exact log p(x | theta, nu) per event before cuts, shape (n,); nu: (n_nuisance,) or None for 0.
 

@@ -452,6 +452,11 @@ class BenchmarkSimulator:
                     out[:, i, j] = np.exp(self._log_detector(xa, za, s) - base)
         return out
 
+    def observations_at(self, observations: np.ndarray, latent: np.ndarray, nu: np.ndarray) -> np.ndarray:
+        """x at nu for the same events: x = S(nu) (z + eps) and S(0) = 1, so x(nu) = S(nu) x (exact)."""
+        xa, _ = self._xz(observations, latent)
+        return xa * self._scale(np.asarray(nu, dtype=np.float64))
+
     def simulate(self, n: int, rng: np.random.Generator) -> EventBatch:
         """n events at the sampling benchmark (nominal nuisances, before cuts); deterministic given rng."""
         if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 0:

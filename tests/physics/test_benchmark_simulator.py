@@ -310,3 +310,18 @@ def test_benchmark_simulator_satisfies_the_protocol() -> None:
     from tests.conftest import BENCHMARK_CONFIG
 
     assert isinstance(make_simulator(load_config(str(BENCHMARK_CONFIG))), Simulator)
+
+
+def test_observations_at_moves_the_same_events_to_the_law_at_nu(sim: BenchmarkSimulator, events: EventBatch) -> None:
+    """x(nu) of the sampled events follows p(x|theta_s, nu): its weighted mean matches the exact one at nu = +-1."""
+    sm = np.zeros(2)
+    w = events.weights[:, 0]
+    for nu in (np.array([0.0, 1.0]), np.array([0.0, -1.0]), np.array([0.7, 0.0])):
+        moved = sim.observations_at(events.observations, events.latent, nu)
+        assert moved.shape == events.observations.shape and moved.dtype == np.float64
+        mean, cov = sim.observation_moments(sm, nu)
+        got = np.average(moved, axis=0, weights=w)
+        assert np.all(np.abs(got - mean) < 4 * np.sqrt(np.diag(cov) / len(w))), (nu, got, mean)
+    assert np.array_equal(sim.observations_at(events.observations, events.latent, np.zeros(2)), events.observations)
+    with pytest.raises(ValueError, match="nu"):
+        sim.observations_at(events.observations, events.latent, np.zeros(3))
