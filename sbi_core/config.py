@@ -410,10 +410,15 @@ def config_to_yaml(cfg: AnalysisConfig) -> str:
     return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
 
 
+#: Config fields that do not change the events: the output URI, names and free text, and the sections of
+#: the stages after generation (a run can be retrained or refitted with other settings, `sbi-core derive`).
+NOT_EVENT_FIELDS = frozenset({"output", "name", "description", "training", "inference"})
+
+
 def config_hash(cfg: AnalysisConfig) -> str:
-    """sha256 of everything that determines the events: the output URI, the analysis name and its
-    free-text description are excluded (renaming an analysis does not change its events)."""
-    payload = json.dumps(cfg.model_dump(mode="json", exclude={"output", "name", "description"}), sort_keys=True,
+    """sha256 of everything that determines the events (fields in NOT_EVENT_FIELDS excluded: renaming an
+    analysis or changing how it is trained or fitted does not change its events)."""
+    payload = json.dumps(cfg.model_dump(mode="json", exclude=set(NOT_EVENT_FIELDS)), sort_keys=True,
                          separators=(",", ":"))
     return hashlib.sha256(payload.encode()).hexdigest()
 

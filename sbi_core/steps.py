@@ -11,7 +11,15 @@ from typing import Any
 import h5py
 
 from sbi_core import storage
-from sbi_core.config import AnalysisConfig, config_hash, config_to_yaml, load_config
+from sbi_core.config import (
+    NOT_EVENT_FIELDS,
+    AnalysisConfig,
+    apply_overrides,
+    config_hash,
+    config_to_yaml,
+    load_config,
+    validate_config,
+)
 from sbi_core.data.combine import combine_files
 from sbi_core.data.format import simulator_header, write_header
 from sbi_core.data.generate import generate_shard
@@ -71,6 +79,49 @@ def load_run(run_uri: str) -> tuple[RunLayout, AnalysisConfig, GenerationPlan]:
     if config_hash(cfg) != plan.config_hash:
         raise InputError(f"{layout.config} does not match {layout.plan} (config hash differs): reconfigure the run")
     return layout, cfg, plan
+
+
+def run_events(layout: RunLayout, plan: GenerationPlan) -> str:
+    """The events file a run's later stages read: its own events.h5, or its source run's when derived."""
+    return plan.events_uri or layout.events
+
+
+def derive(source_run: str, run_uri: str, overrides: list[str] | None = None) -> dict[str, Any]:
+    """A new run that reads the events of `source_run` with other stage settings (`--set training...`).
+
+    Overrides may change only fields that do not determine the events (config.NOT_EVENT_FIELDS); nothing
+    is simulated or copied: the new run's plan points at the source's events. Rerunning with the same
+    arguments is a no-op; a run already derived with other settings is refused."""
+    t0 = time.perf_counter()
+    src_layout, cfg, plan = load_run(source_run)
+    events = run_events(src_layout, plan)
+    if not storage.exists(events):
+        raise InputError(f"source run {src_layout.root} has no events file {events}: run combine --all first")
+    new_cfg = validate_config(apply_overrides(cfg.model_dump(mode="json"), overrides or []), "--set")
+    if config_hash(new_cfg) != plan.config_hash:
+        before, after = cfg.model_dump(mode="json"), new_cfg.model_dump(mode="json")
+        changed = sorted(k for k in before if before[k] != after[k])
+        raise InputError(f"--set changes what determines the events ({', '.join(changed)}): derive changes only "
+                         f"{sorted(NOT_EVENT_FIELDS)}; configure a new run to change the events")
+    layout = RunLayout(run_uri)
+    if layout.root == src_layout.root:
+        raise InputError(f"derive: --run must differ from --from ({layout.root})")
+    text = config_to_yaml(new_cfg)
+    if storage.exists(layout.plan):
+        same = storage.read_text(layout.config) == text if storage.exists(layout.config) else False
+        if not same or storage.read_json(layout.plan).get("events_uri") != events:
+            raise InputError(f"run {layout.root} exists with other settings or another source: choose a new run URI")
+    storage.write_text(layout.config, text)
+    derived = GenerationPlan(**{**plan.to_json(), "events_uri": events})
+    storage.write_json(layout.plan, derived.to_json())  # last: its presence means "configured"
+    return {
+        "step": "derive",
+        "run": layout.root,
+        "source": src_layout.root,
+        "events": events,
+        "config_hash": plan.config_hash,
+        "seconds": round(time.perf_counter() - t0, 3),
+    }
 
 
 def generate(run_uri: str, shards: list[int]) -> dict[str, Any]:

@@ -18,6 +18,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     add_set_option(s)
     s.set_defaults(handler=lambda a: _steps().configure(a.config, a.run, a.overrides))
 
+    s = sub.add_parser("derive", help="a new run on an existing run's events, with other training/inference settings")
+    s.add_argument("--from", dest="source", required=True, help="the existing run URI (configured and combined)")
+    s.add_argument("--run", required=True, help="the new run URI")
+    add_set_option(s)
+    s.set_defaults(handler=lambda a: _steps().derive(a.source, a.run, a.overrides))
+
     s = sub.add_parser("generate", help="generate shards of a configured run")
     s.add_argument("--run", required=True, help="run URI")
     s.add_argument(

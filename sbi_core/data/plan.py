@@ -36,6 +36,9 @@ class GenerationPlan:
     chunk_rows: int
     shard_events: list[int]
     groups: list[list[int]]
+    #: Set on a derived run (`sbi-core derive`): the source run's events file, which this run reads
+    #: instead of simulating again. None: the run's own `events.h5`.
+    events_uri: str | None = None
 
     @property
     def n_shards(self) -> int:

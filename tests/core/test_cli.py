@@ -144,3 +144,18 @@ def test_combine_accepts_a_batch_of_groups(cli, small_run, tmp_path):
     assert one["group"] == 1 and one["output"].endswith("group-0001.h5") and len(one["groups"]) == 1
     bad = cli("combine", "--run", str(run), "--group", "0", "--group", "7")
     assert bad.returncode == 2 and "group 7 is outside the plan" in bad.stderr
+
+
+def test_derive_reads_the_source_events_and_refuses_event_changes(cli, small_run, tmp_path):
+    new = tmp_path / "derived"
+    res = cli("derive", "--from", str(small_run), "--run", str(new), "--set", "name=retrained")
+    assert res.returncode == 0, res.stderr
+    assert res.summary["events"] == str(small_run / "events.h5")
+    assert json.loads((new / "plan.json").read_text())["events_uri"] == str(small_run / "events.h5")
+    assert not (new / "events.h5").exists()
+    again = cli("derive", "--from", str(small_run), "--run", str(new), "--set", "name=retrained")
+    assert again.returncode == 0, again.stderr
+    other = cli("derive", "--from", str(small_run), "--run", str(new), "--set", "name=other")
+    assert other.returncode == 2 and "other settings" in other.stderr
+    bad = cli("derive", "--from", str(small_run), "--run", str(tmp_path / "x"), "--set", "generation.seed=5")
+    assert bad.returncode == 2 and "generation" in bad.stderr and not (tmp_path / "x").exists()
