@@ -2,8 +2,8 @@
 
 What to use when:
 - `load_config(uri, overrides)` reads YAML from a path or URI, applies `--set` style
-  overrides and validates everything (schema, then simulator-specific checks).
-- `AnalysisConfig.model_validate(dict)` validates a dict you already have (no simulator checks).
+  overrides and validates it against the schema; `validate_config(dict)` does the same for a dict.
+  Neither knows simulators: `sbi_core.analysis.load_analysis` adds the simulator's own checks.
 - `config_hash(cfg)` is the identity of the events a config produces (the output URI excluded):
   shards carry it, and combine refuses to mix files with different hashes.
 - `json_schema()` is the schema the Airflow trigger form is built from (shipped as
@@ -18,10 +18,11 @@ import hashlib
 import json
 import math
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from types import UnionType
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from sbi_core.errors import ConfigError
 
@@ -37,9 +38,71 @@ Identifier = Annotated[
 
 
 class _Strict(BaseModel):
-    """Base of every config section: unknown keys are refused, values are immutable."""
+    """Base of every config section: unknown keys are refused, values are immutable, and scalars are not
+    coerced (`seed: true` or `events: "1000"` are errors naming the field; lists still fill tuples)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_scalar_coercion(cls, value: Any, info: ValidationInfo) -> Any:
+        field = cls.model_fields.get(info.field_name or "")
+        if field is not None:
+            check_scalar(value, field.annotation)
+        return value
+
+
+#: The base class for config sections defined outside this module (simulator options, stage sections).
+ConfigSection = _Strict
+
+
+def _scalar_kinds(annotation: Any) -> set[type]:
+    """The scalar types an annotation accepts at its top level (through Optional/Union/Annotated/Literal)."""
+    origin = get_origin(annotation)
+    if origin is Annotated:
+        return _scalar_kinds(get_args(annotation)[0])
+    if origin in (Union, UnionType):
+        return set().union(*(_scalar_kinds(a) for a in get_args(annotation)))
+    if origin is Literal:
+        return {type(a) for a in get_args(annotation)}
+    if isinstance(annotation, type) and issubclass(annotation, str):
+        return {str}  # str and StrEnum
+    return {annotation} & {bool, int, float}
+
+
+def check_scalar(value: Any, annotation: Any) -> None:
+    """Refuse a bool where a number is expected and text where a number or bool is expected (pydantic's lax
+    mode would turn `true` into 1 and "1000" into 1000); descends one level into lists, tuples and dicts."""
+    kinds = _scalar_kinds(annotation)
+    if isinstance(value, bool) and bool not in kinds and kinds & {int, float}:
+        raise ValueError("expected a number, got a boolean")
+    if isinstance(value, str) and str not in kinds and kinds & {int, float, bool}:
+        raise ValueError(f"expected {'a number' if kinds & {int, float} else 'true or false'}, got text")
+    origin = get_origin(annotation)
+    if origin is Annotated:
+        check_scalar(value, get_args(annotation)[0])
+        return
+    if origin in (Union, UnionType):
+        if isinstance(value, list | tuple | dict):  # check the collection member of the union, if any
+            container = dict if isinstance(value, dict) else (list, tuple)
+            for arg in get_args(annotation):
+                if get_origin(arg) in (container if isinstance(container, tuple) else (container,)):
+                    check_scalar(value, arg)
+        return
+    if origin in (list, tuple) and isinstance(value, list | tuple):
+        args = [a for a in get_args(annotation) if a is not Ellipsis]
+        for i, item in enumerate(value):
+            if args:
+                try:
+                    check_scalar(item, args[min(i, len(args) - 1)])
+                except ValueError as exc:
+                    raise ValueError(f"item {i}: {exc} {item!r}") from None
+    elif origin is dict and isinstance(value, dict) and len(get_args(annotation)) == 2:
+        for key, item in value.items():
+            try:
+                check_scalar(item, get_args(annotation)[1])
+            except ValueError as exc:
+                raise ValueError(f"{key}: {exc} {item!r}") from None
 
 
 class Parameter(_Strict):
@@ -231,12 +294,6 @@ class AnalysisConfig(_Strict):
         sb = self.generation.sampling_benchmark
         if sb is not None and sb not in {b.name for b in self.benchmarks}:
             issues.append(("generation.sampling_benchmark", f"unknown benchmark {sb!r}"))
-        from sbi_core.physics.registry import known_simulators  # lazy: keeps import order free of cycles
-
-        if self.simulator.name not in known_simulators():
-            issues.append(
-                ("simulator.name", f"unknown simulator {self.simulator.name!r}; known: {sorted(known_simulators())}")
-            )
         if issues:
             raise ConfigError("", issues)
         return self
@@ -281,7 +338,11 @@ def format_loc(loc: tuple[int | str, ...]) -> str:
 
 
 def validate_config(data: Any, source: str = "<dict>") -> AnalysisConfig:
-    """Validate a parsed config dict and run the simulator's own checks; raise ConfigError."""
+    """Validate a parsed config dict against the schema and its cross-references; raise ConfigError.
+
+    The config only names its simulator: the simulator's own checks (options, observables it provides,
+    nuisance kinds, morphing basis) run in `sbi_core.analysis.validate_analysis` / `load_analysis`,
+    which is what the steps call. This keeps the config below physics in the import graph."""
     if not isinstance(data, dict):
         raise ConfigError(source, [("", f"the top level must be a mapping, got {type(data).__name__}")])
     try:
@@ -298,11 +359,6 @@ def validate_config(data: Any, source: str = "<dict>") -> AnalysisConfig:
         raise ConfigError(source, issues) from None
     except ConfigError as exc:
         raise ConfigError(source, exc.issues) from None
-    from sbi_core.physics.registry import get_simulator_class
-
-    sim_issues = get_simulator_class(cfg.simulator.name).check_config(cfg)
-    if sim_issues:
-        raise ConfigError(source, sim_issues)
     return cfg
 
 
@@ -390,7 +446,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
 
 
 def load_config(uri: str, overrides: list[str] | None = None) -> AnalysisConfig:
-    """Read, override and validate a config from a local path or URI."""
+    """Read, override and validate (schema only) a config from a local path or URI."""
     from sbi_core import storage
 
     try:

@@ -11,6 +11,7 @@ from typing import Any
 import h5py
 
 from sbi_core import storage
+from sbi_core.analysis import load_analysis, validate_analysis
 from sbi_core.config import (
     NOT_EVENT_FIELDS,
     AnalysisConfig,
@@ -18,7 +19,6 @@ from sbi_core.config import (
     config_hash,
     config_to_yaml,
     load_config,
-    validate_config,
 )
 from sbi_core.data.combine import combine_files
 from sbi_core.data.format import simulator_header, write_header
@@ -32,7 +32,7 @@ from sbi_core.physics.registry import make_simulator
 def configure(config_uri: str, run_uri: str | None = None, overrides: list[str] | None = None) -> dict[str, Any]:
     """Validate the config, write config.yaml, plan.json and setup.h5 under the run; return the shard plan."""
     t0 = time.perf_counter()
-    cfg = load_config(config_uri, overrides)
+    cfg = load_analysis(config_uri, overrides)
     layout = RunLayout(run_uri or cfg.output)
     digest = config_hash(cfg)
     if storage.exists(layout.plan):
@@ -97,7 +97,7 @@ def derive(source_run: str, run_uri: str, overrides: list[str] | None = None) ->
     events = run_events(src_layout, plan)
     if not storage.exists(events):
         raise InputError(f"source run {src_layout.root} has no events file {events}: run combine --all first")
-    new_cfg = validate_config(apply_overrides(cfg.model_dump(mode="json"), overrides or []), "--set")
+    new_cfg = validate_analysis(apply_overrides(cfg.model_dump(mode="json"), overrides or []), "--set")
     if config_hash(new_cfg) != plan.config_hash:
         before, after = cfg.model_dump(mode="json"), new_cfg.model_dump(mode="json")
         changed = sorted(k for k in before if before[k] != after[k])

@@ -23,8 +23,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
 
+from sbi_core.config import ConfigSection
 from sbi_core.errors import ConfigError, InputError
 from sbi_core.physics.base import EventBatch
 from sbi_core.physics.morphing import Morphing, monomials, monomials_gradient, quadratic_powers
@@ -40,10 +41,8 @@ _CHUNK = 1 << 18  # events per rejection-sampling round trip: bounds memory for 
 _SUPPORTED_NUISANCE = ("normalization", "observable_scale")
 
 
-class BenchmarkOptions(BaseModel):
-    """`simulator.options` of the benchmark simulator (unknown keys are refused)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class BenchmarkOptions(ConfigSection):
+    """`simulator.options` of the benchmark simulator (unknown keys are refused, scalars are not coerced)."""
 
     model_seed: int = Field(
         default=20240611, ge=0, lt=2**63, description="Seed of the fixed component geometry (not the generation seed)."

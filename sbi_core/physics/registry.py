@@ -46,6 +46,18 @@ def get_simulator_class(name: str) -> type[Simulator]:
         raise ConfigError("", [("simulator.name", f"unknown simulator {name!r}; known: {sorted(_REGISTRY)}")]) from None
 
 
+def check_analysis(cfg: AnalysisConfig, source: str = "") -> None:
+    """The named simulator's checks of a schema-valid config (options, observables, nuisance kinds,
+    morphing basis); ConfigError(source, [(field path, message), ...]) when any fails."""
+    try:
+        cls = get_simulator_class(cfg.simulator.name)
+    except ConfigError as exc:
+        raise ConfigError(source, exc.issues) from None
+    issues = cls.check_config(cfg)
+    if issues:
+        raise ConfigError(source, issues)
+
+
 def make_simulator(cfg: AnalysisConfig) -> Simulator:
-    """Build the simulator a validated config names."""
+    """Build the simulator a config names (it checks the config itself and raises ConfigError)."""
     return get_simulator_class(cfg.simulator.name)(cfg)  # type: ignore[call-arg]

@@ -9,7 +9,9 @@ from typing import Any
 import pytest
 import yaml
 
-from sbi_core.config import AnalysisConfig, apply_overrides, load_config, parse_yaml, validate_config
+from sbi_core.analysis import load_analysis as load_config
+from sbi_core.analysis import validate_analysis as validate_config
+from sbi_core.config import AnalysisConfig, apply_overrides, parse_yaml
 from sbi_core.errors import ConfigError, InputError
 
 SHIPPED = Path(__file__).resolve().parents[2] / "configs" / "benchmark.yaml"
@@ -276,3 +278,41 @@ def test_nan_cut_bound_refused() -> None:
 def test_duplicate_yaml_key_refused() -> None:
     with pytest.raises(ConfigError):
         parse_yaml("generation: {events: 10, shards: 1}\ngeneration: {events: 20, shards: 1}\n", "dup.yaml")
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "field"),
+    [
+        (("generation", "seed"), True, "generation.seed"),
+        (("generation", "events"), "1000", "generation.events"),
+        (("nuisance", 0, "size"), "0.05", "nuisance[0].size"),
+        (("parameters", 0, "true_value"), False, "parameters[0].true_value"),
+        (("parameters", 0, "range"), ["-1", 1], "parameters[0].range"),
+        (("simulator", "options", "dimensions"), "5", "simulator.options.dimensions"),
+    ],
+)
+def test_coerced_scalars_are_refused_with_the_field_named(path: tuple, value: Any, field: str) -> None:
+    data = raw_config()
+    node = data
+    for key in path[:-1]:
+        node = node[key]
+    node[path[-1]] = value
+    ((where, msg),) = issues_of(data)
+    assert where == field and "expected" in msg
+
+
+def test_lists_still_fill_tuples_and_integers_fill_floats() -> None:
+    data = raw_config()
+    data["parameters"][0]["range"] = [-2, 2]
+    data["nuisance"][0]["size"] = 1
+    cfg = validate_config(data)
+    assert cfg.parameters[0].range == (-2.0, 2.0) and cfg.nuisance[0].size == 1.0
+
+
+def test_the_config_module_imports_no_physics() -> None:
+    import subprocess
+    import sys
+
+    code = "import sys, sbi_core.config; print(sorted(m for m in sys.modules if m.startswith('sbi_core.physics')))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "[]"
