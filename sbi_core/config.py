@@ -235,6 +235,42 @@ class Generation(_Strict):
         return self
 
 
+class MorphingOptions(_Strict):
+    """How weights at a few benchmarks give the weight at any theta: the monomials and the basis."""
+
+    max_power: int | dict[str, int] = Field(
+        default=2,
+        title="Maximum power",
+        description="Highest power of each parameter in the squared amplitude (2 when it enters the "
+        "amplitude linearly): one value for all, or {parameter: power}; unlisted parameters get 2.",
+    )
+    max_overall_power: int | None = Field(
+        default=None,
+        ge=0,
+        title="Maximum overall power",
+        description="Highest total degree of a monomial (default: the largest maximum power).",
+    )
+    basis: Literal["given", "optimised"] = Field(
+        default="given",
+        title="Basis",
+        description="given: the benchmarks listed are the basis (one per monomial). optimised: the listed "
+        "benchmarks are kept and the rest are chosen to minimise the expected sum of squared morphing "
+        "weights over the parameter ranges (written into the run's resolved config).",
+    )
+    candidates: int = Field(
+        default=400, ge=10, le=100_000, title="Candidates", description="Candidate points drawn in the ranges."
+    )
+    seed: int = Field(default=0, ge=0, lt=2**63, title="Seed", description="Seed of the candidate points.")
+
+    @field_validator("max_power")
+    @classmethod
+    def _powers_non_negative(cls, v: int | dict[str, int]) -> int | dict[str, int]:
+        values = [v] if isinstance(v, int) else list(v.values())
+        if any(p < 0 or p > 8 for p in values):
+            raise ValueError(f"powers must be in 0..8, got {v}")
+        return v
+
+
 class AnalysisConfig(_Strict):
     """A whole analysis. See configs/benchmark.yaml for a documented example."""
 
@@ -261,6 +297,11 @@ class AnalysisConfig(_Strict):
         default_factory=list, title="Nuisance parameters", description="Systematic uncertainties."
     )
     simulator: SimulatorSpec = Field(title="Simulator", description="Event generator and its options.")
+    morphing: MorphingOptions = Field(
+        default_factory=MorphingOptions,
+        title="Morphing",
+        description="Monomials of the squared amplitude and how the benchmark basis is chosen.",
+    )
     generation: Generation = Field(title="Generation", description="Events, shards, combine groups and seed.")
     output: str = Field(
         min_length=1, title="Output URI", description="Default run location: a local path or s3://bucket/prefix."
@@ -291,6 +332,10 @@ class AnalysisConfig(_Strict):
             for o in n.observables or []:
                 if o not in onames:
                     issues.append((f"nuisance[{i}].observables", f"unknown observable {o!r} (known: {sorted(onames)})"))
+        if isinstance(self.morphing.max_power, dict):
+            unknown = sorted(set(self.morphing.max_power) - set(pnames))
+            if unknown:
+                issues.append(("morphing.max_power", f"unknown parameters {unknown} (known: {pnames})"))
         sb = self.generation.sampling_benchmark
         if sb is not None and sb not in {b.name for b in self.benchmarks}:
             issues.append(("generation.sampling_benchmark", f"unknown benchmark {sb!r}"))
@@ -310,6 +355,12 @@ class AnalysisConfig(_Strict):
     @property
     def observable_names(self) -> list[str]:
         return [o.name for o in self.observables]
+
+    @property
+    def max_powers(self) -> list[int]:
+        """morphing.max_power resolved per parameter (config order)."""
+        mp = self.morphing.max_power
+        return [mp if isinstance(mp, int) else mp.get(p, 2) for p in self.parameter_names]
 
     @property
     def sampling_benchmark(self) -> str:

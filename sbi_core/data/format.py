@@ -74,7 +74,7 @@ def write_header(
     npar = len(cfg.parameters)
     f.create_dataset("parameters/names", data=_ascii(cfg.parameter_names))
     f.create_dataset("parameters/ranges", data=np.array([p.range for p in cfg.parameters], dtype=np.float64))
-    f.create_dataset("parameters/max_power", data=np.full((npar, 1), 2, dtype=np.int64))
+    f.create_dataset("parameters/max_power", data=np.asarray(cfg.max_powers, dtype=np.int64).reshape(npar, 1))
     f.create_dataset("parameters/lha_blocks", data=_ascii([""] * npar))
     f.create_dataset("parameters/lha_ids", data=np.zeros(npar, dtype=np.int64))
     f.create_dataset("parameters/transforms", data=_ascii([""] * npar))

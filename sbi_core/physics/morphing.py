@@ -2,7 +2,10 @@
 give the weight at any theta exactly (a fixed linear combination per theta).
 
 What to use when:
-- `quadratic_powers(n)`: the component exponents of a squared amplitude with n couplings plus SM.
+- `quadratic_powers(n)`: the component exponents of a squared amplitude with n couplings plus SM;
+  `morphing_powers(max_power, max_overall_power)`: the general case (MadMiner's max power per parameter).
+- `expected_squared_weights(powers, basis, thetas)`: the figure of merit an optimised basis minimises
+  (`sbi_core.physics.basis.optimise_basis` chooses one).
 - `monomials(theta, powers)` / `monomials_gradient(theta, powers)`: the theta^powers[c] factors and
   their derivatives (cross sections, scores), no basis needed.
 - `Morphing(powers, basis)`: checks the basis once, then `basis_coefficients(theta)` (alpha, with
@@ -13,6 +16,9 @@ Shapes are strict: theta is (n_params,) or a batch (m, n_params); nothing else i
 
 from __future__ import annotations
 
+import itertools
+import math
+
 import numpy as np
 
 from sbi_core.errors import InputError
@@ -21,7 +27,15 @@ from sbi_core.errors import InputError
 #: coefficients amplify the statistical noise of the basis weights by as much.
 MAX_CONDITION = 1e8
 
-__all__ = ["MAX_CONDITION", "Morphing", "monomials", "monomials_gradient", "quadratic_powers"]
+__all__ = [
+    "MAX_CONDITION",
+    "Morphing",
+    "expected_squared_weights",
+    "monomials",
+    "monomials_gradient",
+    "morphing_powers",
+    "quadratic_powers",
+]
 
 
 def quadratic_powers(n_params: int) -> np.ndarray:
@@ -48,6 +62,35 @@ def quadratic_powers(n_params: int) -> np.ndarray:
             row[j] += 1
             rows.append(row)
     return np.stack(rows)
+
+
+def morphing_powers(max_power: list[int], max_overall_power: int | None = None) -> np.ndarray:
+    """Every monomial theta^p with p_k <= max_power[k] and sum(p) <= max_overall_power (default max(max_power)),
+    as (n_components, n_params) exponents: MadMiner's convention for a model whose squared amplitude
+    has couplings up to those powers. Ordered by total degree, then by exponents in descending
+    lexicographic order, which is `quadratic_powers(n)` for max_power = [2] * n."""
+    if not max_power or any(isinstance(m, bool) or not isinstance(m, int | np.integer) or m < 0 for m in max_power):
+        raise ValueError(f"max_power: expected a non-empty list of ints >= 0, got {max_power!r}")
+    overall = max(max_power) if max_overall_power is None else int(max_overall_power)
+    if overall < 0:
+        raise ValueError(f"max_overall_power must be >= 0, got {overall}")
+    rows = [p for p in itertools.product(*(range(int(m) + 1) for m in max_power)) if sum(p) <= overall]
+    rows.sort(key=lambda p: (sum(p), tuple(-e for e in p)))
+    return np.asarray(rows, dtype=np.int64).reshape(len(rows), len(max_power))
+
+
+def expected_squared_weights(powers: np.ndarray, basis: np.ndarray, thetas: np.ndarray) -> float:
+    """Mean over thetas (m, n_params) of sum_b alpha_b(theta)^2: MadMiner's figure of merit of a basis (the
+    variance of a morphed weight grows with it); inf for a singular basis."""
+    matrix = monomials(np.asarray(basis, dtype=np.float64), powers)
+    try:
+        inverse = np.linalg.inv(matrix)
+    except np.linalg.LinAlgError:
+        return math.inf
+    if not np.all(np.isfinite(inverse)):
+        return math.inf
+    alpha = monomials(thetas, powers) @ inverse
+    return float(np.mean(np.sum(alpha**2, axis=1)))
 
 
 def _check_powers(powers: np.ndarray) -> np.ndarray:
