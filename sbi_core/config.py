@@ -18,13 +18,14 @@ import hashlib
 import json
 import math
 from enum import StrEnum
-from types import UnionType
-from typing import Annotated, Any, Literal, Union, get_args, get_origin
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from sbi_core.config_base import ConfigSection as _Strict
 from sbi_core.errors import ConfigError
+from sbi_core.ml.options import TrainingConfig, check_training
 
 SCHEMA_VERSION = 1
 Identifier = Annotated[
@@ -35,74 +36,6 @@ Identifier = Annotated[
         description="letters, digits and _, not starting with a digit",
     ),
 ]
-
-
-class _Strict(BaseModel):
-    """Base of every config section: unknown keys are refused, values are immutable, and scalars are not
-    coerced (`seed: true` or `events: "1000"` are errors naming the field; lists still fill tuples)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True, allow_inf_nan=False)
-
-    @field_validator("*", mode="before")
-    @classmethod
-    def _no_scalar_coercion(cls, value: Any, info: ValidationInfo) -> Any:
-        field = cls.model_fields.get(info.field_name or "")
-        if field is not None:
-            check_scalar(value, field.annotation)
-        return value
-
-
-#: The base class for config sections defined outside this module (simulator options, stage sections).
-ConfigSection = _Strict
-
-
-def _scalar_kinds(annotation: Any) -> set[type]:
-    """The scalar types an annotation accepts at its top level (through Optional/Union/Annotated/Literal)."""
-    origin = get_origin(annotation)
-    if origin is Annotated:
-        return _scalar_kinds(get_args(annotation)[0])
-    if origin in (Union, UnionType):
-        return set().union(*(_scalar_kinds(a) for a in get_args(annotation)))
-    if origin is Literal:
-        return {type(a) for a in get_args(annotation)}
-    if isinstance(annotation, type) and issubclass(annotation, str):
-        return {str}  # str and StrEnum
-    return {annotation} & {bool, int, float}
-
-
-def check_scalar(value: Any, annotation: Any) -> None:
-    """Refuse a bool where a number is expected and text where a number or bool is expected (pydantic's lax
-    mode would turn `true` into 1 and "1000" into 1000); descends one level into lists, tuples and dicts."""
-    kinds = _scalar_kinds(annotation)
-    if isinstance(value, bool) and bool not in kinds and kinds & {int, float}:
-        raise ValueError("expected a number, got a boolean")
-    if isinstance(value, str) and str not in kinds and kinds & {int, float, bool}:
-        raise ValueError(f"expected {'a number' if kinds & {int, float} else 'true or false'}, got text")
-    origin = get_origin(annotation)
-    if origin is Annotated:
-        check_scalar(value, get_args(annotation)[0])
-        return
-    if origin in (Union, UnionType):
-        if isinstance(value, list | tuple | dict):  # check the collection member of the union, if any
-            container = dict if isinstance(value, dict) else (list, tuple)
-            for arg in get_args(annotation):
-                if get_origin(arg) in (container if isinstance(container, tuple) else (container,)):
-                    check_scalar(value, arg)
-        return
-    if origin in (list, tuple) and isinstance(value, list | tuple):
-        args = [a for a in get_args(annotation) if a is not Ellipsis]
-        for i, item in enumerate(value):
-            if args:
-                try:
-                    check_scalar(item, args[min(i, len(args) - 1)])
-                except ValueError as exc:
-                    raise ValueError(f"item {i}: {exc} {item!r}") from None
-    elif origin is dict and isinstance(value, dict) and len(get_args(annotation)) == 2:
-        for key, item in value.items():
-            try:
-                check_scalar(item, get_args(annotation)[1])
-            except ValueError as exc:
-                raise ValueError(f"{key}: {exc} {item!r}") from None
 
 
 class Parameter(_Strict):
@@ -306,6 +239,11 @@ class AnalysisConfig(_Strict):
     output: str = Field(
         min_length=1, title="Output URI", description="Default run location: a local path or s3://bucket/prefix."
     )
+    training: TrainingConfig = Field(
+        default_factory=TrainingConfig,
+        title="Training",
+        description="The learning stage: estimators, ensembles, per-variation networks, samples, optimiser.",
+    )
 
     @model_validator(mode="after")
     def _cross_references(self) -> AnalysisConfig:
@@ -339,6 +277,7 @@ class AnalysisConfig(_Strict):
         sb = self.generation.sampling_benchmark
         if sb is not None and sb not in {b.name for b in self.benchmarks}:
             issues.append(("generation.sampling_benchmark", f"unknown benchmark {sb!r}"))
+        issues.extend(check_training(self))
         if issues:
             raise ConfigError("", issues)
         return self

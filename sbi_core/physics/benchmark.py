@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, ClassVar
 import numpy as np
 from pydantic import Field, ValidationError, model_validator
 
-from sbi_core.config import ConfigSection
+from sbi_core.config_base import ConfigSection
 from sbi_core.errors import ConfigError, InputError
 from sbi_core.physics.base import EventBatch
 from sbi_core.physics.morphing import Morphing, monomials, monomials_gradient, quadratic_powers
