@@ -10,7 +10,13 @@ import sys
 
 from bench.common import machine, table
 
-BENCHMARKS = {"combine": "bench.combine", "generate": "bench.generate", "dag": "bench.dag", "morphing": "bench.morphing"}
+BENCHMARKS = {
+    "combine": "bench.combine",
+    "generate": "bench.generate",
+    "dag": "bench.dag",
+    "morphing": "bench.morphing",
+    "ingest": "bench.ingest",
+}
 
 
 def main(argv: list[str] | None = None) -> int:

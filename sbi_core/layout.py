@@ -63,3 +63,9 @@ class RunLayout:
     def training_set(self, method: str, head: str, variation: str, split: str) -> str:
         """One split (train|val|test) of one (method, head, variation) sample set."""
         return storage.join(self.root, "samples", method, head, variation, f"{split}.h5")
+
+    # ---- physics: LHE ingestion (`sbi-core ingest-lhe`)
+    def ingest_part(self, file_index: int, part: int) -> str:
+        """Part `part` of input file `file_index` (raw LHE weights): ingest-lhe writes these as it reads, then
+        assembles them into `shard(file_index)` and removes them; a rerun resumes after the last one."""
+        return storage.join(self.root, "ingest", f"shard-{file_index:05d}", f"part-{part:05d}.h5")
