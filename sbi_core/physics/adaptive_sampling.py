@@ -13,7 +13,8 @@ How it works, in the order `AdaptiveSampler` does it:
    normalisations use the clipped integral `integral - excess` (see `clipped_integral`).
 3. Draw: uniform y from the caller's Generator, x = x(y), accept with probability min(1, w / w_max).
 The unweighting efficiency is mean(w) / w_max: `efficiency_flat` is the same figure for the identity
-map (no adaptation, same max-finding), `efficiency` for the adapted one.
+map (no adaptation, same max-finding), `efficiency` for the map drawn from (the adapted one, or the
+flat one when `SamplerSettings.adapt` is False, which exists for comparisons).
 
 What to use when: build one `AdaptiveSampler` per integrand (it is deterministic: cache it), then
 `sample(n, rng)` as often as needed; `report()` gives the figures for logs and benchmarks.
@@ -43,6 +44,7 @@ class SamplerSettings:
     max_points: int = 200_000
     safety: float = 1.1
     increments: int = 200
+    adapt: bool = True  # False: draw from the flat map (for comparison only: far less efficient)
 
     def __post_init__(self) -> None:
         if self.iterations < 1 or self.evaluations < 100 or self.max_points < 1000 or self.increments < 2:
@@ -79,7 +81,7 @@ class AdaptiveSampler:
         st = self.settings
         flat = vegas.AdaptiveMap(lim.tolist(), ninc=st.increments)
         self.efficiency_flat, _, _ = self._max_weight(flat, np.random.default_rng([st.seed, 1]))
-        self.map = self._adapt()
+        self.map = self._adapt() if st.adapt else flat
         self.efficiency, self.w_max, self.integral = self._max_weight(self.map, np.random.default_rng([st.seed, 1]))
         y = np.random.default_rng([st.seed, 2]).random((st.max_points, self.dim))
         w = self.weights(y)[1]

@@ -12,8 +12,10 @@ Physics (each piece in its own module):
   LHE ingestion (`simulator.options.detector`; observables are any names the library reads).
 
 Events. Parton-level latent z = (m_ll, y_ll, cos_theta, phi) (the l- direction in the dilepton rest frame,
-relative to +z) is drawn from dsigma(z | theta_s) in the mass window, followed by the detector noise of
-the two leptons (z-score and efficiency uniform of the l- then the l+): latent columns `LATENT_NAMES`.
+relative to +z) is drawn from dsigma(z | theta_s) in the mass window; the pair then gets a Gaussian
+transverse momentum (kt_x, kt_y) of width `intrinsic_kt_gev` (a stand-in for initial-state radiation,
+independent of theta), and the two leptons get their detector noise (z-score and efficiency uniform of
+the l- then the l+): latent columns `LATENT_NAMES`.
 The detector noise makes the observations a deterministic function of the latent and nu, which is how
 `observations_at` is exact. The weight at benchmark b is Z * o * dsigma(z | theta_b) / dsigma(z | theta_s),
 with Z the (clipped) cross section at theta_s and o >= 1 the overweight factor of the unweighting (1 for
@@ -64,7 +66,8 @@ if TYPE_CHECKING:
 __all__ = ["LATENT_NAMES", "DrellYanOptions", "DrellYanSimulator", "SamplingOptions"]
 
 #: Columns of `samples/latent`: parton-level kinematics, then the detector noise of the l- and the l+.
-LATENT_NAMES = ["m_ll", "y_ll", "cos_theta", "phi", "lminus_z", "lminus_u", "lplus_z", "lplus_u"]
+LATENT_NAMES = ["m_ll", "y_ll", "cos_theta", "phi", "kt_x", "kt_y", "lminus_z", "lminus_u", "lplus_z", "lplus_u"]
+_NOISE = slice(6, 10)
 _SUPPORTED_NUISANCE = ("normalization", "shape_weight", "observable_scale", "observable_resolution")
 _PDG_ID = {"electron": 11, "muon": 13}
 _LOG_2PI = math.log(2.0 * math.pi)
@@ -86,10 +89,12 @@ class SamplingOptions(BaseModel):
     safety: float = Field(default=1.1, ge=1.0, le=10.0,
                           description="w_max = safety x the largest weight found: fewer overweight events, "
                           "lower efficiency.")
+    adapt: bool = Field(default=True, description="false: draw from the flat (unadapted) map, for comparisons "
+                        "only: the unweighting efficiency drops by about 100x.")
 
     def settings(self) -> SamplerSettings:
         return SamplerSettings(seed=self.seed, iterations=self.iterations, evaluations=self.evaluations,
-                               max_points=self.max_points, safety=self.safety)
+                               max_points=self.max_points, safety=self.safety, adapt=self.adapt)
 
 
 class DrellYanOptions(BaseModel):
@@ -103,6 +108,10 @@ class DrellYanOptions(BaseModel):
     lambda_tev: float = Field(default=1.0, gt=0.0, le=1000.0,
                               description="Lambda in TeV: the contact terms are theta / Lambda^2.")
     lepton: Literal["electron", "muon"] = Field(default="muon", description="Lepton flavour (l = e or mu).")
+    intrinsic_kt_gev: float = Field(
+        default=5.0, ge=0.0, le=100.0,
+        description="Gaussian width (per transverse component, GeV) of the dilepton pT: stands in for the "
+        "initial-state radiation a leading-order event lacks (without it delta-phi is pi and pT_ll is 0).")
     pdf_tilt_pivot_gev: float = Field(
         default=91.1876, gt=0.0, description="shape_weight nuisances tilt the densities about x0 = pivot / sqrt(s).")
     detector: DetectorOptions = Field(default_factory=DetectorOptions,
@@ -136,6 +145,16 @@ def _validate_options(cfg: AnalysisConfig) -> tuple[DrellYanOptions | None, list
                 msg = "unknown key (misspelt?)"
             issues.append((f"simulator.options.{loc}" if loc else "simulator.options", msg))
         return None, issues
+
+
+@dataclass(frozen=True)
+class _Reconstruction:
+    """The detector view of a batch of latent rows: true leptons, kept noise, nominal reconstruction, sigma/E."""
+
+    truth: Particles
+    noise: DetectorNoise
+    nominal: Particles
+    sigma: np.ndarray  # (n, 2) relative resolution of each lepton at its true momentum
 
 
 @dataclass(frozen=True)
@@ -308,36 +327,36 @@ class DrellYanSimulator:
     def truth_particles(self, z: np.ndarray) -> Particles:
         """The two true leptons (slot 0: l-, slot 1: l+) of parton-level latent rows."""
         za = self._latent(z)
-        p4 = self.model.lepton_momenta(za[:, 0], za[:, 1], za[:, 2], za[:, 3])
+        p4 = self.model.lepton_momenta(za[:, 0], za[:, 1], za[:, 2], za[:, 3], za[:, 4:6])
         pid = np.tile(np.array([self._pid, -self._pid], dtype=np.int64), (za.shape[0], 1))
         return Particles(pid, np.ascontiguousarray(p4))
 
-    @staticmethod
-    def _noise(z: np.ndarray) -> DetectorNoise:
-        return DetectorNoise.from_flat(np.ascontiguousarray(z[:, 4:8]))
-
-    def _observe(self, z: np.ndarray, nu: np.ndarray | None) -> np.ndarray:
+    def _reconstruct(self, z: np.ndarray) -> _Reconstruction:
+        """Truth leptons, their kept noise and the nominal reconstruction of latent rows (done once per batch)."""
         truth = self.truth_particles(z)
-        noise = self._noise(z)
+        noise = DetectorNoise.from_flat(np.ascontiguousarray(z[:, _NOISE]))
         nominal = self._detector.respond(truth, noise)
+        sigma = self._detector.relative_resolution(truth)
+        return _Reconstruction(truth, noise, nominal, sigma)
+
+    def _observe(self, rec: _Reconstruction, nu: np.ndarray | None) -> np.ndarray:
         if nu is None:
-            reco = nominal
+            reco = rec.nominal
         else:
             s, r = self._factors(nu)
-            reco = self._moving_detector.respond(truth.select(nominal.present), noise, scale=s, resolution=r)
+            reco = self._moving_detector.respond(rec.truth.select(rec.nominal.present), rec.noise, scale=s,
+                                                 resolution=r)
         return obs.compute(self.cfg.observable_names, reco)
 
-    def _log_detector(self, z: np.ndarray, s: float, r: float) -> np.ndarray:
+    @staticmethod
+    def _log_detector(rec: _Reconstruction, s: float, r: float) -> np.ndarray:
         """sum over the reconstructed leptons of log N(f; s, (s r sigma)^2), f = measured / true momentum at
         nominal (from the latent noise), sigma the relative resolution at the true momentum: (n,)."""
-        truth = self.truth_particles(z)
-        noise = self._noise(z)
-        kept = self._detector.respond(truth, noise).present
-        sigma = self._detector.relative_resolution(truth)
-        f = 1.0 + sigma * noise.z
-        width = s * r * sigma
-        logp = -0.5 * ((f - s) / width) ** 2 - np.log(width) - 0.5 * _LOG_2PI
-        return np.where(kept, logp, 0.0).sum(axis=1)
+        f = 1.0 + rec.sigma * rec.noise.z
+        width = s * r * rec.sigma
+        with np.errstate(divide="ignore", invalid="ignore"):
+            logp = -0.5 * ((f - s) / width) ** 2 - np.log(width) - 0.5 * _LOG_2PI
+        return np.where(rec.nominal.present, logp, 0.0).sum(axis=1)
 
     # ------------------------------------------------------------------ the contract
     def cross_section(self, theta: np.ndarray) -> float:
@@ -364,12 +383,17 @@ class DrellYanSimulator:
         return self.model.dsigma(za[:, 0], za[:, 1], za[:, 2], self._theta(theta))
 
     def latent_log_likelihood(self, z: np.ndarray, theta: np.ndarray, nu: np.ndarray | None = None) -> np.ndarray:
-        """log p(z | theta, nu) of the parton latent (m_ll, y_ll, cos_theta, phi), density in dm dy dcos dphi."""
+        """log p(z | theta, nu) of the parton latent (m_ll, y_ll, cos_theta, phi, kt_x, kt_y), a density in
+        dm dy dcos dphi dkt_x dkt_y (without the kt factor when intrinsic_kt_gev is 0)."""
         za = self._latent(z)
         t, v = self._theta(theta), self._nu(nu)
         with np.errstate(divide="ignore"):
-            return (np.log(self.dsigma(za, t)) + self._tilt_log(za[:, 0], v)
-                    - math.log(self._cross_section_at(t, v)) - _LOG_2PI)
+            out = (np.log(self.dsigma(za, t)) + self._tilt_log(za[:, 0], v)
+                   - math.log(self._cross_section_at(t, v)) - _LOG_2PI)
+        width = self.options.intrinsic_kt_gev
+        if width > 0:
+            out += -0.5 * ((za[:, 4] ** 2 + za[:, 5] ** 2) / width**2) - 2.0 * math.log(width) - _LOG_2PI
+        return out
 
     def joint_log_likelihood(
         self, x: np.ndarray, z: np.ndarray, theta: np.ndarray, nu: np.ndarray | None = None
@@ -378,7 +402,7 @@ class DrellYanSimulator:
         _, za = self._xz(x, z)
         v = self._nu(nu)
         s, r = self._factors(v)
-        return self.latent_log_likelihood(za, theta, v) + self._log_detector(za, s, r)
+        return self.latent_log_likelihood(za, theta, v) + self._log_detector(self._reconstruct(za), s, r)
 
     def joint_score(self, x: np.ndarray, z: np.ndarray, theta: np.ndarray) -> np.ndarray:
         """grad_theta log p(z | theta) = grad dsigma(z) / dsigma(z) - grad sigma / sigma: (n, n_parameters)."""
@@ -399,30 +423,33 @@ class DrellYanSimulator:
         their momenta move with the scale and resolution factors (no pT threshold is re-applied, so every
         observable stays defined); weight-type nuisances leave x as it is."""
         _, za = self._xz(observations, latent)
-        return self._observe(za, self._nu(nu))
+        return self._observe(self._reconstruct(za), self._nu(nu))
 
     def nuisance_weights(self, x: np.ndarray, z: np.ndarray) -> np.ndarray:
         """(n, n_nuisance, 2): dsigma(x, z | nu_k = +1, -1) / dsigma(x, z | 0) per nuisance (independent of theta)."""
         _, za = self._xz(x, z)
-        out = np.ones((za.shape[0], len(self._nuis_kind), 2))
+        return self._nuisance_weights(za, self._reconstruct(za))
+
+    def _nuisance_weights(self, z: np.ndarray, rec: _Reconstruction) -> np.ndarray:
+        out = np.ones((z.shape[0], len(self._nuis_kind), 2))
         base = None
         for i, (kind, size) in enumerate(zip(self._nuis_kind, self._nuis_size, strict=True)):
             for j, sign in enumerate((1.0, -1.0)):
                 if kind == "normalization":
                     out[:, i, j] = (1.0 + size) ** sign
                 elif kind == "shape_weight":
-                    out[:, i, j] = (za[:, 0] / self.options.pdf_tilt_pivot_gev) ** (2.0 * sign * size)
+                    out[:, i, j] = (z[:, 0] / self.options.pdf_tilt_pivot_gev) ** (2.0 * sign * size)
                 else:
                     if base is None:
-                        base = self._log_detector(za, 1.0, 1.0)
+                        base = self._log_detector(rec, 1.0, 1.0)
                     s, r = (1.0 + sign * size, 1.0) if kind == "observable_scale" else (1.0, 1.0 + sign * size)
-                    out[:, i, j] = np.exp(self._log_detector(za, s, r) - base)
+                    out[:, i, j] = np.exp(self._log_detector(rec, s, r) - base)
         return out
 
     def simulate(self, n: int, rng: np.random.Generator) -> EventBatch:
         """n events at the sampling benchmark, nominal nuisances, before cuts; deterministic given rng.
 
-        Draw order: accepted phase-space points (uniforms of the sampler), phi, then the detector noise."""
+        Draw order: accepted phase-space points (uniforms of the sampler), phi, the pair's kt, the detector noise."""
         if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 0:
             raise ValueError(f"n: expected an int >= 0, got {n!r}")
         if not isinstance(rng, np.random.Generator):
@@ -433,9 +460,10 @@ class DrellYanSimulator:
         m, c = points[:, 0], points[:, 2]
         y = points[:, 1] * eng.model.rapidity_limit(m)
         phi = rng.uniform(-math.pi, math.pi, n)
+        kt = self.options.intrinsic_kt_gev * rng.standard_normal((n, 2))
         noise = DetectorNoise.draw(n, 2, rng)
-        z = np.column_stack([m, y, c, phi, noise.flat()])
+        z = np.column_stack([m, y, c, phi, kt, noise.flat()])
         dsig = eng.model.dsigma(m, y, c, self._morphing.basis)  # (n, B), direct |M|^2 at each benchmark
         weights = eng.clipped_xs * overweight[:, None] * dsig / dsig[:, self._sampling_index, None]
-        x = self._observe(z, None)
-        return EventBatch(x, z, weights, self.nuisance_weights(x, z))
+        rec = self._reconstruct(z)
+        return EventBatch(self._observe(rec, None), z, weights, self._nuisance_weights(z, rec))

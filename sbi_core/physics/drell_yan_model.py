@@ -123,16 +123,35 @@ class DrellYanModel:
 
     # ---------------------------------------------------------------- kinematics
     @staticmethod
-    def lepton_momenta(m: np.ndarray, y: np.ndarray, c: np.ndarray, phi: np.ndarray) -> np.ndarray:
-        """(n, 2, 4) four-momenta (E, px, py, pz) in GeV of the l- (index 0) and the l+ (index 1)."""
-        half = 0.5 * np.asarray(m, dtype=np.float64)
+    def lepton_momenta(m: np.ndarray, y: np.ndarray, c: np.ndarray, phi: np.ndarray,
+                       kt: np.ndarray | None = None) -> np.ndarray:
+        """(n, 2, 4) four-momenta (E, px, py, pz) in GeV of the l- (index 0) and the l+ (index 1).
+
+        In the dilepton rest frame the l- flies along (sin cos phi, sin sin phi, cos) and the l+ opposite;
+        the pair then gets its transverse momentum kt (n, 2) (a boost along kt, default none) and its
+        rapidity y (a boost along z)."""
+        m = np.asarray(m, dtype=np.float64)
+        half = 0.5 * m
         sin = np.sqrt(np.clip(1.0 - c * c, 0.0, None))
-        ch, sh = np.cosh(y), np.sinh(y)
-        out = np.empty((half.shape[0], 2, 4))
+        p = np.empty((m.shape[0], 2, 4))
         for i, sign in enumerate((1.0, -1.0)):  # the l+ flies back to back in the rest frame
-            cz = sign * c
-            out[:, i, 0] = half * (ch + cz * sh)
-            out[:, i, 1] = sign * half * sin * np.cos(phi)
-            out[:, i, 2] = sign * half * sin * np.sin(phi)
-            out[:, i, 3] = half * (sh + cz * ch)
-        return out
+            p[:, i, 0] = half
+            p[:, i, 1] = sign * half * sin * np.cos(phi)
+            p[:, i, 2] = sign * half * sin * np.sin(phi)
+            p[:, i, 3] = sign * half * c
+        if kt is not None:
+            k = np.asarray(kt, dtype=np.float64)
+            kt_abs = np.hypot(k[:, 0], k[:, 1])
+            mt = np.sqrt(m * m + kt_abs**2)
+            gamma, gamma_beta = mt / m, kt_abs / m
+            with np.errstate(invalid="ignore", divide="ignore"):
+                n = np.where(kt_abs[:, None] > 0, k / kt_abs[:, None], 0.0)  # (n, 2) unit vector along kt
+            par = np.einsum("nij,nj->ni", p[:, :, 1:3], n)  # momentum along kt
+            e = p[:, :, 0].copy()
+            p[:, :, 0] = gamma[:, None] * e + gamma_beta[:, None] * par
+            p[:, :, 1:3] += ((gamma[:, None] - 1.0) * par + gamma_beta[:, None] * e)[:, :, None] * n[:, None, :]
+        ch, sh = np.cosh(y)[:, None], np.sinh(y)[:, None]
+        e, pz = p[:, :, 0].copy(), p[:, :, 3].copy()
+        p[:, :, 0] = e * ch + pz * sh
+        p[:, :, 3] = pz * ch + e * sh
+        return p

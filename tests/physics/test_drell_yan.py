@@ -261,7 +261,7 @@ def test_observations_at_is_exact(sim: DrellYanSimulator, events: EventBatch) ->
     down = sim.observations_at(x, z, np.array([0.0, 0.0, 0.0, -1.0]))
     truth = sim.truth_particles(z)
     sigma = sim._detector.relative_resolution(truth)
-    f = 1 + 0.8 * sigma * z[:, [4, 6]]  # z-scores of the l- and the l+
+    f = 1 + 0.8 * sigma * z[:, [6, 8]]  # z-scores of the l- and the l+
     pts = np.sort(truth.pt * f, axis=1)[:, ::-1]
     np.testing.assert_allclose(down[:, col["pt_l1"]], pts[:, 0], rtol=1e-12)
     np.testing.assert_allclose(down[:, col["pt_l2"]], pts[:, 1], rtol=1e-12)
