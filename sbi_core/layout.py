@@ -54,3 +54,9 @@ class RunLayout:
     def likelihood_part(self, dataset: str, source: str, batch: int) -> str:
         """One event batch of `likelihood(dataset, source)` (mapped evaluate tasks write these, then join)."""
         return storage.join(self.root, "likelihood", source, dataset, f"part-{batch:05d}.h5")
+
+    # ---- physics: LHE ingestion (`sbi-core ingest-lhe`)
+    def ingest_part(self, file_index: int, part: int) -> str:
+        """Part `part` of input file `file_index` (raw LHE weights): ingest-lhe writes these as it reads, then
+        assembles them into `shard(file_index)` and removes them; a rerun resumes after the last one."""
+        return storage.join(self.root, "ingest", f"shard-{file_index:05d}", f"part-{part:05d}.h5")

@@ -23,16 +23,20 @@ from sbi_core.config import (
 from sbi_core.data.combine import combine_files
 from sbi_core.data.format import simulator_header, write_header
 from sbi_core.data.generate import generate_shard
-from sbi_core.data.plan import GenerationPlan, make_plan
+from sbi_core.data.plan import GenerationPlan, make_file_plan, make_plan
 from sbi_core.errors import InputError
 from sbi_core.layout import RunLayout
-from sbi_core.physics.registry import make_simulator
+from sbi_core.physics.registry import get_simulator_class, make_simulator
 
 
 def configure(config_uri: str, run_uri: str | None = None, overrides: list[str] | None = None) -> dict[str, Any]:
     """Validate the config, write config.yaml, plan.json and setup.h5 under the run; return the shard plan."""
     t0 = time.perf_counter()
     cfg = load_config(config_uri, overrides)
+    sim_cls = get_simulator_class(cfg.simulator.name)
+    inputs = None
+    if hasattr(sim_cls, "resolve_inputs"):  # a simulator that reads input files (lhe): one shard per file
+        cfg, inputs = sim_cls.resolve_inputs(cfg, config_uri)
     layout = RunLayout(run_uri or cfg.output)
     digest = config_hash(cfg)
     if storage.exists(layout.plan):
@@ -43,7 +47,10 @@ def configure(config_uri: str, run_uri: str | None = None, overrides: list[str] 
                 f"this one {digest[:12]}): choose a new run URI; nothing was written"
             )
     g = cfg.generation
-    plan = make_plan(g.events, g.shards, g.shards_per_group, g.seed, digest)
+    if inputs is None:
+        plan = make_plan(g.events, g.shards, g.shards_per_group, g.seed, digest)
+    else:
+        plan = make_file_plan(len(inputs), g.events, g.shards_per_group, g.seed, digest)
     with storage.atomic_write(layout.setup) as tmp, h5py.File(tmp, "w") as f:
         write_header(
             f,
@@ -68,6 +75,7 @@ def configure(config_uri: str, run_uri: str | None = None, overrides: list[str] 
         "shards": list(range(plan.n_shards)),
         "groups": plan.groups,
         "n_groups": len(plan.groups),
+        "sizes_known": plan.sizes_known,
         "seconds": round(time.perf_counter() - t0, 3),
     }
 
@@ -173,11 +181,11 @@ def _combine_one(layout: RunLayout, plan: GenerationPlan, group: int | None) -> 
         plan.check_group(group)
         members = plan.groups[group]
         inputs = [layout.shard(i) for i in members]
-        expected = [plan.shard_events[i] for i in members]
+        expected = plan.expected_shard_events(members)
         output, kind = layout.group(group), "group"
     else:
         inputs = [layout.group(g) for g in range(len(plan.groups))]
-        expected = [plan.group_events(g) for g in range(len(plan.groups))]
+        expected = plan.expected_group_events()
         output, kind = layout.events, "combined"
     summary = combine_files(inputs, output, config_hash=plan.config_hash, expected_events=expected, kind=kind)
     return {"step": "combine", "run": layout.root, "group": group, **summary}

@@ -1,7 +1,9 @@
 """The generation plan: how many events each shard keeps, how shards are grouped, the chunk size.
 
 Shard sizes count events AFTER cuts (generate simulates until its shard is full), so every file's
-row count is known in advance. The chunk size divides the common shard size whenever it can, which
+row count is known in advance. Runs that read input files (`make_file_plan`, LHE ingestion) are the
+exception: a shard holds what its file yields, at most its planned size, and combine reads the sizes
+from the shard headers (`sizes_known` False). The chunk size divides the common shard size whenever it can, which
 lets combine copy compressed chunks as they are instead of decoding and re-encoding them.
 """
 
@@ -39,6 +41,9 @@ class GenerationPlan:
     #: Set on a derived run (`sbi-core derive`): the source run's events file, which this run reads
     #: instead of simulating again. None: the run's own `events.h5`.
     events_uri: str | None = None
+    #: False when shards hold what their input files yield (LHE ingestion): shard_events are then upper
+    #: bounds, and combine takes each file's event count from its header instead of checking it.
+    sizes_known: bool = True
 
     @property
     def n_shards(self) -> int:
@@ -50,6 +55,14 @@ class GenerationPlan:
 
     def group_events(self, group: int) -> int:
         return sum(self.shard_events[i] for i in self.groups[group])
+
+    def expected_shard_events(self, indices: list[int]) -> list[int] | None:
+        """The planned event counts of these shards, or None when the plan does not know them."""
+        return [self.shard_events[i] for i in indices] if self.sizes_known else None
+
+    def expected_group_events(self) -> list[int] | None:
+        """The planned event count of every group, or None when the plan does not know them."""
+        return [self.group_events(g) for g in range(len(self.groups))] if self.sizes_known else None
 
     def check_shard(self, index: int) -> None:
         """InputError naming the shard when index is outside the plan."""
@@ -76,4 +89,21 @@ def make_plan(events: int, shards: int, shards_per_group: int, seed: int, config
     groups = [list(range(i, min(i + shards_per_group, shards))) for i in range(0, shards, shards_per_group)]
     return GenerationPlan(
         config_hash=config_hash, seed=seed, chunk_rows=choose_chunk_rows(base), shard_events=sizes, groups=groups
+    )
+
+
+def make_file_plan(n_files: int, events: int, shards_per_group: int, seed: int, config_hash: str) -> GenerationPlan:
+    """One shard per input file, holding at most its even share of `events` (what the file yields, if less).
+
+    Sizes are not known in advance (`sizes_known` False), so no chunk size divides them: a fixed one is used."""
+    if n_files < 1:
+        raise InputError("a file plan needs at least one input file")
+    plan = make_plan(max(events, n_files), n_files, shards_per_group, seed, config_hash)
+    return GenerationPlan(
+        config_hash=config_hash,
+        seed=seed,
+        chunk_rows=FALLBACK_CHUNK_ROWS,
+        shard_events=plan.shard_events,
+        groups=plan.groups,
+        sizes_known=False,
     )
