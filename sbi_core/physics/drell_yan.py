@@ -41,6 +41,7 @@ is only shape-checked. `joint_score` is grad_theta log p(z | theta): the detecto
 from __future__ import annotations
 
 import functools
+import logging
 import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar, Literal
@@ -64,6 +65,8 @@ if TYPE_CHECKING:
     from sbi_core.config import AnalysisConfig
 
 __all__ = ["LATENT_NAMES", "DrellYanOptions", "DrellYanSimulator", "SamplingOptions"]
+
+log = logging.getLogger(__name__)
 
 #: Columns of `samples/latent`: parton-level kinematics, then the detector noise of the l- and the l+.
 LATENT_NAMES = ["m_ll", "y_ll", "cos_theta", "phi", "kt_x", "kt_y", "lminus_z", "lminus_u", "lplus_z", "lplus_u"]
@@ -182,6 +185,9 @@ def _engine(operators: tuple[str, ...], opts_json: str, theta_s: tuple[float, ..
 
     limits = np.array([list(opts.m_ll_range), [-1.0, 1.0], [-1.0, 1.0]])
     sampler = AdaptiveSampler(integrand, limits, opts.sampling.settings())
+    log.info("drell_yan_eft: unweighting efficiency %.4g with the flat map, %.4g with the %s map (w_max %.4g)",
+             sampler.efficiency_flat, sampler.efficiency, "adapted" if opts.sampling.adapt else "flat",
+             sampler.w_max)
     comp = model.cross_section_components()
     comp.setflags(write=False)
     sigma_s = float(monomials(theta, model.amplitudes.powers) @ comp)
