@@ -206,7 +206,7 @@ class DrellYanSimulator:
     @classmethod
     def check_config(cls, cfg: AnalysisConfig) -> list[tuple[str, str]]:
         """Options, operators, observables, nuisance kinds and the morphing basis; (field path, message) each."""
-        _, issues = _validate_options(cfg)
+        opts, issues = _validate_options(cfg)
         for i, p in enumerate(cfg.parameters):
             if p.name not in OPERATORS:
                 issues.append((f"parameters[{i}].name", f"{p.name!r} is not a contact operator of drell_yan_eft; "
@@ -223,6 +223,11 @@ class DrellYanSimulator:
             if nu.observables is not None:
                 issues.append((f"nuisance[{i}].observables", "drell_yan_eft scales the lepton momenta: every "
                                "observable follows; leave observables out"))
+            resp = opts.lepton_response if opts is not None else None
+            if kind in ("observable_scale", "observable_resolution") and resp is not None and not any(
+                    (resp.stochastic, resp.noise, resp.constant, resp.pt_term)):
+                issues.append((f"nuisance[{i}].kind", f"{kind} needs a lepton resolution > 0 (its event weights are "
+                               f"ratios of resolution densities): set simulator.options.detector.{opts.lepton}"))
         n = len(cfg.parameters)
         n_comp = (n + 1) * (n + 2) // 2
         if len(cfg.benchmarks) != n_comp:

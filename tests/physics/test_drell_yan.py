@@ -341,3 +341,7 @@ def test_config_errors_name_the_field() -> None:
         validate_config(raw_config(nuisance=[{"name": "s", "kind": "observable_scale", "size": 0.01,
                                               "observables": ["m_ll"]}]))
     assert "nuisance[0].observables" in str(exc.value)
+    perfect = {"muon": {"constant": 0.0, "pt_term": 0.0}}
+    with pytest.raises(ConfigError) as exc:
+        validate_config(raw_config(simulator={"name": "drell_yan_eft", "options": {"detector": perfect}}))
+    assert "nuisance[2].kind" in str(exc.value) and "nuisance[3].kind" in str(exc.value)
