@@ -10,7 +10,7 @@ import sys
 
 from bench.common import machine, table
 
-BENCHMARKS = {"combine": "bench.combine", "generate": "bench.generate", "dag": "bench.dag"}
+BENCHMARKS = {"combine": "bench.combine", "generate": "bench.generate", "dag": "bench.dag", "ingest": "bench.ingest"}
 
 
 def main(argv: list[str] | None = None) -> int:

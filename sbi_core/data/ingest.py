@@ -164,9 +164,11 @@ def ingest_file(cfg: AnalysisConfig, plan: GenerationPlan, layout: RunLayout, in
     n_events, n_read, xsec = _assemble(sim, cfg, plan, uri, index, spec.scale, parts)
     for part in parts:
         storage.remove(part.uri)
-    if not storage.is_remote(uri):
-        with contextlib.suppress(OSError):
-            os.rmdir(os.path.dirname(layout.ingest_part(index, 0)))
+    if not storage.is_remote(uri):  # empty part directories (an object store has none)
+        parts_dir = os.path.dirname(layout.ingest_part(index, 0))
+        for directory in (parts_dir, os.path.dirname(parts_dir)):
+            with contextlib.suppress(OSError):
+                os.rmdir(directory)
     return _summary(index, spec.uri, uri, n_events, n_read, xsec, resumed=resumed, parts=len(parts), skipped=False,
                     t0=t0)
 
@@ -257,20 +259,34 @@ def _assemble(sim: LHESimulator, cfg: AnalysisConfig, plan: GenerationPlan, uri:
     with storage.atomic_write(uri) as tmp, h5py.File(tmp, "w", libver=("v110", "latest")) as f:
         write_header(f, cfg, chunk_rows=plan.chunk_rows, **header)
         create_sample_datasets(f, widths, n_total, plan.chunk_rows)
-        offset = 0
+        # Whole chunks at a time: a chunk written in pieces would be compressed once per piece.
+        pending: dict[str, list[np.ndarray]] = {name: [] for name in SAMPLE_DATASETS}
+        offset = n_pending = 0
         for part in parts:
             if part.n_events == 0:
                 continue
             with storage.local_copy(part.uri) as path, h5py.File(path, "r") as src:
-                sl = slice(offset, offset + part.n_events)
-                f[OBSERVATIONS][sl] = src[OBSERVATIONS][()]
-                f[WEIGHTS][sl] = src[WEIGHTS][()] * norm
-                f[LATENT][sl] = src[LATENT][()]
-            offset += part.n_events
+                for name in SAMPLE_DATASETS:
+                    pending[name].append(src[name][()] * (norm if name == WEIGHTS else 1.0))
+            n_pending += part.n_events
+            if n_pending >= plan.chunk_rows:
+                offset, n_pending = _write_rows(f, pending, offset, plan.chunk_rows)
+        _write_rows(f, pending, offset, 1)
         f.attrs.update({"input_uri": input_uri, "cross_section_pb": xsec, "weight_norm": norm,
                         "input_scale": scale})
         seal(f, n_generated=n_read)
     return n_total, n_read, xsec
+
+
+def _write_rows(f: h5py.File, pending: dict[str, list[np.ndarray]], offset: int, multiple: int) -> tuple[int, int]:
+    """Write the pending rows' largest multiple of `multiple` at offset; keep the rest pending. (new offset, rest)"""
+    n = sum(len(a) for a in pending[OBSERVATIONS])
+    take = n - n % multiple
+    for name, arrays in pending.items():
+        block = np.concatenate(arrays) if len(arrays) > 1 else arrays[0]
+        f[name][offset : offset + take] = block[:take]
+        pending[name] = [block[take:]]
+    return offset + take, n - take
 
 
 def _finished_shard(uri: str, config_hash: str) -> dict[str, Any] | None:

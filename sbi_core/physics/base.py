@@ -2,6 +2,10 @@
 
 Shapes are a contract, not a suggestion: every array is float64 and every method checks its
 inputs; nothing is broadcast for you.
+
+A simulator whose events come from input files instead of `simulate` (the `lhe` simulator) also defines
+the classmethod `resolve_inputs(cfg, config_uri) -> (cfg, input URIs)`: configure then plans one shard per
+input with sizes unknown in advance (`data.plan.make_file_plan`).
 """
 
 from __future__ import annotations

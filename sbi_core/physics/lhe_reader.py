@@ -24,6 +24,7 @@ import warnings
 import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, BinaryIO
 
 import numpy as np
@@ -90,7 +91,7 @@ def _open_binary(uri: str) -> BinaryIO:
     if storage.is_remote(uri):
         fs, path = storage.filesystem(uri)
         return fs.open(path, "rb", block_size=1 << 20)  # type: ignore[no-any-return]
-    return open(uri.removeprefix("file://"), "rb")  # noqa: SIM115 - closed by pylhe's reader or by open_lhe
+    return open(Path(uri.removeprefix("file://")).expanduser(), "rb")  # noqa: SIM115 - closed by open_lhe
 
 
 class LHEStream:

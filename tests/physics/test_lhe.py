@@ -101,6 +101,21 @@ def test_morphing_on_ingested_weights_matches_the_direct_weights(tmp_path, files
         np.testing.assert_allclose(w @ (mono @ matrix), norm * toy.weight(tuple(theta)), rtol=1e-8)
 
 
+def test_shape_variations_come_from_weight_ids(tmp_path, files):
+    """A shape_weight nuisance's +-1 columns are the sm weight times the event's variation weight / XWGTUP."""
+    path, toy = files["rwgt"]
+    data = raw_config([str(path)], variations={"pdf": {"up": "rwgt_1", "down": "rwgt_4"}})
+    data["nuisance"].append({"name": "pdf", "kind": "shape_weight", "size": 1.0})
+    cfg = tmp_path / "pdf.yaml"
+    cfg.write_text(yaml.safe_dump(data))
+    steps.configure(str(cfg), str(tmp_path / "run"))
+    ingest_lhe(str(tmp_path / "run"), [0])
+    w = read_samples(RunLayout(str(tmp_path / "run")).shard(0))["samples/weights"]
+    norm = XSEC / toy.nominal.sum()
+    np.testing.assert_allclose(w[:, 10], norm * toy.weight(BENCHMARKS["rwgt_1"]), rtol=1e-9)  # pdf_up
+    np.testing.assert_allclose(w[:, 11], norm * toy.weight(BENCHMARKS["rwgt_4"]), rtol=1e-9)  # pdf_down
+
+
 def test_gzip_and_weights_list_files_give_the_same_events(tmp_path, files):
     ref = read_samples(ingest_run(tmp_path, [str(files["rwgt"][0])], "a").shard(0))
     for key in ("gz", "weights"):
