@@ -105,6 +105,7 @@ class NuisanceKind(StrEnum):
     NORMALIZATION = "normalization"
     SHAPE_WEIGHT = "shape_weight"
     OBSERVABLE_SCALE = "observable_scale"
+    OBSERVABLE_RESOLUTION = "observable_resolution"
 
 
 class Nuisance(_Strict):
@@ -114,7 +115,8 @@ class Nuisance(_Strict):
     kind: NuisanceKind = Field(
         title="Kind",
         description="normalization: rate x (1+size)^nu; shape_weight: per-event weight; "
-        "observable_scale: observables x (1 + size*nu).",
+        "observable_scale: observables x (1 + size*nu); observable_resolution: the detector resolution "
+        "x (1 + size*nu) (simulators with a detector model).",
     )
     size: float = Field(
         gt=0, le=1, title="One sigma", description="Relative size of a one-sigma variation (0.05 = 5%)."

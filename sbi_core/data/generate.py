@@ -45,8 +45,11 @@ def shard_rng(seed: int, index: int) -> np.random.Generator:
 
 
 def cut_mask(cfg: AnalysisConfig, observations: np.ndarray) -> np.ndarray:
-    """True for events passing every cut (min inclusive, max exclusive)."""
-    mask = np.ones(observations.shape[0], dtype=bool)
+    """True for events passing every cut (min inclusive, max exclusive) whose every observable is defined.
+
+    A simulator with a detector returns NaN for an observable whose objects were not reconstructed (a lost
+    lepton): such an event fails the selection, so event files never hold NaN."""
+    mask = np.isfinite(observations).all(axis=1)
     for cut in cfg.cuts:
         col = observations[:, cfg.observable_names.index(cut.observable)]
         if cut.min is not None:

@@ -145,3 +145,11 @@ def resolve_basis(cfg: AnalysisConfig, source: str = "") -> AnalysisConfig:
         for name, row in zip(names, report.basis[n_given:], strict=True)
     ]
     return validate_config(data, source)
+
+
+def quadratic_morphing_issues(cfg: AnalysisConfig, simulator: str) -> list[tuple[str, str]]:
+    """For simulators whose |M|^2 is quadratic in every parameter: the config must morph with max_power 2."""
+    if cfg.max_powers == [2] * len(cfg.parameters) and cfg.morphing.max_overall_power in (None, 2):
+        return []
+    return [("morphing.max_power", f"the {simulator} simulator's |M|^2 is quadratic in every parameter: "
+             "max_power 2 and max_overall_power 2 (the defaults) are needed")]

@@ -28,6 +28,7 @@ from pydantic import Field, ValidationError, model_validator
 from sbi_core.config_base import ConfigSection
 from sbi_core.errors import ConfigError, InputError
 from sbi_core.physics.base import EventBatch
+from sbi_core.physics.basis import quadratic_morphing_issues
 from sbi_core.physics.morphing import Morphing, monomials, monomials_gradient, quadratic_powers
 from sbi_core.physics.registry import register_simulator
 
@@ -179,9 +180,7 @@ class BenchmarkSimulator:
                     (f"nuisance[{i}].size", "must be < 1 for observable_scale (the scale 1 - size must stay > 0)")
                 )
         n = len(cfg.parameters)
-        if cfg.max_powers != [2] * n or cfg.morphing.max_overall_power not in (None, 2):
-            issues.append(("morphing.max_power", "the benchmark simulator's |M|^2 is quadratic in every parameter: "
-                           "max_power 2 and max_overall_power 2 (the defaults) are needed"))
+        issues.extend(quadratic_morphing_issues(cfg, cls.name))
         n_comp = (n + 1) * (n + 2) // 2
         matrix = np.asarray(cfg.benchmark_matrix(), dtype=np.float64)
         if not np.all(np.isfinite(matrix)):

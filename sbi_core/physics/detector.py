@@ -28,17 +28,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
+from sbi_core.config_base import ConfigSection
 from sbi_core.physics.particles import VISIBLE_TYPES, Particles, eta, object_type_index, pt
 
 __all__ = ["Detector", "DetectorNoise", "DetectorOptions", "ObjectResponse"]
 
 
-class _Options(BaseModel):
-    """Config-section base, as in sbi_core.config: unknown keys refused, immutable, no inf/nan."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True, allow_inf_nan=False)
+class _Options(ConfigSection):
+    """Options of this module: the rules of every config section (`sbi_core.config_base`)."""
 
 
 class ObjectResponse(_Options):

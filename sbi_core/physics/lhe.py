@@ -28,11 +28,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from sbi_core import storage
+from sbi_core.config_base import ConfigSection
 from sbi_core.errors import ConfigError, InputError
 from sbi_core.physics import observables as obs_lib
+from sbi_core.physics.basis import quadratic_morphing_issues
 from sbi_core.physics.detector import Detector, DetectorNoise, DetectorOptions
 from sbi_core.physics.morphing import Morphing, quadratic_powers
 from sbi_core.physics.particles import VISIBLE_TYPES, Particles
@@ -49,8 +51,8 @@ LatentGroup = Literal["truth", "partons", "event"]
 _SUPPORTED_NUISANCE = ("normalization", "shape_weight", "observable_scale")
 
 
-class _Options(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True, allow_inf_nan=False)
+class _Options(ConfigSection):
+    """Options of this module: the rules of every config section (`sbi_core.config_base`)."""
 
 
 class LHEFileSpec(_Options):
@@ -180,7 +182,7 @@ class LHESimulator:
             opts = options_of(cfg)
         except ConfigError as exc:
             return list(exc.issues)
-        issues: list[tuple[str, str]] = []
+        issues: list[tuple[str, str]] = quadratic_morphing_issues(cfg, cls.name)
         bnames = cfg.benchmark_names
         for wid, b in opts.weights.items():
             if b not in bnames:
