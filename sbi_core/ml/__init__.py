@@ -1,0 +1,10 @@
+"""Learning: estimators of the likelihood ratio and the score, their training, ensembles and export.
+
+What to use when:
+- `mlp.build_mlp` / `mlp.MLP`: the network every estimator trains (input standardisation inside the model).
+- `estimators.get_estimator(name)`: the method family (CARL, ROLR, RASCAL, ALICE, ALICES, SALLY,
+  benchmark_ratio) with its typed config and documented loss.
+- `trainer.train_network`: one network, checkpointed every epoch and resumed after a kill.
+- `ensemble.load_ensemble`: the trained members of one (method, head, variation), evaluated together.
+- `export.export_network` / `export.forward`: a trained network as plain arrays and a numpy forward pass.
+"""
