@@ -8,10 +8,11 @@ from sbi_core.errors import SbiError
 class NetworkFailed(SbiError):
     """One network could not be trained (its loss went NaN or inf, ...): the message names it and the epoch."""
 
-    def __init__(self, network_id: str, epoch: int, reason: str) -> None:
+    def __init__(self, network_id: str, epoch: int, reason: str, history: list[dict] | None = None) -> None:
         self.network_id = network_id
         self.epoch = epoch
         self.reason = reason
+        self.history = list(history or [])  # the epochs that completed before the failure
         super().__init__(f"network {network_id} failed at epoch {epoch}: {reason}")
 
 

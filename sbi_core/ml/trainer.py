@@ -118,7 +118,15 @@ def _check_data(name: str, data: Mapping[str, torch.Tensor], uses: tuple[str, ..
     return n
 
 
-def _fingerprint(**parts: Any) -> str:
+def training_fingerprint(estimator: Estimator, *, network_id: str, options: TrainOptions, hidden: list[int],
+                         activation: str, seed: int, n_train: int, n_val: int, bootstrap: bool,
+                         device: torch.device | str, extra: Mapping[str, Any] | None = None) -> str:
+    """sha256 of everything that determines a network's training (extra: digests of the data): a checkpoint
+    or a finished result is reused only when it matches."""
+    parts = {"network_id": network_id, "method": estimator.name, "config": asdict(estimator.config),
+             "options": asdict(options), "hidden": [int(h) for h in hidden], "activation": activation,
+             "seed": int(seed), "n_train": int(n_train), "n_val": int(n_val), "bootstrap": bool(bootstrap),
+             "device": torch.device(device).type, "extra": dict(extra or {})}
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -186,10 +194,9 @@ def train_network(
     n_x = int(train_t["x"].shape[1])
     n_params = next((int(train[k].shape[1]) for k in ("t_xz", "theta0") if k in train), 0)
 
-    fp = _fingerprint(network_id=network_id, method=estimator.name, config=asdict(estimator.config),
-                      options=asdict(options), hidden=list(hidden), activation=activation, seed=int(seed),
-                      n_train=n_train, n_val=n_val, bootstrap=bool(bootstrap), device=device.type,
-                      extra=dict(fingerprint_extra or {}))
+    fp = training_fingerprint(estimator, network_id=network_id, options=options, hidden=hidden,
+                              activation=activation, seed=seed, n_train=n_train, n_val=n_val, bootstrap=bootstrap,
+                              device=device, extra=fingerprint_extra)
 
     torch.manual_seed(seed)
     model = estimator.build_model(n_x, n_params, hidden=list(hidden), activation=activation)
@@ -242,7 +249,8 @@ def train_network(
         val_loss = _validation_loss(estimator, model, val_t, n_val)
         scheduler.step()
         if not (math.isfinite(train_loss) and math.isfinite(val_loss)):
-            raise NetworkFailed(network_id, epoch, f"loss is not finite (train {train_loss}, validation {val_loss})")
+            raise NetworkFailed(network_id, epoch, f"loss is not finite (train {train_loss}, validation {val_loss})",
+                                history)
         if val_loss < best_val:
             best_val, best_epoch, bad = val_loss, epoch, 0
             best_state = _clone_state(model)

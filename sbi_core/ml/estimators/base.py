@@ -46,7 +46,7 @@ class Estimator(ABC):
 
     def __init__(self, config: EstimatorConfig | None = None) -> None:
         config = config if config is not None else self.config_class()
-        if not isinstance(config, self.config_class):
+        if type(config) is not self.config_class:
             raise TypeError(f"{self.name}: expected a {self.config_class.__name__}, got {type(config).__name__}")
         self.config = config
 
