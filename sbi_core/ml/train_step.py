@@ -203,8 +203,8 @@ def train(run_uri: str, network_ids: list[str]) -> dict[str, Any]:
                              f"{list(cfg.training.methods)}, members {cfg.training.members}, variations "
                              f"{cfg.training.variations})")
         specs.append(spec)
-    device = resolve_device(cfg.training.device)
     sets = _load_sets(layout, cfg, specs)
+    device = resolve_device(cfg.training.device)
     results = {s.id: train_one(layout, cfg, s, sets[(s.method, s.head, s.variation)], device) for s in specs}
     failed = {nid: r["error"] for nid, r in results.items() if r["status"] != "ok"}
     if failed:
