@@ -14,7 +14,8 @@ ensembles; r_ref = 1) into log r(x|theta, theta_ref): with fiducial cross sectio
 coefficients alpha_b(theta), p(x|theta) = sum_b alpha_b sigma_b r_b(x) p(x|theta_ref) / sum_b alpha_b sigma_b.
 
 What to use when: `ExactRatio.from_run(layout, cfg, events)` once, then `.log_ratio(x, theta0)`;
-`rms(a, b)`; the `bench learn` closure and the closure tests use them.
+`rms(a, b)`; `untrained_like(ensemble, x, ranges)` for the untrained baseline. The `bench learn` closure and
+the closure tests use them.
 """
 
 from __future__ import annotations
@@ -84,3 +85,29 @@ def morphed_log_ratio(log_r_basis: np.ndarray, alpha: np.ndarray, sigma: np.ndar
                          f"{a.shape}, {s.shape}")
     num = np.exp(lr) @ (a * s)
     return np.log(np.maximum(num, MIN_RATIO)) - math.log(float(a @ s))
+
+
+def untrained_like(ensemble: Any, x: np.ndarray, theta_ranges: np.ndarray | None = None, seed: int = 0) -> Any:
+    """An Ensemble of the same architecture at seeded initial weights, standardised on x (and on theta0 uniform
+    over theta_ranges (P, 2) for parametrised members): the baseline a closure RMS is compared with."""
+    import torch
+
+    from sbi_core.ml.ensemble import Ensemble
+    from sbi_core.ml.mlp import MLP
+
+    xa = torch.from_numpy(np.asarray(x, dtype=np.float32))
+    models = []
+    for m, info in enumerate(ensemble.infos):
+        torch.manual_seed(seed + m)
+        model = MLP(**info.architecture)
+        theta = None
+        if model.n_theta:
+            if theta_ranges is None:
+                raise ValueError("untrained_like: a parametrised ensemble needs theta_ranges")
+            lo, hi = np.asarray(theta_ranges, dtype=np.float64).T
+            gen = np.random.default_rng(seed + m)
+            theta = torch.from_numpy(gen.uniform(lo, hi, (xa.shape[0], model.n_theta)).astype(np.float32))
+        model.set_standardisation(xa, theta)
+        models.append(model.eval().requires_grad_(False))
+    return Ensemble(ensemble.method, ensemble.head, ensemble.variation, list(ensemble.members), models,
+                    list(ensemble.infos))
