@@ -16,6 +16,8 @@ BENCHMARKS = {
     "dag": "bench.dag",
     "morphing": "bench.morphing",
     "ingest": "bench.ingest",
+    "train": "bench.train",
+    "learn": "bench.learn",
 }
 
 

@@ -31,6 +31,7 @@ COMMAND_MODULES = (
     "sbi_core.physics.morphing_commands",
     "sbi_core.physics.commands",
     "sbi_core.ml.commands",
+    "sbi_core.ml.train_commands",
 )
 
 

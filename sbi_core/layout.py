@@ -69,3 +69,21 @@ class RunLayout:
         """Part `part` of input file `file_index` (raw LHE weights): ingest-lhe writes these as it reads, then
         assembles them into `shard(file_index)` and removes them; a rerun resumes after the last one."""
         return storage.join(self.root, "ingest", f"shard-{file_index:05d}", f"part-{part:05d}.h5")
+
+    # ---- learning: trained networks and ensembles (`sbi-core train`, `sbi-core ensemble`, sbi_core.ml)
+    def network(self, network_id: str) -> str:
+        """Directory of one trained network: checkpoint.pt, model.pt, history.json, result.json, export.npz."""
+        return storage.join(self.root, "networks", network_id)
+
+    def network_file(self, network_id: str, name: str) -> str:
+        """One file of a network's directory (names in sbi_core.ml.train_step.NETWORK_FILES)."""
+        return storage.join(self.root, "networks", network_id, name)
+
+    def ensemble(self, method: str, head: str, variation: str) -> str:
+        """An ensemble's members (ok and failed): written by `sbi-core ensemble`, read by load_ensemble."""
+        return storage.join(self.root, "ensembles", method, head, f"{variation}.json")
+
+    @property
+    def ensembles_index(self) -> str:
+        """Every ensemble of the run and the evaluate batching (written last by `sbi-core ensemble`)."""
+        return storage.join(self.root, "ensembles", "index.json")
