@@ -24,6 +24,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from sbi_core.errors import ConfigError
+from sbi_core.ml.options import TrainingConfig, check_training
 
 SCHEMA_VERSION = 1
 Identifier = Annotated[
@@ -202,6 +203,11 @@ class AnalysisConfig(_Strict):
     output: str = Field(
         min_length=1, title="Output URI", description="Default run location: a local path or s3://bucket/prefix."
     )
+    training: TrainingConfig = Field(
+        default_factory=TrainingConfig,
+        title="Training",
+        description="The learning stage: estimators, ensembles, per-variation networks, samples, optimiser.",
+    )
 
     @model_validator(mode="after")
     def _cross_references(self) -> AnalysisConfig:
@@ -231,6 +237,7 @@ class AnalysisConfig(_Strict):
         sb = self.generation.sampling_benchmark
         if sb is not None and sb not in {b.name for b in self.benchmarks}:
             issues.append(("generation.sampling_benchmark", f"unknown benchmark {sb!r}"))
+        issues.extend(check_training(self))
         from sbi_core.physics.registry import known_simulators  # lazy: keeps import order free of cycles
 
         if self.simulator.name not in known_simulators():

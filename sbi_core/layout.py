@@ -54,3 +54,12 @@ class RunLayout:
     def likelihood_part(self, dataset: str, source: str, batch: int) -> str:
         """One event batch of `likelihood(dataset, source)` (mapped evaluate tasks write these, then join)."""
         return storage.join(self.root, "likelihood", source, dataset, f"part-{batch:05d}.h5")
+
+    # ---- learning: augmented samples (`sbi-core sample`, sbi_core.data.training_sets)
+    def samples_manifest(self, method: str) -> str:
+        """What `sbi-core sample --method M` wrote: heads, variations, network ids, files (written last)."""
+        return storage.join(self.root, "samples", method, "manifest.json")
+
+    def training_set(self, method: str, head: str, variation: str, split: str) -> str:
+        """One split (train|val|test) of one (method, head, variation) sample set."""
+        return storage.join(self.root, "samples", method, head, variation, f"{split}.h5")

@@ -26,6 +26,7 @@ from sbi_core.data.generate import generate_shard
 from sbi_core.data.plan import GenerationPlan, make_plan
 from sbi_core.errors import InputError
 from sbi_core.layout import RunLayout
+from sbi_core.ml.plan import plan_summary
 from sbi_core.physics.registry import make_simulator
 
 
@@ -68,6 +69,7 @@ def configure(config_uri: str, run_uri: str | None = None, overrides: list[str] 
         "shards": list(range(plan.n_shards)),
         "groups": plan.groups,
         "n_groups": len(plan.groups),
+        **plan_summary(cfg),
         "seconds": round(time.perf_counter() - t0, 3),
     }
 
@@ -120,6 +122,7 @@ def derive(source_run: str, run_uri: str, overrides: list[str] | None = None) ->
         "source": src_layout.root,
         "events": events,
         "config_hash": plan.config_hash,
+        **plan_summary(new_cfg),
         "seconds": round(time.perf_counter() - t0, 3),
     }
 
