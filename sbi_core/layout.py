@@ -64,6 +64,24 @@ class RunLayout:
         """One split (train|val|test) of one (method, head, variation) sample set."""
         return storage.join(self.root, "samples", method, head, variation, f"{split}.h5")
 
+    # ---- learning: trained networks and ensembles (`sbi-core train`, `sbi-core ensemble`, sbi_core.ml)
+    def network(self, network_id: str) -> str:
+        """Directory of one trained network: checkpoint.pt, model.pt, history.json, result.json, export.npz."""
+        return storage.join(self.root, "networks", network_id)
+
+    def network_file(self, network_id: str, name: str) -> str:
+        """One file of a network's directory (names in sbi_core.ml.train_step.NETWORK_FILES)."""
+        return storage.join(self.root, "networks", network_id, name)
+
+    def ensemble(self, method: str, head: str, variation: str) -> str:
+        """An ensemble's members (ok and failed): written by `sbi-core ensemble`, read by load_ensemble."""
+        return storage.join(self.root, "ensembles", method, head, f"{variation}.json")
+
+    @property
+    def ensembles_index(self) -> str:
+        """Every ensemble of the run and the evaluate batching (written last by `sbi-core ensemble`)."""
+        return storage.join(self.root, "ensembles", "index.json")
+
     # ---- learning: evaluation (`sbi-core evaluate`, sbi_core.ml.evaluate)
     def evaluation_batch(self, batch: int) -> str:
         """The ensembles' predictions (and exact targets) on one batch of the test sets (`evaluate --batch I`)."""
