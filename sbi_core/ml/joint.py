@@ -116,7 +116,7 @@ def joint_log_ratio(
         w0 = w0 * modifier0
     w0 = _floored(wb, alpha0, w0)
     w1 = _floored(wb, alpha1, row_weights(wb, alpha1))
-    return np.log(w0) - np.log(sigma0) - np.log(w1) + np.log(sigma1)
+    return (np.log(w0) - np.log(w1)) - (np.log(sigma0) - np.log(sigma1))
 
 
 def joint_score(wb: np.ndarray, alpha0: np.ndarray, grad_alpha0: np.ndarray, totals: np.ndarray) -> np.ndarray:

@@ -282,3 +282,29 @@ def test_sample_through_the_cli_prints_one_summary(cli, sampled):
     assert res.returncode == 0, res.stderr
     assert res.summary["step"] == "sample" and res.summary["method"] == "alices"
     assert len(res.summary["networks"]) == 9 and res.summary["n_test"] == 500
+
+
+def test_configured_run_without_events_is_bad_input(tmp_path):
+    from sbi_core.errors import InputError
+
+    run = str(tmp_path / "empty")
+    steps.configure(str(BENCHMARK_CONFIG), run, ["generation.events=100", "generation.shards=1"])
+    with pytest.raises(InputError, match="combine --all"):
+        samples.sample(run, "alices")
+
+
+def test_sally_samples_at_theta_fixed_with_the_exact_score(small_run, tmp_path):
+    run = derived(small_run, tmp_path, "sally", "training.methods=[sally]",
+                  "training.samples.theta_fixed={cW: 0.25, cHW: -0.5}")
+    summary = samples.sample(run, "sally")
+    assert summary["networks"] == [f"sally-score-nominal-m{m:02d}" for m in range(3)]  # no variations
+    cfg, sim, ev, sigma_fid, grad_sigma_fid = _exact_pieces(run)
+    ts = read(run, "sally", "score", "nominal", "train")
+    theta = np.array([0.25, -0.5])
+    assert np.all(ts.theta0 == theta.astype(np.float32)) and np.all(ts.theta1 == ts.theta0)
+    assert np.all(ts.y == 0) and np.all(ts.log_r_xz == 0)
+    x, z = ev["x"][ts.event], ev["z"][ts.event]
+    exact = (sim.joint_score(x, z, theta) + sim.cross_section_gradient(theta) / sim.cross_section(theta)
+             - grad_sigma_fid(theta) / sigma_fid(theta))
+    np.testing.assert_allclose(ts.t_xz, exact, rtol=4e-7, atol=2e-6)
+    assert ts.attrs["xsec_theta0"] == pytest.approx(sigma_fid(theta), rel=1e-12)
