@@ -68,6 +68,7 @@ _PARAM_LEN = 6000  # MLflow's limit on a param value
 
 _off_reason: str | None = None  # set on the first failure: later calls return at once
 _parents: dict[tuple[str, str], str] = {}  # (tracking URI, run key) -> parent run id, per process
+_clients: dict[str, Any] = {}  # tracking URI -> MlflowClient, per process
 
 F = TypeVar("F", bound=Callable[..., None])
 
@@ -96,6 +97,7 @@ def reset() -> None:
     global _off_reason
     _off_reason = None
     _parents.clear()
+    _clients.clear()
 
 
 # ---------------------------------------------------------------------------------------------- where it goes
@@ -151,11 +153,14 @@ def _locked(store: _Store) -> Iterator[None]:
 
 
 def _client(store: _Store) -> Any:
-    for key, value in HTTP_DEFAULTS.items():
-        os.environ.setdefault(key, value)
-    from mlflow.tracking import MlflowClient
+    """One MlflowClient per store and process (building one checks the store's schema: seconds on SQLite)."""
+    if store.uri not in _clients:
+        for key, value in HTTP_DEFAULTS.items():
+            os.environ.setdefault(key, value)
+        from mlflow.tracking import MlflowClient
 
-    return MlflowClient(tracking_uri=store.uri, registry_uri=store.uri)
+        _clients[store.uri] = MlflowClient(tracking_uri=store.uri, registry_uri=store.uri)
+    return _clients[store.uri]
 
 
 def run_key(layout: RunLayout) -> str:

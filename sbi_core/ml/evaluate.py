@@ -550,7 +550,8 @@ def _headline(metrics: Mapping[str, Any]) -> dict[str, Any]:
         "max_calibration_error": max((e["calibration_error"] for e in metrics["ensembles"].values()
                                       if "calibration_error" in e), default=float("nan")),
         "n_networks_ok": sum(1 for n in nets if n.get("status") == "ok"),
-        "n_networks_failed": sum(1 for n in nets if n.get("status") not in ("ok",)),
+        "n_networks_failed": sum(1 for n in nets if n.get("status") not in ("ok", "missing")),
+        "n_networks_missing": sum(1 for n in nets if n.get("status") == "missing"),
     }
 
 

@@ -29,6 +29,9 @@ def test_roc_auc_matches_the_closed_form():
     assert r.fpr[0] == 0 and r.tpr[-1] == 1 and r.fpr.size <= 200 and np.all(np.diff(r.fpr) >= 0)
     assert diagnostics.roc(-log_r, y).auc == pytest.approx(1 - r.auc)  # a ratio upside down
     assert math.isnan(diagnostics.roc(log_r[:10], np.zeros(10)).auc)  # one class only
+    # Ties count 1/2 (Mann-Whitney): positives (y = 0) score 1 and 0, the negative 1 -> AUC = (0.5 + 0) / 2.
+    tied = diagnostics.roc(np.array([1.0, 1.0, 0.0]), np.array([0.0, 1.0, 0.0]))
+    assert tied.auc == 0.25 and tied.fpr.tolist() == [0, 1, 1] and tied.tpr.tolist() == [0, 0.5, 1]
 
 
 def test_calibration_of_the_exact_ratio_is_good_and_of_a_distorted_one_bad():

@@ -57,8 +57,8 @@ def _test_set(cfg, sim, events, key, rng) -> TrainingSet:
     x1 = x_all[rng.choice(len(x_all), N_TEST - half)]
     f32 = np.float32
     n = N_TEST
-    return TrainingSet(
-        x=np.concatenate([x0, x1]).astype(f32), theta0=np.concatenate([t0, np.tile(ref, (n - half, 1))]).astype(f32),
+    return TrainingSet(  # theta0 is the hypothesis of the pair for both classes (MadMiner's convention)
+        x=np.concatenate([x0, x1]).astype(f32), theta0=np.concatenate([t0, t0[rng.permutation(half)]]).astype(f32),
         theta1=np.tile(ref, (n, 1)).astype(f32), y=np.repeat([0, 1], [half, n - half]).astype(f32),
         log_r_xz=np.full(n, np.nan, f32), t_xz=np.full((n, 2), np.nan, f32), event=np.zeros(n, np.int64),
         method=method, head=head, variation=variation, split="test", seed=0, config_hash="x",
@@ -103,11 +103,13 @@ def trained_run(small_run, tmp_path, monkeypatch):
     tracking.reset()
 
 
+@pytest.mark.slow
 def test_batches_then_report(trained_run):
     layout, cfg = trained_run
-    with pytest.raises(InputError, match="batch 1"):
-        evaluate.evaluate_report(layout.root)  # nothing evaluated yet
-    summaries = [evaluate.evaluate_batch(layout.root, i) for i in range(2)]
+    summaries = [evaluate.evaluate_batch(layout.root, 0)]
+    with pytest.raises(InputError, match="batch 1 is missing"):
+        evaluate.evaluate_report(layout.root)
+    summaries.append(evaluate.evaluate_batch(layout.root, 1))
     assert [s["rows"] for s in summaries] == [len(KEYS) * N_TEST // 2] * 2
     assert summaries[0]["closure_families"] == ["alices", "benchmark_ratio"] and summaries[0]["exact"]
     with pytest.raises(InputError, match="out of range"):
@@ -138,12 +140,13 @@ def test_batches_then_report(trained_run):
     for name, e in metrics["ensembles"].items():
         assert e["n_test"] == N_TEST and e["members"] == [f"{name.replace('/', '-')}-m0{i}" for i in range(2)]
         assert abs(e["rms_exact"] / NOISE - 1) < 0.1, (name, e["rms_exact"])
-        assert abs(e["auc"] - e["auc_exact"]) < 0.01, name
+        assert -0.03 < e["auc"] - e["auc_exact"] < 0.01, name  # noise lowers the AUC a little (measured <= 0.011)
         assert e["calibration_error"] < 0.08, (name, e["calibration_error"])  # 1200 samples, 10 bins
     assert metrics["ensembles"]["benchmark_ratio/p3/nominal"]["auc"] > 0.6  # p3 differs clearly from the SM
     assert metrics["networks"]["alices-theta-nominal-m01"] == {"status": "ok", "best_val_loss": pytest.approx(0.61),
                                                                "best_epoch": 3, "epochs": 4}
     assert report["n_networks_ok"] == 16 and report["n_networks_failed"] == 0
+    assert report["n_networks_missing"] == 4  # the alices variations are planned but not trained here
 
     # MLflow (embedded store next to the run): the report and every ensemble as a registered model with the alias.
     from mlflow.tracking import MlflowClient
