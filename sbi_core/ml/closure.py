@@ -1,29 +1,39 @@
-"""The exact answer learned ratios are checked against, for simulators with an exact likelihood (the benchmark).
+"""Closure on a simulator with an exact likelihood: what a perfectly trained network would output, to check
+learned ratios against.
 
-A network trained on events after cuts learns ratios of densities *after cuts*:
+The networks learn ratios of densities *after cuts* (the samples are drawn from the selected events), while
+`Simulator.log_likelihood` is the density before cuts; inside the selection the two differ by the
+selection efficiency eps(theta) = sigma_fid(theta) / sigma(theta):
 
-    log r(x | theta0, theta1) = log p(x|theta0) - log p(x|theta1) - log P(theta0) + log P(theta1),
+    log r_true(x|theta0, theta1) = log p(x|theta0) - log p(x|theta1) - log eps(theta0) + log eps(theta1).
 
-P(theta) = sigma_fid(theta) / sigma(theta) the fraction of events passing the cuts. The simulator gives
-p(x|theta) (before cuts) and sigma(theta) in closed form; sigma_fid(theta) = alpha(theta) . S comes from the
-run's events (S_b: the sum of their weights at basis benchmark b; alpha: the morphing coefficients), the same
-events the training sets were drawn from. A per-variation network (nu_k = +-1 against nominal, at the reference)
-learns log p(x|nu) - log p(x|0) - log f(nu), where f(nu) is the fraction of the weight at the reference that the
-variation keeps: for `observable_scale` nuisances the events whose moved observations still pass the cuts (the
-training sets move the same events, `Simulator.observations_at`), for `shape_weight` ones the ratio of the
+sigma(theta) is the simulator's exact cross section and sigma_fid(theta) = alpha(theta) . S the events' weights
+morphed to theta (S_b: the sum of the run's weights at basis benchmark b; with 6000 benchmark events its error
+on the log efficiency ratio is ~0.002). A per-variation network (nu_k = +-1 against nominal, at the reference)
+learns log p(x|nu) - log p(x|0) - log f(nu), where f(nu) is the fraction of the weight at the reference that
+the variation keeps: for `observable_scale` nuisances the events whose moved observations still pass the cuts
+(the training sets move the same events, `Simulator.observations_at`), for `shape_weight` ones the ratio of the
 variation's weight column to the nominal one.
 
+`morphed_log_ratio` turns per-benchmark ratios r_b(x) = p(x|theta_b) / p(x|theta_ref) (the benchmark_ratio
+ensembles; r_ref = 1) into log r(x|theta, theta_ref): with fiducial cross sections sigma_b and morphing
+coefficients alpha_b(theta), p(x|theta) = sum_b alpha_b sigma_b r_b(x) p(x|theta_ref) / sum_b alpha_b sigma_b.
+
 What to use when:
-- `FiducialSums.from_events(cfg, sim, events_uri)`: one streaming pass over a run's events (bounded memory).
-- `ExactRatios(cfg, sim, sums)`: `available` says whether the simulator has an exact likelihood;
-  `log_ratio(x, theta0, theta1)`, `log_ratio_variation(x, variation)` and `score(x, theta)` give the exact
-  targets per event; `log_fiducial(theta)` is log sigma_fid(theta).
+- `ExactRatio.from_events(cfg, basis_weights)` then `.log_ratio(x, theta0)`: nominal ratios against the
+  reference from weights in memory (`bench learn` and the closure test of the training stage).
+- `FiducialSums.from_events(cfg, sim, events_uri)` (one streaming pass, bounded memory, also the per-variation
+  kept fractions), then `ExactTargets(cfg, sim, sums)`: every kind of network's target, as the evaluate step
+  needs them: `log_ratio(x, theta0, theta1)` (theta0 per event allowed), `log_ratio_variation(x, variation)`,
+  `score(x, theta)`; `available` says whether the simulator has an exact likelihood.
+- `rms(a, b)`, `morphed_log_ratio(...)`.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -34,6 +44,67 @@ from sbi_core.physics.morphing import Morphing
 if TYPE_CHECKING:
     from sbi_core.config import AnalysisConfig
     from sbi_core.physics.base import Simulator
+
+#: Floor of a morphed density ratio (a learned sum of signed terms can dip below zero): log stays finite.
+MIN_RATIO = 1e-30
+
+
+def rms(a: np.ndarray, b: np.ndarray) -> float:
+    """Root mean square of a - b (same shape, never broadcast)."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape:
+        raise ValueError(f"rms: shapes differ, {a.shape} vs {b.shape}")
+    return float(np.sqrt(np.mean((a - b) ** 2)))
+
+
+@dataclass
+class ExactRatio:
+    """True log r(x|theta0, theta_ref) after cuts for a simulator with `log_likelihood`."""
+
+    sim: Any
+    morphing: Any  # sbi_core.physics.morphing.Morphing of the config's basis
+    basis_totals: np.ndarray  # (B,) fiducial sigma_b: the events' summed basis weights
+    theta_ref: np.ndarray
+
+    @classmethod
+    def from_events(cls, cfg: Any, basis_weights: np.ndarray) -> ExactRatio:
+        """From the config and the events' basis weight columns (n, B) (all events of the run)."""
+        from sbi_core.physics.morphing import Morphing
+        from sbi_core.physics.registry import make_simulator
+
+        sim = make_simulator(cfg)
+        basis = np.asarray(cfg.benchmark_matrix(), dtype=np.float64)
+        w = np.asarray(basis_weights, dtype=np.float64)
+        if w.ndim != 2 or w.shape[1] != basis.shape[0]:
+            raise ValueError(f"basis_weights: expected (n, {basis.shape[0]}), got {w.shape}")
+        ref = cfg.benchmark_names.index(cfg.sampling_benchmark)
+        return cls(sim, Morphing(sim.morphing_powers, basis), w.sum(axis=0), basis[ref].copy())
+
+    def fiducial_xsec(self, theta: np.ndarray) -> float:
+        return float(self.morphing.basis_coefficients(np.asarray(theta, dtype=np.float64)) @ self.basis_totals)
+
+    def log_efficiency(self, theta: np.ndarray) -> float:
+        return math.log(self.fiducial_xsec(theta) / self.sim.cross_section(np.asarray(theta, dtype=np.float64)))
+
+    def log_ratio(self, x: np.ndarray, theta0: np.ndarray) -> np.ndarray:
+        """(n,) true log p_fid(x|theta0) / p_fid(x|theta_ref) for one theta0 (P,)."""
+        t0 = np.asarray(theta0, dtype=np.float64)
+        xa = np.asarray(x, dtype=np.float64)
+        return (self.sim.log_likelihood(xa, t0) - self.sim.log_likelihood(xa, self.theta_ref)
+                - self.log_efficiency(t0) + self.log_efficiency(self.theta_ref))
+
+
+def morphed_log_ratio(log_r_basis: np.ndarray, alpha: np.ndarray, sigma: np.ndarray) -> np.ndarray:
+    """log r(x|theta, ref) (n,) from per-benchmark log r_b (n, B) (0 for the reference column), morphing
+    coefficients alpha (B,) at theta and fiducial cross sections sigma (B,)."""
+    lr = np.asarray(log_r_basis, dtype=np.float64)
+    a, s = np.asarray(alpha, dtype=np.float64), np.asarray(sigma, dtype=np.float64)
+    if lr.ndim != 2 or a.shape != (lr.shape[1],) or s.shape != (lr.shape[1],):
+        raise ValueError(f"morphed_log_ratio: log_r_basis (n, B), alpha (B,), sigma (B,); got {lr.shape}, "
+                         f"{a.shape}, {s.shape}")
+    num = np.exp(lr) @ (a * s)
+    return np.log(np.maximum(num, MIN_RATIO)) - math.log(float(a @ s))
+
 
 #: Relative step (of each parameter's range) of the central finite differences of the exact score.
 SCORE_STEP = 1e-4
@@ -109,7 +180,7 @@ class FiducialSums:
                             int(d.get("n_events", 0)))  # type: ignore[call-overload]
 
 
-class ExactRatios:
+class ExactTargets:
     """Exact per-event targets of learned ratios and scores after cuts (see the module docstring)."""
 
     def __init__(self, cfg: AnalysisConfig, sim: Simulator, sums: FiducialSums) -> None:

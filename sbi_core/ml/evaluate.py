@@ -39,7 +39,7 @@ from sbi_core.layout import RunLayout
 if TYPE_CHECKING:
     from sbi_core.config import AnalysisConfig
     from sbi_core.data.likelihood_arrays import LikelihoodArrays
-    from sbi_core.ml.closure import ExactRatios, FiducialSums
+    from sbi_core.ml.closure import ExactTargets, FiducialSums
     from sbi_core.physics.base import Simulator
 
 log = logging.getLogger(__name__)
@@ -129,7 +129,7 @@ def evaluate_batch(run_uri: str, batch: int) -> dict[str, Any]:
     import h5py
 
     from sbi_core import steps
-    from sbi_core.ml.closure import ExactRatios
+    from sbi_core.ml.closure import ExactTargets
     from sbi_core.physics.registry import make_simulator
 
     t0 = time.perf_counter()
@@ -141,7 +141,7 @@ def evaluate_batch(run_uri: str, batch: int) -> dict[str, Any]:
     if not keys:
         raise InputError(f"run {layout.root} has no usable ensemble: nothing to evaluate")
     sim = make_simulator(cfg)
-    exact = ExactRatios(cfg, sim, _fiducial(layout, cfg, sim, steps.run_events(layout, plan)))
+    exact = ExactTargets(cfg, sim, _fiducial(layout, cfg, sim, steps.run_events(layout, plan)))
     rows = 0
     pool: list[np.ndarray] = []
     with storage.atomic_write(layout.evaluation_batch(batch)) as tmp, h5py.File(tmp, "w") as out:
@@ -172,7 +172,7 @@ def evaluate_batch(run_uri: str, batch: int) -> dict[str, Any]:
 
 
 def _evaluate_ensemble(group: Any, ensemble: Any, key: tuple[str, str, str], data: dict[str, Any],
-                       exact: ExactRatios) -> None:
+                       exact: ExactTargets) -> None:
     """One ensemble on its own test rows: predictions, spreads, labels, joint targets and exact targets."""
     method, head, variation = key
     x, theta0, theta1 = data["x"], data["theta0"], data["theta1"]
@@ -206,7 +206,7 @@ def _evaluate_ensemble(group: Any, ensemble: Any, key: tuple[str, str, str], dat
 
 
 def _closure_families(layout: RunLayout, cfg: AnalysisConfig, keys: Sequence[tuple[str, str, str]],
-                      x: np.ndarray, exact: ExactRatios, out: Any) -> list[str]:
+                      x: np.ndarray, exact: ExactTargets, out: Any) -> list[str]:
     """Learned and exact log r(x|theta, ref) at closure_thetas on the batch's nominal test events, per family."""
     if not exact.available or x.shape[0] == 0:
         return []
@@ -239,7 +239,7 @@ def _closure_families(layout: RunLayout, cfg: AnalysisConfig, keys: Sequence[tup
     return sorted(families)
 
 
-def _morphed_family(layout: RunLayout, cfg: AnalysisConfig, x: np.ndarray, exact: ExactRatios,
+def _morphed_family(layout: RunLayout, cfg: AnalysisConfig, x: np.ndarray, exact: ExactTargets,
                     thetas: Sequence[tuple[str, np.ndarray]]) -> tuple[np.ndarray, np.ndarray, int]:
     """benchmark_ratio at each theta: morph the heads' ratios, then normalise by sigma_fid(theta)/sigma_fid(ref)."""
     log_r, std = _benchmark_ratio_columns(layout, cfg, x)

@@ -10,14 +10,14 @@ from types import SimpleNamespace
 import numpy as np
 
 from sbi_core.errors import InputError
-from sbi_core.ml.closure import ExactRatios
+from sbi_core.ml.closure import ExactTargets
 
 
 @dataclass
 class FakeEnsemble:
     """log_ratio / score = the exact target + noise_scale * N(0, 1) noise (seeded by the inputs), spread `spread`."""
 
-    exact: ExactRatios
+    exact: ExactTargets
     method: str
     head: str
     variation: str
@@ -55,7 +55,7 @@ class FakeEnsemble:
         return target + self._noise(x, target.shape), np.full(target.shape, self.spread)
 
 
-def fake_api(exact: ExactRatios, keys: list[tuple[str, str, str]], n_batches: int = 1, noise: float = 0.0,
+def fake_api(exact: ExactTargets, keys: list[tuple[str, str, str]], n_batches: int = 1, noise: float = 0.0,
              members: int = 2) -> SimpleNamespace:
     """An object with the ensemble module's evaluation API, serving FakeEnsembles for `keys`."""
     ensembles = {}

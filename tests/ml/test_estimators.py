@@ -105,10 +105,10 @@ def test_x_only_estimators():
     got = sally.loss(model, {k: data[k] for k in sally.uses}).detach()
     assert float(got) == pytest.approx(float(expected.detach()), rel=1e-6)
     br_cls = get_estimator("benchmark_ratio")
-    br = br_cls()
+    br = br_cls(br_cls.config_class(labels="y"))
     assert br.uses == ("x", "y") and br.parametrised is False
-    joint = br_cls(br_cls.config_class(labels="joint"))
-    assert "log_r_xz" in joint.uses
+    joint = br_cls()
+    assert "log_r_xz" in joint.uses and joint.config.labels == "joint"
     net = br.build_model(5, 2, hidden=[8], activation="silu")
     assert (net.n_theta, net.n_out) == (0, 1)
     with pytest.raises(ValueError, match="x only"):

@@ -17,7 +17,7 @@ from sbi_core.data.training_sets import TrainingSet, write_training_set
 from sbi_core.errors import InputError
 from sbi_core.layout import RunLayout
 from sbi_core.ml import evaluate
-from sbi_core.ml.closure import ExactRatios, FiducialSums
+from sbi_core.ml.closure import ExactTargets, FiducialSums
 from sbi_core.physics.registry import make_simulator
 
 from .fake_ensembles import fake_api
@@ -91,7 +91,7 @@ def trained_run(small_run, tmp_path, monkeypatch):
             storage.write_json(layout.network_file(nid, "history.json"), hist)
             storage.write_json(layout.network_file(nid, "result.json"), {"status": "ok", "best_val_loss": hist[-1]["val_loss"],
                                                                          "best_epoch": 3, "epochs": 4})
-    exact = ExactRatios(cfg, sim, FiducialSums.from_events(cfg, sim, str(small_run / "events.h5")))
+    exact = ExactTargets(cfg, sim, FiducialSums.from_events(cfg, sim, str(small_run / "events.h5")))
     api = fake_api(exact, KEYS, noise=NOISE)
     monkeypatch.setattr(evaluate, "_ensemble_api", lambda: api)
     evaluate._load_cached.cache_clear()

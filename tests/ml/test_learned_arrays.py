@@ -11,7 +11,7 @@ from sbi_core.data.format import read_samples
 from sbi_core.errors import InputError
 from sbi_core.layout import RunLayout
 from sbi_core.ml import evaluate
-from sbi_core.ml.closure import ExactRatios, FiducialSums
+from sbi_core.ml.closure import ExactTargets, FiducialSums
 from sbi_core.physics.registry import make_simulator
 
 from .fake_ensembles import fake_api
@@ -23,7 +23,7 @@ def model(small_run):
     sim = make_simulator(cfg)
     sums = FiducialSums.from_events(cfg, sim, str(small_run / "events.h5"))
     events = read_samples(small_run / "events.h5", 0, 1500)
-    return cfg, sim, ExactRatios(cfg, sim, sums), events
+    return cfg, sim, ExactTargets(cfg, sim, sums), events
 
 
 @pytest.fixture

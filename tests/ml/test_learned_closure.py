@@ -14,7 +14,7 @@ from sbi_core.config import load_config
 from sbi_core.data.format import read_samples
 from sbi_core.layout import RunLayout
 from sbi_core.ml import evaluate
-from sbi_core.ml.closure import ExactRatios, FiducialSums
+from sbi_core.ml.closure import ExactTargets, FiducialSums
 from sbi_core.ml.ensemble import build_ensembles
 from sbi_core.ml.plan import training_plan
 from sbi_core.ml.samples import sample
@@ -51,7 +51,7 @@ def test_trained_ensembles_approach_the_exact_arrays(small_run, tmp_path, monkey
     untrained = _train_run(small_run, tmp_path / "untrained", UNTRAINED)
     cfg = load_config(trained.config)
     sim = make_simulator(cfg)
-    exact = ExactRatios(cfg, sim, FiducialSums.from_events(cfg, sim, str(small_run / "events.h5")))
+    exact = ExactTargets(cfg, sim, FiducialSums.from_events(cfg, sim, str(small_run / "events.h5")))
     xsec, xsec_var = _xsec(cfg, exact)
     x = read_samples(small_run / "events.h5", 0, 3000)["samples/observations"]
     events = {"observations": x, "weights": np.ones(len(x))}

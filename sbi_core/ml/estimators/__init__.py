@@ -8,7 +8,7 @@
 | rolr | (x, theta0) -> log r | MSE on r (theta1 samples) and 1/r (theta0 samples) | regression.py |
 | rascal | (x, theta0) -> log r | rolr + alpha * score MSE | regression.py |
 | sally | x -> t(x) | MSE on the joint score (local score at a fixed theta) | score.py |
-| benchmark_ratio | x -> log r_b | cross-entropy: benchmark b against the reference | benchmark_ratio.py |
+| benchmark_ratio | x -> log r_b | cross-entropy, benchmark b against the reference (soft labels 1/(1+r_xz) by default) | benchmark_ratio.py |
 
 `get_estimator(name)` returns the class; `cls.from_training(cfg.training)` an instance with its typed config.
 """

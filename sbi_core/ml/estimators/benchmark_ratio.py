@@ -20,10 +20,10 @@ from sbi_core.ml.mlp import MLP
 
 @dataclass(frozen=True)
 class BenchmarkRatioConfig(EstimatorConfig):
-    """labels: `y` trains a plain CARL classifier on the labels; `joint` uses ALICE's soft labels
-    1 / (1 + r_xz) (the same minimiser, lower variance, needs the joint ratio)."""
+    """labels: `joint` (default) uses ALICE's soft labels 1 / (1 + r_xz): the same minimiser as CARL's, much
+    lower variance, needs the joint ratio (weights at the basis give it); `y` trains on the plain labels."""
 
-    labels: Literal["y", "joint"] = "y"
+    labels: Literal["y", "joint"] = "joint"
 
     def __post_init__(self) -> None:
         super().__post_init__()
