@@ -62,12 +62,14 @@ def test_trained_ensembles_approach_the_exact_arrays(small_run, tmp_path, monkey
         rms[name] = np.sqrt(np.mean((arrays.log_ratio - log_ratio) ** 2, axis=0))[1:]  # the reference column is 0
         rms[name + "_var"] = np.sqrt(np.mean((arrays.log_ratio_var - log_ratio_var) ** 2, axis=0))[1]  # energy scale
         assert np.all(arrays.log_ratio_std[:, 1:] > 0)
-    # Measured (6000 events, 10000 samples, 15 epochs, 2 members): trained RMS per benchmark 0.19-0.44, untrained
-    # 0.31-1.0, ratio 0.43-0.63. Tolerance: every benchmark below 0.75x, the mean below 0.65x the untrained RMS.
+    # Measured (6000 events, 10000 samples, 15 epochs, 2 members, soft labels): trained RMS per benchmark
+    # 0.04-0.23 (p1, p5 0.04; p3, the farthest from the SM, 0.23), untrained 0.31-1.0, ratio 0.12-0.23.
+    # Tolerance: every benchmark below 0.4 and below 0.4x the untrained RMS, the mean ratio below 0.3.
     ratio = rms["trained"] / rms["untrained"]
-    assert np.all(ratio < 0.75) and ratio.mean() < 0.65, (rms, ratio)
-    # Variation networks: a 2% scale moves log r by ~0.07 RMS, at this size the networks' noise level (measured
-    # trained 0.07-0.08, untrained 0.15-0.16); only "better than untrained" is claimed here.
+    assert np.all(rms["trained"] < 0.4) and np.all(ratio < 0.4) and ratio.mean() < 0.3, (rms, ratio)
+    # Variation networks (plain labels: moved observables have no joint ratio): a 2% scale moves log r by ~0.07
+    # RMS, at this size the networks' noise level (measured trained 0.069-0.077, untrained 0.15-0.16); only
+    # "better than untrained" is claimed here.
     assert np.all(rms["trained_var"] < rms["untrained_var"]), rms
 
     # The evaluate step on real ensembles: closure at every theta below the log r = 0 guess.
