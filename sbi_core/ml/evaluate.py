@@ -285,17 +285,22 @@ def learned_arrays(layout: RunLayout, cfg: AnalysisConfig, events: Mapping[str, 
                    xsec_var: np.ndarray, *, meta: Mapping[str, Any] | None = None) -> LikelihoodArrays:
     """The contract's per-event arrays for `events` from the run's learned ensembles (source `learned`).
 
-    events: {"observations": (n, O) float, "weights": (n,) float (the dataset's event weights)}; xsec (B,) the
-    fiducial cross sections sigma_b at nu = 0 and xsec_var (K, 2, B) at nu_k = +1, -1 (computed by the caller
-    from the run's events, exactly as for the exact source). Then, with ref the sampling benchmark:
+    events: {"observations": (n, O) float, "weight": (n,) float (the dataset's event weights; the key "weights"
+    is accepted too)}; xsec (B,) the fiducial cross sections sigma_b at nu = 0 and xsec_var (K, 2, B) at
+    nu_k = +1, -1 (computed by the caller from the run's events, exactly as for the exact source). Then, with ref
+    the sampling benchmark:
       log_ratio[i, b]        = log r_b(x_i) + log(sigma_b / sigma_ref)   (r_b: the benchmark_ratio ensemble of b;
                                                                          0 for the reference)
       log_ratio_std[i, b]    = the ensemble's spread of log r_b(x_i)
-      log_ratio_var[i, k, j] = log r_kj(x_i) + log(xsec_var[k, j, ref] / sigma_ref)
+      log_ratio_var[i, k, j] = log r_kj(x_i) + log(sigma_kj / sigma_ref)
     where r_kj is the per-variation ensemble of nuisance k, direction j (head = the reference; benchmark_ratio's,
-    else the first method in training.methods that has it); nuisances without such a network (normalisations,
-    or variations not trained) get log r_kj = 0, so a normalisation is the constant log((1 + size)^(+-1)) that
-    xsec_var carries. `meta` is added to the arrays' provenance (e.g. the dataset URI).
+    else the first method in training.methods that has it) and sigma_kj / sigma_ref the normalisation of the
+    samples it was trained on (`xsec_theta0` / `xsec_theta1` of its training set: for a nuisance that moves
+    observables, the share of the reference weight whose moved events still pass the cuts, which differs from
+    xsec_var's reweighted estimate by the events migrating into the cuts); without those attributes
+    xsec_var[k, j, ref] / sigma_ref. Nuisances without such a network (normalisations, or variations not
+    trained) get log r_kj = 0 and the constant log(xsec_var[k, j, ref] / sigma_ref), e.g. log((1 + size)^(+-1))
+    for a normalisation. `meta` is added to the arrays' provenance (e.g. the dataset URI).
     """
     from sbi_core.config import config_hash
     from sbi_core.data.likelihood_arrays import LikelihoodArrays
@@ -303,13 +308,15 @@ def learned_arrays(layout: RunLayout, cfg: AnalysisConfig, events: Mapping[str, 
     from sbi_core.physics.registry import make_simulator
 
     x = np.asarray(events["observations"], dtype=np.float64)
-    w = np.asarray(events["weights"], dtype=np.float64)
+    if "weight" not in events and "weights" not in events:
+        raise ValueError(f"events: expected keys 'observations' and 'weight', got {sorted(events)}")
+    w = np.asarray(events["weight"] if "weight" in events else events["weights"], dtype=np.float64)
     n_b, n_k, n_o = len(cfg.benchmarks), len(cfg.nuisance), len(cfg.observables)
     xs, xv = np.asarray(xsec, dtype=np.float64), np.asarray(xsec_var, dtype=np.float64)
     if x.ndim != 2 or x.shape[1] != n_o:
         raise ValueError(f"events['observations']: expected (n, {n_o}), got {x.shape}")
     if w.shape != (x.shape[0],):
-        raise ValueError(f"events['weights']: expected ({x.shape[0]},), got {w.shape}")
+        raise ValueError(f"events['weight']: expected ({x.shape[0]},), got {w.shape}")
     if xs.shape != (n_b,) or xv.shape != (n_k, 2, n_b):
         raise ValueError(f"xsec {xs.shape} / xsec_var {xv.shape}: expected ({n_b},) / ({n_k}, 2, {n_b})")
     if not (np.all(xs > 0) and np.all(xv > 0)):
@@ -330,6 +337,9 @@ def learned_arrays(layout: RunLayout, cfg: AnalysisConfig, events: Mapping[str, 
             if method is None:
                 continue
             ensemble = _load(layout, method, cfg.sampling_benchmark, variation)
+            norm = _training_normalisation(layout, (method, cfg.sampling_benchmark, variation))
+            if norm is not None:
+                log_ratio_var[:, k, j] = norm  # the normalisation the network was trained with
             log_ratio_var[:, k, j] += ensemble.log_ratio(x)[0]
             used[f"{method}/{variation}"] = ",".join(ensemble.members)
     sim = make_simulator(cfg)
@@ -343,6 +353,26 @@ def learned_arrays(layout: RunLayout, cfg: AnalysisConfig, events: Mapping[str, 
         log_ratio=log_ratio, log_ratio_var=log_ratio_var, weight=w, log_ratio_std=std,
         config_hash=config_hash(cfg), meta={"networks": used, **(meta or {})},
     )
+
+
+def _training_normalisation(layout: RunLayout, key: tuple[str, str, str]) -> float | None:
+    """log(xsec_theta0 / xsec_theta1) of a sample set's training split (its y = 0 / y = 1 normalisations), or
+    None when the file or the attributes are missing; read once per process."""
+    return _training_normalisation_cached(layout.root, *key)
+
+
+@functools.lru_cache(maxsize=128)
+def _training_normalisation_cached(root: str, method: str, head: str, variation: str) -> float | None:
+    import h5py
+
+    uri = RunLayout(root).training_set(method, head, variation, "train")
+    if not storage.exists(uri):
+        return None
+    with storage.open_for_inspection(uri) as src, h5py.File(src, "r") as f:
+        s0, s1 = f.attrs.get("meta_xsec_theta0"), f.attrs.get("meta_xsec_theta1")
+    if s0 is None or s1 is None or not (float(s0) > 0 and float(s1) > 0):
+        return None
+    return float(np.log(float(s0) / float(s1)))
 
 
 # ---------------------------------------------------------------------------------------------- evaluate --report
