@@ -157,3 +157,14 @@ def test_batches_then_report(trained_run):
     version = client.get_model_version_by_alias(name, tracking.ENSEMBLE_ALIAS)
     assert client.get_run(version.run_id).data.metrics["auc"] == pytest.approx(
         metrics["ensembles"]["benchmark_ratio/p3/nominal"]["auc"])
+
+
+def test_evaluate_command_line_errors(small_run, tmp_path, cli):
+    """Bad input exits 2 with a message naming what is missing; --batch and --report exclude each other."""
+    missing = cli("evaluate", "--run", str(tmp_path / "nowhere"), "--batch", "0")
+    assert missing.returncode == 2 and "not configured" in missing.stderr
+    steps.derive(str(small_run), str(tmp_path / "run"), [])
+    untrained = cli("evaluate", "--run", str(tmp_path / "run"), "--report")
+    assert untrained.returncode == 2 and "sbi-core ensemble" in untrained.stderr, untrained.stderr
+    both = cli("evaluate", "--run", str(tmp_path / "run"), "--batch", "0", "--report")
+    assert both.returncode == 2 and "not allowed with" in both.stderr
