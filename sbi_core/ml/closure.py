@@ -27,6 +27,8 @@ What to use when:
   needs them: `log_ratio(x, theta0, theta1)` (theta0 per event allowed), `log_ratio_variation(x, variation)`,
   `score(x, theta)`; `available` says whether the simulator has an exact likelihood.
 - `rms(a, b)`, `morphed_log_ratio(...)`.
+- `untrained_like(ensemble, x, ranges)`: the same architecture at seeded initial weights (the untrained baseline
+  of the closure tests and `bench learn`).
 """
 
 from __future__ import annotations
@@ -254,3 +256,29 @@ class ExactTargets:
             step[k] = h
             out[:, k] = (self._log_density(x, t + step) - self._log_density(x, t - step)) / (2 * h)
         return out
+
+
+def untrained_like(ensemble: Any, x: np.ndarray, theta_ranges: np.ndarray | None = None, seed: int = 0) -> Any:
+    """An Ensemble of the same architecture at seeded initial weights, standardised on x (and on theta0 uniform
+    over theta_ranges (P, 2) for parametrised members): the baseline a closure RMS is compared with."""
+    import torch
+
+    from sbi_core.ml.ensemble import Ensemble
+    from sbi_core.ml.mlp import MLP
+
+    xa = torch.from_numpy(np.asarray(x, dtype=np.float32))
+    models = []
+    for m, info in enumerate(ensemble.infos):
+        torch.manual_seed(seed + m)
+        model = MLP(**info.architecture)
+        theta = None
+        if model.n_theta:
+            if theta_ranges is None:
+                raise ValueError("untrained_like: a parametrised ensemble needs theta_ranges")
+            lo, hi = np.asarray(theta_ranges, dtype=np.float64).T
+            gen = np.random.default_rng(seed + m)
+            theta = torch.from_numpy(gen.uniform(lo, hi, (xa.shape[0], model.n_theta)).astype(np.float32))
+        model.set_standardisation(xa, theta)
+        models.append(model.eval().requires_grad_(False))
+    return Ensemble(ensemble.method, ensemble.head, ensemble.variation, list(ensemble.members), models,
+                    list(ensemble.infos))

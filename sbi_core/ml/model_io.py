@@ -44,7 +44,8 @@ def save_model(uri: str, model: MLP, *, network_id: str, method: str, parametris
 
 
 def load_model(uri: str) -> tuple[MLP, ModelInfo]:
-    """The network saved at uri (on the CPU, eval mode) and its description; InputError naming the file."""
+    """The network saved at uri (on the CPU, eval mode, weights frozen) and its description; InputError naming
+    the file."""
     try:
         with storage.local_copy(uri) as path:
             payload = torch.load(path, map_location="cpu", weights_only=True)
@@ -57,6 +58,7 @@ def load_model(uri: str) -> tuple[MLP, ModelInfo]:
     model = MLP(**payload["architecture"])
     model.load_state_dict(payload["state_dict"])
     model.eval()
+    model.requires_grad_(False)  # for evaluation: a score by autograd differentiates w.r.t. theta0 only
     info = ModelInfo(network_id=payload["network_id"], method=payload["method"],
                      parametrised=bool(payload["parametrised"]), output=payload["output"],
                      architecture=dict(payload["architecture"]), meta=dict(payload.get("meta", {})))

@@ -107,15 +107,21 @@ def _previous_ok(layout: RunLayout, network_id: str, fingerprint: str) -> dict[s
 
 
 def _log_tracking(layout: RunLayout, cfg: AnalysisConfig, network_id: str, params: dict[str, Any],
-                  history: list[dict[str, Any]], artifacts: list[str]) -> None:
-    """MLflow through sbi_core.tracking when that module exists (it never raises into a step)."""
+                  history: list[dict[str, Any]], artifacts: list[str], status: str) -> None:
+    """MLflow through sbi_core.tracking when that module exists. Tracking never fails a network: the files in
+    storage are the record, so an error here is logged and training goes on."""
     try:
         from sbi_core import tracking  # type: ignore[attr-defined]
     except ImportError:
         return
     log_network = getattr(tracking, "log_network", None)
-    if log_network is not None:
-        log_network(layout, cfg, network_id, params=params, history=history, artifacts=artifacts)
+    if log_network is None:
+        return
+    try:
+        log_network(layout, cfg, network_id, params=params, history=history, artifacts=artifacts, status=status)
+    except Exception as exc:  # noqa: BLE001 - see the docstring
+        log.warning("%s: tracking failed (%s: %s); the files under %s are the record", network_id,
+                    type(exc).__name__, exc, layout.network(network_id))
 
 
 def train_one(layout: RunLayout, cfg: AnalysisConfig, spec: NetworkSpec, sets: dict[str, TrainingSet],
@@ -153,11 +159,11 @@ def train_one(layout: RunLayout, cfg: AnalysisConfig, spec: NetworkSpec, sets: d
             fingerprint_extra=extra,
         )
     except NetworkFailed as exc:
-        return _write_failure(layout, nid, base, str(exc), exc.history, t0, device)
+        return _write_failure(layout, cfg, nid, base, str(exc), exc.history, t0, device)
     except Exception as exc:  # noqa: BLE001 - one network's crash must not stop the batch
         log.error("network %s failed:\n%s", nid, traceback.format_exc())
-        return _write_failure(layout, nid, base, f"network {nid} failed: {type(exc).__name__}: {exc}", [], t0,
-                              device)
+        return _write_failure(layout, cfg, nid, base, f"network {nid} failed: {type(exc).__name__}: {exc}", [],
+                              t0, device)
     model = result.model
     save_model(layout.network_file(nid, "model.pt"), model, network_id=nid, method=spec.method,
                parametrised=est.parametrised, output=est.output,
@@ -172,20 +178,22 @@ def train_one(layout: RunLayout, cfg: AnalysisConfig, spec: NetworkSpec, sets: d
            "seconds": round(time.perf_counter() - t0, 3), "fingerprint": result.fingerprint,
            "parametrised": est.parametrised, "output": est.output}
     storage.write_json(layout.network_file(nid, "result.json"), out)  # last: "finished"
-    _log_tracking(layout, cfg, nid, params={k: v for k, v in out.items() if k not in ("error",)},
-                  history=result.history,
-                  artifacts=[layout.network_file(nid, n) for n in ("model.pt", "export.npz", "history.json")])
+    _log_tracking(layout, cfg, nid, params={k: v for k, v in out.items() if k != "error"}, history=result.history,
+                  artifacts=[layout.network_file(nid, n) for n in ("model.pt", "export.npz", "history.json")],
+                  status="ok")
     return {**out, "skipped": False}
 
 
-def _write_failure(layout: RunLayout, nid: str, base: dict[str, Any], error: str, history: list[dict],
-                   t0: float, device: Any) -> dict[str, Any]:
+def _write_failure(layout: RunLayout, cfg: AnalysisConfig, nid: str, base: dict[str, Any], error: str,
+                   history: list[dict], t0: float, device: Any) -> dict[str, Any]:
     log.error("%s", error)
     storage.write_json(layout.network_file(nid, "history.json"), history)
     out = {**base, "status": "failed", "error": error, "epochs": len(history), "best_epoch": None,
            "best_val_loss": None, "n_parameters": None, "device": str(device),
            "seconds": round(time.perf_counter() - t0, 3), "fingerprint": None}
     storage.write_json(layout.network_file(nid, "result.json"), out)
+    _log_tracking(layout, cfg, nid, params=out, history=history, artifacts=[layout.network_file(nid, "result.json")],
+                  status="failed")
     return {**out, "skipped": False}
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 import h5py
 import numpy as np
 import pytest
-import torch
 
 from sbi_core import steps
 from sbi_core.config import load_config
@@ -25,10 +24,10 @@ from sbi_core.data.generate import cut_mask
 from sbi_core.data.training_sets import read_training_set
 from sbi_core.layout import RunLayout
 from sbi_core.ml import samples
-from sbi_core.ml.closure import ExactRatio, ExactTargets, FiducialSums, morphed_log_ratio, rms
+from sbi_core.ml.closure import ExactRatio, ExactTargets, FiducialSums, morphed_log_ratio, rms, untrained_like
 from sbi_core.ml.ensemble import Ensemble, build_ensembles, load_ensemble
 from sbi_core.ml.plan import training_plan
-from sbi_core.ml.train_step import estimator_for, train
+from sbi_core.ml.train_step import train
 from sbi_core.physics.registry import make_simulator
 
 SETTINGS = ["training.methods=[alices,benchmark_ratio]", "training.members=2", "training.variations=false",
@@ -36,21 +35,6 @@ SETTINGS = ["training.methods=[alices,benchmark_ratio]", "training.members=2", "
             "training.optimizer.epochs=8", "training.optimizer.learning_rate=0.005", "training.optimizer.batch_size=64",
             "training.optimizer.learning_rate_final=0.0003", "training.optimizer.patience=0", "training.device=cpu"]
 THETAS = [(0.5, 0.0), (0.0, 0.5), (-0.5, -0.5), (0.3, -0.2)]
-
-
-def _untrained(layout, ens: Ensemble, cfg, x: np.ndarray) -> Ensemble:
-    """The same architecture at its seeded initial weights (standardised on x): what training starts from."""
-    from sbi_core.data.training_sets import parse_network_id
-
-    models = []
-    for nid, info in zip(ens.members, ens.infos, strict=True):
-        est = estimator_for(parse_network_id(nid), cfg)
-        torch.manual_seed(len(models))
-        model = est.build_model(x.shape[1], 2, hidden=info.architecture["hidden"], activation="tanh")
-        model.set_standardisation(torch.from_numpy(x).float(),
-                                  torch.zeros(x.shape[0], 2).uniform_(-1, 1) if est.parametrised else None)
-        models.append(model.eval())
-    return Ensemble(ens.method, ens.head, ens.variation, ens.members, models, ens.infos)
 
 
 @pytest.mark.slow
@@ -69,8 +53,8 @@ def test_learned_log_ratio_closes_on_the_benchmark(small_run, tmp_path):
     alices = load_ensemble(layout, "alices", "theta")
     names, ref = cfg.benchmark_names, cfg.benchmark_names.index(cfg.sampling_benchmark)
     heads = {b: load_ensemble(layout, "benchmark_ratio", name) for b, name in enumerate(names) if b != ref}
-    untrained = {b: _untrained(layout, e, cfg, x) for b, e in heads.items()}
-    alices0 = _untrained(layout, alices, cfg, x)
+    untrained = {b: untrained_like(e, x) for b, e in heads.items()}
+    alices0 = untrained_like(alices, x, np.array([p.range for p in cfg.parameters]))
 
     def morphed(ensembles: dict[int, Ensemble], theta: np.ndarray) -> np.ndarray:
         lr = np.zeros((x.shape[0], len(names)))

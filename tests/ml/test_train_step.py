@@ -180,3 +180,24 @@ def test_kill_train_subprocess_and_retry_gives_identical_weights(tmp_path):
     ha = storage.read_json(RunLayout(killed).network_file(M0, "history.json"))
     hb = storage.read_json(RunLayout(clean).network_file(M0, "history.json"))
     assert [h["val_loss"] for h in ha] == [h["val_loss"] for h in hb]
+
+
+def test_tracking_gets_each_network_and_never_fails_it(tmp_path, monkeypatch):
+    import types
+
+    import sbi_core
+
+    calls = []
+
+    def log_network(layout, cfg, network_id, *, params, history, artifacts, status):
+        calls.append((network_id, status, len(history), [Path(a).name for a in artifacts]))
+        raise ConnectionError("tracking server unreachable")
+
+    fake = types.ModuleType("sbi_core.tracking")
+    fake.log_network = log_network
+    monkeypatch.setitem(sys.modules, "sbi_core.tracking", fake)
+    monkeypatch.setattr(sbi_core, "tracking", fake, raising=False)
+    run = synthetic_run(tmp_path / "run", ["training.members=1"], n_train=400, n_val=100)
+    summary = train(run, [M0])
+    assert summary["results"][M0]["status"] == "ok"
+    assert calls == [(M0, "ok", 3, ["model.pt", "export.npz", "history.json"])]

@@ -42,6 +42,8 @@ class Estimator(ABC):
     parametrised: ClassVar[bool]
     output: ClassVar[Literal["log_ratio", "score"]]
     uses: ClassVar[tuple[str, ...]]
+    #: True when the loss differentiates the network w.r.t. its input theta0 (a score term).
+    needs_input_grad: ClassVar[bool] = False
     description: ClassVar[str] = ""
 
     def __init__(self, config: EstimatorConfig | None = None) -> None:

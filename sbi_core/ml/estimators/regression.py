@@ -60,6 +60,7 @@ class Rascal(Estimator):
     parametrised: ClassVar[bool] = True
     output: ClassVar[str] = "log_ratio"
     uses: ClassVar[tuple[str, ...]] = ("x", "theta0", "y", "log_r_xz", "t_xz")
+    needs_input_grad: ClassVar[bool] = True
     description: ClassVar[str] = "ROLR plus the joint score"
 
     def loss(self, model: MLP, batch: dict[str, torch.Tensor]) -> torch.Tensor:
