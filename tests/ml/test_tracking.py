@@ -100,25 +100,31 @@ def test_embedded_store_holds_runs_metrics_artefacts_and_registered_ensemble(env
     assert int(client.get_model_version_by_alias(name, tracking.ENSEMBLE_ALIAS).version) == int(current.version) + 1
 
 
-def test_another_process_logs_under_the_same_parent(env):
-    """The parent run is found again by tag from a fresh process (how train tasks of one DAG run meet)."""
+def test_concurrent_processes_share_one_parent(env):
+    """Two train-like processes start at once on a fresh store (the first use creates it): one experiment, one
+    parent found by tag, both networks under it; this process's report lands there too."""
     cfg = load_config(str(CONFIG))
     run = env / "runs" / "r2"
     layout = RunLayout(str(run))
-    tracking.log_report(layout, cfg, {"auc": {"alices": 0.7}, "plots": "x"}, [])
     code = ("import sys; from sbi_core import tracking; from sbi_core.config import load_config; "
             "from sbi_core.layout import RunLayout; "
-            "tracking.log_network(RunLayout(sys.argv[1]), load_config(sys.argv[2]), 'carl-theta-nominal-m00', {}, [], []); "
+            "tracking.log_network(RunLayout(sys.argv[1]), load_config(sys.argv[2]), sys.argv[3], {}, [], []); "
             "sys.exit(tracking._off_reason is not None)")
-    proc = subprocess.run([sys.executable, "-c", code, str(run), str(CONFIG)], capture_output=True, text=True,
-                          env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=120)
-    assert proc.returncode == 0, proc.stderr
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(run), str(CONFIG), f"carl-theta-nominal-m0{i}"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env={**os.environ, "PYTHONPATH": str(REPO)}) for i in range(2)]
+    for p in procs:
+        _, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err
+    tracking.log_report(layout, cfg, {"auc": {"alices": 0.7}, "plots": "x"}, [])
     client = _client(tracking.tracking_uri(layout))
+    assert len([e for e in client.search_experiments() if e.name == cfg.name]) == 1
     exp = client.get_experiment_by_name(cfg.name)
     parents = client.search_runs([exp.experiment_id], filter_string="tags.`sbi.kind` = 'pipeline'")
     assert len(parents) == 1
-    kinds = sorted(r.data.tags["sbi.kind"] for r in _children(client, exp.experiment_id, parents[0].info.run_id))
-    assert kinds == ["evaluation", "network"]
+    children = _children(client, exp.experiment_id, parents[0].info.run_id)
+    assert sorted(r.info.run_name for r in children) == ["carl-theta-nominal-m00", "carl-theta-nominal-m01",
+                                                          "evaluation"]
 
 
 def _free_port() -> int:
