@@ -190,11 +190,17 @@ class ExactTargets:
         self.morphing = _morphing(cfg, sim)
         self.reference = np.asarray(cfg.benchmark_matrix()[cfg.benchmark_names.index(cfg.sampling_benchmark)])
         self._nuisance = [n.name for n in cfg.nuisance]
+        self.available = self.available_for(cfg, sim)
+
+    @staticmethod
+    def available_for(cfg: AnalysisConfig, sim: Simulator) -> bool:
+        """Whether the simulator has an exact likelihood (else log_likelihood raises NotImplementedError)."""
+        ref = np.asarray(cfg.benchmark_matrix()[cfg.benchmark_names.index(cfg.sampling_benchmark)], dtype=np.float64)
         try:
-            sim.log_likelihood(np.zeros((1, len(cfg.observables))), self.reference)
-            self.available = True
+            sim.log_likelihood(np.zeros((1, len(cfg.observables))), ref)
         except NotImplementedError:
-            self.available = False
+            return False
+        return True
 
     def _check(self) -> None:
         if not self.available:

@@ -141,15 +141,16 @@ def evaluate_batch(run_uri: str, batch: int) -> dict[str, Any]:
     if not keys:
         raise InputError(f"run {layout.root} has no usable ensemble: nothing to evaluate")
     sim = make_simulator(cfg)
-    exact = ExactTargets(cfg, sim, _fiducial(layout, cfg, sim, steps.run_events(layout, plan)))
+    exact = (ExactTargets(cfg, sim, _fiducial(layout, cfg, sim, steps.run_events(layout, plan)))
+             if ExactTargets.available_for(cfg, sim) else None)  # no exact likelihood: no closure, no sums needed
     rows = 0
     pool: list[np.ndarray] = []
     with storage.atomic_write(layout.evaluation_batch(batch)) as tmp, h5py.File(tmp, "w") as out:
         out.attrs.update({"format": BATCH_FORMAT, "batch": batch, "n_batches": n_batches,
-                          "exact": exact.available, "config_hash": plan.config_hash})
+                          "exact": exact is not None, "config_hash": plan.config_hash})
         for key in keys:
             data = _read_test_rows(layout, key, None, n_batches, batch)
-            ensemble = api.load_ensemble(layout, *key)
+            ensemble = _load(layout, *key)
             group = out.create_group("ensembles/" + "/".join(key))
             _evaluate_ensemble(group, ensemble, key, data, exact)
             rows += data["y"].shape[0]
@@ -166,13 +167,13 @@ def evaluate_batch(run_uri: str, batch: int) -> dict[str, Any]:
         "ensembles": len(keys),
         "rows": rows,
         "closure_families": families,
-        "exact": exact.available,
+        "exact": exact is not None,
         "seconds": round(time.perf_counter() - t0, 3),
     }
 
 
 def _evaluate_ensemble(group: Any, ensemble: Any, key: tuple[str, str, str], data: dict[str, Any],
-                       exact: ExactTargets) -> None:
+                       exact: ExactTargets | None) -> None:
     """One ensemble on its own test rows: predictions, spreads, labels, joint targets and exact targets."""
     method, head, variation = key
     x, theta0, theta1 = data["x"], data["theta0"], data["theta1"]
@@ -186,7 +187,7 @@ def _evaluate_ensemble(group: Any, ensemble: Any, key: tuple[str, str, str], dat
         group.create_dataset("std", data=std)
         if data["has_joint_score"]:
             group.create_dataset("joint", data=data["t_xz"])
-        if exact.available:
+        if exact is not None:
             unique = np.unique(theta0, axis=0)
             if unique.shape[0] != 1:
                 raise InputError(f"ensemble {'/'.join(key)}: a score test set must have one theta0, has "
@@ -199,18 +200,17 @@ def _evaluate_ensemble(group: Any, ensemble: Any, key: tuple[str, str, str], dat
     group.create_dataset("std", data=std)
     if data["has_joint_ratio"]:
         group.create_dataset("joint", data=data["log_r_xz"])
-    if exact.available:
+    if exact is not None:
         target = (exact.log_ratio(x, theta0, theta1) if variation == NOMINAL
                   else exact.log_ratio_variation(x, variation))
         group.create_dataset("exact", data=target)
 
 
 def _closure_families(layout: RunLayout, cfg: AnalysisConfig, keys: Sequence[tuple[str, str, str]],
-                      x: np.ndarray, exact: ExactTargets, out: Any) -> list[str]:
+                      x: np.ndarray, exact: ExactTargets | None, out: Any) -> list[str]:
     """Learned and exact log r(x|theta, ref) at closure_thetas on the batch's nominal test events, per family."""
-    if not exact.available or x.shape[0] == 0:
+    if exact is None or x.shape[0] == 0:
         return []
-    api = _ensemble_api()
     thetas = closure_thetas(cfg)
     ref = exact.reference
     exact_values = np.stack([exact.log_ratio(x, theta, ref) for _, theta in thetas], axis=1)
@@ -219,7 +219,7 @@ def _closure_families(layout: RunLayout, cfg: AnalysisConfig, keys: Sequence[tup
     for method, head, variation in keys:
         if variation != NOMINAL or method == BENCHMARK_RATIO:
             continue
-        ensemble = api.load_ensemble(layout, method, head, variation)
+        ensemble = _load(layout, method, head, variation)
         if not ensemble.parametrised or ensemble.output == "score":
             continue
         pairs = [ensemble.log_ratio(x, theta) for _, theta in thetas]

@@ -49,7 +49,10 @@ def _grid(n: int, width: float = 3.6, height: float = 3.0) -> tuple[Any, list[An
 
 
 def _save(fig: Any, path: Path | str) -> None:
-    fig.subplots_adjust(left=0.08, right=0.98, bottom=0.1, top=0.88, wspace=0.35, hspace=0.55)  # tight_layout: slow
+    """Fixed margins in inches (tight_layout costs seconds per figure), then PNG."""
+    width, height = fig.get_size_inches()
+    fig.subplots_adjust(left=0.75 / width, right=1 - 0.2 / width, bottom=0.55 / height, top=1 - 0.75 / height,
+                        wspace=0.35, hspace=0.6)
     fig.savefig(path, dpi=80, format="png")
     _pyplot().close(fig)
 

@@ -168,3 +168,19 @@ def test_evaluate_command_line_errors(small_run, tmp_path, cli):
     assert untrained.returncode == 2 and "sbi-core ensemble" in untrained.stderr, untrained.stderr
     both = cli("evaluate", "--run", str(tmp_path / "run"), "--batch", "0", "--report")
     assert both.returncode == 2 and "not allowed with" in both.stderr
+
+
+def test_without_an_exact_likelihood_every_metric_but_closure(trained_run, monkeypatch):
+    """A simulator with no exact likelihood: no closure, no exact targets, no fiducial pass; AUC and
+    calibration as before."""
+    layout, cfg = trained_run
+    monkeypatch.setenv("SBI_TRACKING", "off")
+    monkeypatch.setattr(ExactTargets, "available_for", staticmethod(lambda cfg, sim: False))
+    for i in range(2):
+        assert evaluate.evaluate_batch(layout.root, i)["closure_families"] == []
+    report = evaluate.evaluate_report(layout.root)
+    metrics = json.loads(storage.read_text(layout.evaluation_metrics))
+    assert metrics["closure"] == {} and report["closure_max_rms"] == {} and not metrics["exact"]
+    assert all("rms_exact" not in e and 0.45 < e["auc"] < 0.8 for e in metrics["ensembles"].values())
+    assert not storage.exists(layout.evaluation_fiducial)
+    assert {p.rsplit("/", 1)[-1] for p in report["plot_files"]} == {"training-curves.png", "calibration.png", "roc.png"}
