@@ -159,7 +159,12 @@ def test_kill_train_subprocess_and_retry_gives_identical_weights(tmp_path):
     more = ["training.optimizer.epochs=10", "training.bootstrap=true"]
     killed, clean = (synthetic_run(tmp_path / name, more, n_train=4000, n_val=1000) for name in ("killed", "clean"))
     cmd = [sys.executable, "-m", "sbi_core.cli", "train", "--network", M0, "--run"]
-    subprocess.run([*cmd, clean], check=True, env=ENV, cwd=REPO, capture_output=True)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the subprocesses (OMP_NUM_THREADS=1): the same kernels, the same rounding
+    try:
+        train(clean, [M0])  # the uninterrupted reference, in-process (one interpreter start less)
+    finally:
+        torch.set_num_threads(threads)
     ckpt = Path(RunLayout(killed).network_file(M0, "checkpoint.pt"))
     proc = subprocess.Popen([*cmd, killed], env=ENV, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
