@@ -32,6 +32,7 @@ COMMAND_MODULES = (
     "sbi_core.physics.commands",
     "sbi_core.ml.commands",
     "sbi_core.ml.train_commands",
+    "sbi_core.ml.eval_commands",
 )
 
 

@@ -87,3 +87,27 @@ class RunLayout:
     def ensembles_index(self) -> str:
         """Every ensemble of the run and the evaluate batching (written last by `sbi-core ensemble`)."""
         return storage.join(self.root, "ensembles", "index.json")
+
+    # ---- learning: evaluation (`sbi-core evaluate`, sbi_core.ml.evaluate)
+    def evaluation_batch(self, batch: int) -> str:
+        """The ensembles' predictions (and exact targets) on one batch of the test sets (`evaluate --batch I`)."""
+        return storage.join(self.root, "evaluation", "batches", f"batch-{batch:05d}.h5")
+
+    @property
+    def evaluation_fiducial(self) -> str:
+        """Weight sums over the run's events the exact closure targets need (written by the first batch)."""
+        return storage.join(self.root, "evaluation", "fiducial.json")
+
+    @property
+    def evaluation_metrics(self) -> str:
+        """The report's figures as numbers (`evaluate --report`)."""
+        return storage.join(self.root, "evaluation", "metrics.json")
+
+    @property
+    def evaluation_plots(self) -> str:
+        """Directory of the report's PNG plots."""
+        return storage.join(self.root, "evaluation", "plots")
+
+    def evaluation_plot(self, name: str) -> str:
+        """One PNG plot of the report, e.g. `roc`."""
+        return storage.join(self.root, "evaluation", "plots", f"{name}.png")

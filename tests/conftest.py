@@ -11,6 +11,10 @@ from pathlib import Path
 
 import pytest
 
+# MLflow tracking off unless a test turns it on (tests/ml/test_tracking.py does): steps that train or report
+# would otherwise create an MLflow store next to every temporary run (seconds each). Subprocesses inherit it.
+os.environ.setdefault("SBI_TRACKING", "off")
+
 REPO = Path(__file__).resolve().parents[1]
 BENCHMARK_CONFIG = REPO / "configs" / "benchmark.yaml"
 # A run small enough for unit tests: 4 shards of 1500 events, 2 groups.

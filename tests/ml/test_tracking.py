@@ -1,0 +1,215 @@
+"""MLflow tracking: experiment, parent and child runs, metrics, artefacts, registered ensembles; an unreachable
+server costs one warning and no exception; a real `mlflow server` receives a network (integration)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from sbi_core import tracking
+from sbi_core.config import config_hash, load_config
+from sbi_core.layout import RunLayout
+
+REPO = Path(__file__).resolve().parents[2]
+CONFIG = REPO / "configs" / "benchmark.yaml"
+HISTORY = [{"epoch": e, "train_loss": 1.0 / (e + 1), "val_loss": 1.2 / (e + 1), "learning_rate": 1e-3, "seconds": 0.1}
+           for e in range(3)]
+
+
+@pytest.fixture
+def env(monkeypatch, tmp_path):
+    """A clean tracking environment: no server, no artifact root, Airflow context set, tracking state reset."""
+    for var in ("MLFLOW_TRACKING_URI", "SBI_ARTIFACT_ROOT", "SBI_TRACKING"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("AIRFLOW_CTX_DAG_ID", "sbi_pipeline")
+    monkeypatch.setenv("AIRFLOW_CTX_DAG_RUN_ID", "manual__2026-01-01")
+    tracking.reset()
+    yield tmp_path
+    tracking.reset()
+
+
+def _network_files(run: Path, network: str) -> list[str]:
+    d = run / "networks" / network
+    d.mkdir(parents=True)
+    (d / "model.pt").write_bytes(b"weights of " + network.encode())
+    (d / "history.json").write_text(json.dumps(HISTORY))
+    return [str(d / "model.pt"), str(d / "history.json")]
+
+
+def _client(uri: str):
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def _children(client, exp_id: str, parent: str) -> list:
+    return client.search_runs([exp_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent}'")
+
+
+def test_embedded_store_holds_runs_metrics_artefacts_and_registered_ensemble(env):
+    cfg = load_config(str(CONFIG))
+    run = env / "runs" / "r1"
+    layout = RunLayout(str(run))
+    ids = ["alices-theta-nominal-m00", "alices-theta-nominal-m01"]
+    for nid in ids:
+        tracking.log_network(layout, cfg, nid, {"method": "alices", "network": {"hidden": [64, 64]}}, HISTORY,
+                             _network_files(run, nid))
+    tracking.log_network(layout, cfg, ids[0], {"method": "alices"}, HISTORY, [str(run / "networks" / ids[0] / "model.pt")])
+    tracking.log_ensemble(layout, cfg, "alices", "theta", "nominal", ids, {"rms": 0.1})
+    tracking.log_ensemble(layout, cfg, "alices", "theta", "nominal", ids, {"rms": 0.1})  # a retried task
+    assert tracking._off_reason is None, tracking._off_reason
+
+    uri = tracking.tracking_uri(layout)
+    assert uri == "sqlite:///" + str(env / "runs" / "mlflow" / "mlflow.db") and (env / "runs" / "mlflow" / "mlflow.db").exists()
+    client = _client(uri)
+    exp = client.get_experiment_by_name(cfg.name)
+    assert exp is not None
+    parents = client.search_runs([exp.experiment_id], filter_string="tags.`sbi.kind` = 'pipeline'")
+    assert len(parents) == 1
+    tags = parents[0].data.tags
+    assert tags["sbi.run_uri"] == layout.root and tags["sbi.config_hash"] == config_hash(cfg)
+    assert tags["sbi.dag_id"] == "sbi_pipeline" and tags["sbi.dag_run_id"] == "manual__2026-01-01"
+    children = _children(client, exp.experiment_id, parents[0].info.run_id)
+    networks = sorted((r for r in children if r.data.tags["sbi.kind"] == "network"), key=lambda r: r.info.run_name)
+    assert [r.info.run_name for r in networks] == ids  # the re-logged network replaced its first record
+    history = client.get_metric_history(networks[1].info.run_id, "val_loss")
+    assert [(m.step, m.value) for m in sorted(history, key=lambda m: m.step)] == [(e, 1.2 / (e + 1)) for e in range(3)]
+    assert networks[1].data.params["network.hidden.0"] == "64"
+    assert {a.path for a in client.list_artifacts(networks[1].info.run_id)} == {"model.pt", "history.json"}
+    local = client.download_artifacts(networks[1].info.run_id, "model.pt", str(env))
+    assert Path(local).read_bytes() == b"weights of " + ids[1].encode()
+
+    name = tracking.registered_model_name(cfg, "alices", "theta", "nominal")
+    versions = client.search_model_versions(f"name = '{name}'")
+    assert len(versions) == 1, "a retried ensemble with the same members registers no second version"
+    current = client.get_model_version_by_alias(name, tracking.ENSEMBLE_ALIAS)
+    assert current.version == versions[0].version
+    ens_run = client.get_run(current.run_id)
+    assert ens_run.data.tags["mlflow.parentRunId"] == parents[0].info.run_id and ens_run.data.metrics["rms"] == 0.1
+
+    # Another member set: a new version, the alias moves to it.
+    tracking.log_ensemble(layout, cfg, "alices", "theta", "nominal", ids[:1], {"rms": 0.2})
+    assert int(client.get_model_version_by_alias(name, tracking.ENSEMBLE_ALIAS).version) == int(current.version) + 1
+
+
+def test_concurrent_processes_share_one_parent(env):
+    """Two train-like processes start at once on a fresh store (the first use creates it): one experiment, one
+    parent found by tag, both networks under it; this process's report lands there too."""
+    cfg = load_config(str(CONFIG))
+    run = env / "runs" / "r2"
+    layout = RunLayout(str(run))
+    code = ("import sys; from sbi_core import tracking; from sbi_core.config import load_config; "
+            "from sbi_core.layout import RunLayout; "
+            "tracking.log_network(RunLayout(sys.argv[1]), load_config(sys.argv[2]), sys.argv[3], {}, [], []); "
+            "sys.exit(tracking._off_reason is not None)")
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(run), str(CONFIG), f"carl-theta-nominal-m0{i}"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env={**os.environ, "PYTHONPATH": str(REPO)}) for i in range(2)]
+    for p in procs:
+        _, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err
+    tracking.log_report(layout, cfg, {"auc": {"alices": 0.7}, "plots": "x"}, [])
+    client = _client(tracking.tracking_uri(layout))
+    assert len([e for e in client.search_experiments() if e.name == cfg.name]) == 1
+    exp = client.get_experiment_by_name(cfg.name)
+    parents = client.search_runs([exp.experiment_id], filter_string="tags.`sbi.kind` = 'pipeline'")
+    assert len(parents) == 1
+    children = _children(client, exp.experiment_id, parents[0].info.run_id)
+    assert sorted(r.info.run_name for r in children) == ["carl-theta-nominal-m00", "carl-theta-nominal-m01",
+                                                          "evaluation"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_unreachable_server_warns_once_and_never_raises(env, monkeypatch, caplog):
+    cfg = load_config(str(CONFIG))
+    layout = RunLayout(str(env / "run"))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{_free_port()}")  # nothing listens there
+    t0 = time.perf_counter()
+    with caplog.at_level(logging.WARNING, logger="sbi_core.tracking"):
+        for i in range(3):
+            tracking.log_network(layout, cfg, f"carl-theta-nominal-m{i:02d}", {"a": 1}, HISTORY, [])
+        tracking.log_ensemble(layout, cfg, "carl", "theta", "nominal", ["carl-theta-nominal-m00"], {})
+        tracking.log_report(layout, cfg, {"auc": 0.5}, [])
+        tracking.log_fit(layout, cfg, {"cW": 0.1}, [])
+    elapsed = time.perf_counter() - t0
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING and r.name == "sbi_core.tracking"]
+    assert len(warnings) == 1 and "storage remain the record" in warnings[0].getMessage()
+    assert elapsed < 10, f"an unreachable server cost {elapsed:.1f} s"
+    assert not (env / "mlflow").exists()
+
+
+def test_tracking_can_be_turned_off_and_object_store_runs_need_a_server(env, monkeypatch, caplog):
+    cfg = load_config(str(CONFIG))
+    assert tracking.tracking_uri(RunLayout("s3://bucket/runs/r1")) is None
+    monkeypatch.setenv("SBI_ARTIFACT_ROOT", str(env / "root"))
+    assert tracking.tracking_uri(RunLayout(str(env / "root" / "dag" / "r1"))) == \
+        "sqlite:///" + str(env / "root" / "mlflow" / "mlflow.db")
+    monkeypatch.setenv("SBI_TRACKING", "off")
+    with caplog.at_level(logging.WARNING, logger="sbi_core.tracking"):
+        tracking.log_report(RunLayout(str(env / "root" / "dag" / "r1")), cfg, {"auc": 0.5}, [])
+    assert not caplog.records and not (env / "root" / "mlflow").exists()
+
+
+def test_flatten_makes_metric_keys():
+    assert tracking.flatten({"a": {"b": [1, 2.5]}, "c d": "x", "e": [{"f": 1}], "g": ["s"]}) == \
+        {"a.b.0": 1, "a.b.1": 2.5, "c d": "x", "e.0.f": 1, "g": ["s"]}
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_real_mlflow_server_receives_a_network(env, monkeypatch):
+    """`mlflow server` on 127.0.0.1 (free port), stopped in the finally even when the test fails."""
+    port = _free_port()
+    store = env / "server"
+    store.mkdir()
+    exe = Path(sys.executable).with_name("mlflow")
+    proc = subprocess.Popen(
+        [str(exe), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+         "--backend-store-uri", f"sqlite:///{store / 'db.sqlite'}", "--artifacts-destination", str(store / "art")],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
+        env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})  # no job-runner processes: starts faster
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+            assert time.monotonic() < deadline, "mlflow server did not start in 60 s"
+            time.sleep(0.3)
+        uri = f"http://127.0.0.1:{port}"
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+        cfg = load_config(str(CONFIG))
+        run = env / "run"
+        layout = RunLayout(str(run))
+        nid = "alices-theta-nominal-m00"
+        tracking.log_network(layout, cfg, nid, {"method": "alices"}, HISTORY, _network_files(run, nid))
+        tracking.log_ensemble(layout, cfg, "alices", "theta", "nominal", [nid], {"rms": 0.1})
+        assert tracking._off_reason is None, tracking._off_reason
+        client = _client(uri)
+        exp = client.get_experiment_by_name(cfg.name)
+        (net,) = client.search_runs([exp.experiment_id], filter_string="tags.`sbi.kind` = 'network'")
+        assert len(client.get_metric_history(net.info.run_id, "train_loss")) == 3
+        assert "model.pt" in {a.path for a in client.list_artifacts(net.info.run_id)}
+        name = tracking.registered_model_name(cfg, "alices", "theta", "nominal")
+        assert client.get_model_version_by_alias(name, tracking.ENSEMBLE_ALIAS).version == "1"
+    finally:
+        os.killpg(proc.pid, 15)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, 9)
+            proc.wait()
