@@ -270,7 +270,7 @@ def hessian(run_uri: str, rows: str) -> dict[str, Any]:
     if model.names != names:
         raise InputError(f"{layout.fit} fits parameters {names}, the likelihood arrays have {model.names}: refit")
     x = np.array([best["values"][n] for n in names])
-    block = hessian_rows(model, x, a, b)
+    block = hessian_rows(model, x, a, b, pad_to=min(cfg.inference.hessian_block_rows, len(names)))
     uri = layout.hessian_block(a, b)
     with storage.atomic_write(uri) as tmp:
         with open(tmp, "wb") as fh:
