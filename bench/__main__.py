@@ -18,6 +18,9 @@ BENCHMARKS = {
     "ingest": "bench.ingest",
     "train": "bench.train",
     "learn": "bench.learn",
+    "nll": "bench.nll",
+    "fit": "bench.fit",
+    "hessian": "bench.hessian",
 }
 
 

@@ -33,6 +33,7 @@ COMMAND_MODULES = (
     "sbi_core.ml.commands",
     "sbi_core.ml.train_commands",
     "sbi_core.ml.eval_commands",
+    "sbi_core.inference.commands",
 )
 
 

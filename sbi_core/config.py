@@ -25,6 +25,7 @@ from pydantic import ConfigDict, Field, ValidationError, field_validator, model_
 
 from sbi_core.config_base import ConfigSection as _Strict
 from sbi_core.errors import ConfigError
+from sbi_core.inference.options import InferenceConfig, check_inference
 from sbi_core.ml.options import TrainingConfig, check_training
 
 SCHEMA_VERSION = 1
@@ -246,6 +247,11 @@ class AnalysisConfig(_Strict):
         title="Training",
         description="The learning stage: estimators, ensembles, per-variation networks, samples, optimiser.",
     )
+    inference: InferenceConfig = Field(
+        default_factory=InferenceConfig,
+        title="Inference",
+        description="The fit: likelihood source, dataset, luminosity, fixed/bounded parameters, scans, toys.",
+    )
 
     @model_validator(mode="after")
     def _cross_references(self) -> AnalysisConfig:
@@ -280,6 +286,8 @@ class AnalysisConfig(_Strict):
         if sb is not None and sb not in {b.name for b in self.benchmarks}:
             issues.append(("generation.sampling_benchmark", f"unknown benchmark {sb!r}"))
         issues.extend(check_training(self))
+        if not issues:
+            issues.extend(check_inference(self))
         if issues:
             raise ConfigError("", issues)
         return self
