@@ -24,6 +24,7 @@ import yaml
 from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from sbi_core.config_base import ConfigSection as _Strict
+from sbi_core.config_base import format_loc, validation_issues
 from sbi_core.errors import ConfigError
 from sbi_core.inference.options import InferenceConfig, check_inference
 from sbi_core.ml.options import TrainingConfig, check_training
@@ -326,17 +327,6 @@ def _unique(issues: list[tuple[str, str]], field: str, names: list[str]) -> None
         issues.append((field, f"duplicate names {dupes}"))
 
 
-def format_loc(loc: tuple[int | str, ...]) -> str:
-    """('nuisance', 1, 'size') -> 'nuisance[1].size'."""
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += ("." if out else "") + str(part)
-    return out
-
-
 def validate_config(data: Any, source: str = "<dict>") -> AnalysisConfig:
     """Validate a parsed config dict against the schema and its cross-references; raise ConfigError.
 
@@ -348,15 +338,7 @@ def validate_config(data: Any, source: str = "<dict>") -> AnalysisConfig:
     try:
         cfg = AnalysisConfig.model_validate(data)
     except ValidationError as exc:
-        issues: list[tuple[str, str]] = []
-        for err in exc.errors():
-            msg = err["msg"].removeprefix("Value error, ")
-            if err["type"] == "extra_forbidden":
-                msg = "unknown key (misspelt?)"
-            elif err["type"] not in ("missing",) and "input" in err and not isinstance(err["input"], dict | list):
-                msg = f"{msg} (got {err['input']!r})"
-            issues.append((format_loc(err["loc"]), msg))
-        raise ConfigError(source, issues) from None
+        raise ConfigError(source, validation_issues(exc)) from None
     except ConfigError as exc:
         raise ConfigError(source, exc.issues) from None
     return cfg

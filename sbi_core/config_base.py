@@ -7,9 +7,11 @@ Defined apart from `sbi_core.config` so that the stage sections (`sbi_core/ml/op
 from __future__ import annotations
 
 from types import UnionType
-from typing import Annotated, Any, Literal, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, ValidationError, ValidationInfo, field_validator
+
+M = TypeVar("M", bound=BaseModel)
 
 
 class ConfigSection(BaseModel):
@@ -74,3 +76,38 @@ def check_scalar(value: Any, annotation: Any) -> None:
                 check_scalar(item, get_args(annotation)[1])
             except ValueError as exc:
                 raise ValueError(f"{key}: {exc} {item!r}") from None
+
+
+def format_loc(loc: tuple[int | str, ...]) -> str:
+    """('nuisance', 1, 'size') -> 'nuisance[1].size'."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out
+
+
+def validation_issues(exc: ValidationError, prefix: str = "", known: list[str] | None = None) -> list[tuple[str, str]]:
+    """(field path, message) per pydantic error, paths under `prefix` (e.g. `simulator.options`); a misspelt
+    key lists the `known` ones when given; a scalar input is quoted back."""
+    issues = []
+    for err in exc.errors():
+        loc = format_loc(err["loc"])
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key (misspelt?)" + (f"; known: {sorted(known)}" if known else "")
+        elif err["type"] != "missing" and "input" in err and not isinstance(err["input"], dict | list):
+            msg = f"{msg} (got {err['input']!r})"
+        path = ".".join(p for p in (prefix, loc) if p)
+        issues.append((path.replace(".[", "["), msg))
+    return issues
+
+
+def parse_section(model: type[M], data: Any, prefix: str) -> tuple[M | None, list[tuple[str, str]]]:
+    """Validate `data` with a section model: (the section, []) or (None, its issues under `prefix`)."""
+    try:
+        return model.model_validate(data), []
+    except ValidationError as exc:
+        return None, validation_issues(exc, prefix, list(model.model_fields))

@@ -23,9 +23,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, model_validator
 
-from sbi_core.config_base import ConfigSection
+from sbi_core.config_base import ConfigSection, parse_section
 from sbi_core.errors import ConfigError, InputError
 from sbi_core.physics.base import EventBatch
 from sbi_core.physics.basis import quadratic_morphing_issues
@@ -122,19 +122,7 @@ class _Geometry:
 
 
 def _validate_options(cfg: AnalysisConfig) -> tuple[BenchmarkOptions | None, list[tuple[str, str]]]:
-    from sbi_core.config import format_loc
-
-    try:
-        return BenchmarkOptions.model_validate(cfg.simulator.options), []
-    except ValidationError as exc:
-        issues = []
-        for err in exc.errors():
-            loc = format_loc(err["loc"])
-            msg = err["msg"].removeprefix("Value error, ")
-            if err["type"] == "extra_forbidden":
-                msg = f"unknown key (misspelt?); known: {sorted(BenchmarkOptions.model_fields)}"
-            issues.append((f"simulator.options.{loc}" if loc else "simulator.options", msg))
-        return None, issues
+    return parse_section(BenchmarkOptions, cfg.simulator.options, "simulator.options")
 
 
 def _obs_names(d: int) -> tuple[str, ...]:

@@ -47,9 +47,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar, Literal
 
 import numpy as np
-from pydantic import Field, ValidationError, ValidationInfo, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 
-from sbi_core.config_base import ConfigSection
+from sbi_core.config_base import ConfigSection, parse_section
 from sbi_core.errors import ConfigError, InputError
 from sbi_core.physics import observables as obs
 from sbi_core.physics.adaptive_sampling import AdaptiveSampler, SamplerSettings, UnweightingReport
@@ -133,19 +133,7 @@ class DrellYanOptions(ConfigSection):
 
 
 def _validate_options(cfg: AnalysisConfig) -> tuple[DrellYanOptions | None, list[tuple[str, str]]]:
-    from sbi_core.config import format_loc
-
-    try:
-        return DrellYanOptions.model_validate(cfg.simulator.options), []
-    except ValidationError as exc:
-        issues = []
-        for err in exc.errors():
-            loc = format_loc(err["loc"])
-            msg = err["msg"].removeprefix("Value error, ")
-            if err["type"] == "extra_forbidden":
-                msg = "unknown key (misspelt?)"
-            issues.append((f"simulator.options.{loc}" if loc else "simulator.options", msg))
-        return None, issues
+    return parse_section(DrellYanOptions, cfg.simulator.options, "simulator.options")
 
 
 @dataclass(frozen=True)

@@ -28,10 +28,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from sbi_core import storage
-from sbi_core.config_base import ConfigSection
+from sbi_core.config_base import ConfigSection, parse_section
 from sbi_core.errors import ConfigError, InputError
 from sbi_core.physics import observables as obs_lib
 from sbi_core.physics.basis import quadratic_morphing_issues
@@ -124,19 +124,10 @@ class LHEOptions(_Options):
 
 def options_of(cfg: AnalysisConfig) -> LHEOptions:
     """The validated options of a config that names the lhe simulator (ConfigError naming the field)."""
-    from sbi_core.config import format_loc
-
-    try:
-        return LHEOptions.model_validate(cfg.simulator.options)
-    except ValidationError as exc:
-        issues = []
-        for err in exc.errors():
-            loc = format_loc(err["loc"])
-            msg = err["msg"].removeprefix("Value error, ")
-            if err["type"] == "extra_forbidden":
-                msg = "unknown key (misspelt?)"
-            issues.append((f"simulator.options.{loc}" if loc else "simulator.options", msg))
-        raise ConfigError("", issues) from None
+    opts, issues = parse_section(LHEOptions, cfg.simulator.options, "simulator.options")
+    if opts is None:
+        raise ConfigError("", issues)
+    return opts
 
 
 def morphing(cfg: AnalysisConfig) -> Morphing:
