@@ -24,6 +24,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from sbi_core.errors import ConfigError
+from sbi_core.inference.options import InferenceConfig, check_inference
 
 SCHEMA_VERSION = 1
 Identifier = Annotated[
@@ -202,6 +203,11 @@ class AnalysisConfig(_Strict):
     output: str = Field(
         min_length=1, title="Output URI", description="Default run location: a local path or s3://bucket/prefix."
     )
+    inference: InferenceConfig = Field(
+        default_factory=InferenceConfig,
+        title="Inference",
+        description="The fit: likelihood source, dataset, luminosity, fixed/bounded parameters, scans, toys.",
+    )
 
     @model_validator(mode="after")
     def _cross_references(self) -> AnalysisConfig:
@@ -237,6 +243,8 @@ class AnalysisConfig(_Strict):
             issues.append(
                 ("simulator.name", f"unknown simulator {self.simulator.name!r}; known: {sorted(known_simulators())}")
             )
+        if not issues:
+            issues.extend(check_inference(self))
         if issues:
             raise ConfigError("", issues)
         return self

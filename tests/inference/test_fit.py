@@ -1,0 +1,78 @@
+"""minimize(): Asimov closure on synthetic arrays, fixed and bounded parameters, plain Objectives, bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from sbi_core.errors import InputError
+from sbi_core.inference.fit import minimize
+from sbi_core.inference.nll import NLLModel
+from sbi_core.inference.objective import Objective
+from sbi_core.inference.synthetic import synthetic_arrays
+
+
+@pytest.fixture(scope="module")
+def model():
+    # exponential interpolation: the Asimov minimum is exactly (truth, nu = 0)
+    return NLLModel.from_arrays(synthetic_arrays(20000, 3, truth=(0.3, -0.2), seed=1), luminosity=200.0,
+                                interpolation="exponential")
+
+
+class Gaussian:
+    """NLL of a 2-D Gaussian with mean mu and covariance cov: the fit must return mu and sqrt(diag cov)."""
+
+    names = ("a", "b")
+
+    def __init__(self, mu, cov):
+        self.mu, self.prec = np.asarray(mu), np.linalg.inv(cov)
+
+    def value(self, p):
+        d = p - self.mu
+        return 0.5 * d @ self.prec @ d
+
+    def grad(self, p):
+        return self.prec @ (p - self.mu)
+
+
+def test_asimov_fit_recovers_the_truth(model):
+    res = minimize(model)
+    assert res.valid and res.message == "valid" and res.edm < 1e-3
+    # Asimov: the minimum is the truth up to Migrad's EDM tolerance (shift << 1e-2 sigma)
+    np.testing.assert_allclose(res.x[:2], [0.3, -0.2], atol=0.01 * min(res.errors["theta0"], res.errors["theta1"]))
+    np.testing.assert_allclose(res.x[2:], 0.0, atol=0.02)
+    # errors from the exact Hessian: symmetric positive covariance, nuisances near their unit prior (little data)
+    assert res.covariance is not None and np.allclose(res.covariance, res.covariance.T)
+    assert 0.0 < res.errors["theta0"] < 0.2 and all(0.0 < res.errors[f"nu{k}"] < 1.01 for k in range(3))
+    js = res.to_json()
+    assert js["values"]["theta0"] == res.values["theta0"] and len(js["covariance"]) == 5
+
+
+def test_fixed_and_bounded(model):
+    res = minimize(model, fixed={"nu0": 0.5}, bounds={"theta0": (0.0, 0.2)})
+    assert res.values["nu0"] == 0.5 and res.errors["nu0"] == 0.0 and res.fixed == ["nu0"]
+    assert res.values["theta0"] == pytest.approx(0.2, abs=1e-6)  # the truth (0.3) is outside: at the bound
+    assert "at its limit" in res.message
+    assert res.covariance[2, 2] == 0.0
+
+
+def test_plain_objective_and_numeric_hesse():
+    cov = np.array([[0.04, 0.01], [0.01, 0.09]])
+    g = Gaussian([1.0, -2.0], cov)
+    assert isinstance(g, Objective)
+    res = minimize(g, start={"a": 0.0, "b": 0.0})
+    np.testing.assert_allclose(res.x, [1.0, -2.0], atol=1e-4)
+    # errordef LIKELIHOOD on an NLL: the errors are sqrt(diag(cov)), not sqrt(2 diag(cov))
+    np.testing.assert_allclose([res.errors["a"], res.errors["b"]], [0.2, 0.3], rtol=1e-3)
+    np.testing.assert_allclose(res.covariance, cov, rtol=1e-3, atol=1e-6)
+
+
+def test_bad_input_is_named(model):
+    with pytest.raises(InputError, match=r"fixed: unknown parameters \['mu'\]"):
+        minimize(model, fixed={"mu": 1.0})
+    with pytest.raises(InputError, match="bounds.theta0"):
+        minimize(model, bounds={"theta0": (1.0, 0.0)})
+    with pytest.raises(InputError, match="start: expected 5 values"):
+        minimize(model, start=[0.0, 0.0])
+    with pytest.raises(TypeError, match="missing"):
+        minimize(object())
