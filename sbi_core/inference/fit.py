@@ -96,12 +96,17 @@ def minimize(
     *,
     ncall: int | None = None,
     errors: bool = True,
+    steps: Mapping[str, float] | None = None,
 ) -> FitResult:
     """Minimise the objective with Migrad (errordef LIKELIHOOD, analytic gradient); see the module doc.
 
     start: values by name or a vector (default 0); fixed: parameters held at the given values;
     bounds: (low, high) by name; ncall: Migrad's call limit (None: Minuit's default);
-    errors: False skips the Hessian (scan points and toys that need only the minimum)."""
+    errors: False skips the Hessian (scan points and toys that need only the minimum);
+    steps: Migrad's initial step size per parameter (a warm-started fit passes the global fit's errors).
+    Without steps, a parameter starts with max(1% of |start|, 0.1): iminuit's own default (1% of the value)
+    is tiny for a start near 0 (a warm start at 1e-14 gets a 1e-16 step), and with strategy 0 Migrad then
+    sees a tiny EDM and stops before it has moved."""
     from iminuit import Minuit
 
     names = check_objective(objective)
@@ -130,6 +135,10 @@ def minimize(
         return np.asarray(objective.grad(np.asarray(p, dtype=np.float64)), dtype=np.float64)
 
     m = Minuit(fcn, x0, grad=grad, name=names)
+    m.errors = [max(0.01 * abs(v), 0.1) for v in x0]
+    for name, step in (steps or {}).items():
+        if name in names and math.isfinite(step) and step > 0:
+            m.errors[name] = float(step)
     m.errordef = Minuit.LIKELIHOOD
     m.strategy = strategy
     for name, (lo, hi) in bounds.items():

@@ -129,6 +129,10 @@ class Profiler:
         start.update(at)
         return start
 
+    def _steps(self) -> dict[str, float]:
+        """Initial Migrad steps for warm-started fits: the global fit's errors (its natural scale)."""
+        return {n: e for n, e in self.best.errors.items() if math.isfinite(e) and e > 0}
+
     def point(self, at: Mapping[str, float], *, start: Mapping[str, float] | None = None) -> ProfilePoint:
         """The constrained minimum with the parameters in `at` held (besides the analysis' fixed ones)."""
         unknown = sorted(set(at) - set(self.names))
@@ -140,7 +144,7 @@ class Profiler:
             return self._cache[key]
         s = dict(start) if start is not None else self._warm_start(held)
         res = minimize(self.objective, start=s, fixed={**self.fixed, **held}, bounds=self.bounds, ncall=self.ncall,
-                       errors=False)
+                       errors=False, steps=self._steps())
         p = ProfilePoint(held, res.nll, res.valid, dict(res.values), res.calls, res.message)
         self.remember([p])
         return p
