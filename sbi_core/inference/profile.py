@@ -78,8 +78,12 @@ class Profiler:
         start: Mapping[str, float] | None = None,
         best: FitResult | None = None,
         ncall: int | None = None,
+        errors: bool = True,
     ) -> None:
+        """fixed / bounds: held parameters and fit limits of every fit; start: where the global fit starts;
+        best: a global fit made before (not repeated); errors: False skips the global fit's Hessian (toys)."""
         self.objective = objective
+        self.errors = errors
         self.names = check_objective(objective)
         self.fixed = dict(fixed or {})
         self.bounds = dict(bounds or {})
@@ -99,7 +103,7 @@ class Profiler:
         """The global fit (errors included), computed on first use."""
         if self._best is None:
             self._best = minimize(self.objective, start=self.start or None, fixed=self.fixed, bounds=self.bounds,
-                                  ncall=self.ncall)
+                                  ncall=self.ncall, errors=self.errors)
             self._nll_min = min(self._nll_min, self._best.nll)
         return self._best
 
