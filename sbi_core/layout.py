@@ -54,3 +54,32 @@ class RunLayout:
     def likelihood_part(self, dataset: str, source: str, batch: int) -> str:
         """One event batch of `likelihood(dataset, source)` (mapped evaluate tasks write these, then join)."""
         return storage.join(self.root, "likelihood", source, dataset, f"part-{batch:05d}.h5")
+
+    # ---- inference (sbi_core/inference): datasets, fit, Hessian blocks
+    def dataset_info(self, name: str) -> str:
+        """What `sbi-core dataset` built: the events file, per-event weights, cross sections, batches (JSON)."""
+        return storage.join(self.root, "datasets", f"{name}.json")
+
+    @property
+    def inference(self) -> str:
+        """Directory of the inference results (fit, Hessian, scans, limits, toys, report)."""
+        return storage.join(self.root, "inference")
+
+    @property
+    def fit(self) -> str:
+        """The global fit: best fit, errors, validity (`FitResult.to_json()` and provenance)."""
+        return storage.join(self.root, "inference", "fit.json")
+
+    def hessian_block(self, start: int, stop: int) -> str:
+        """Rows [start, stop) of the NLL Hessian at the best fit (one mapped hessian task)."""
+        return storage.join(self.root, "inference", "hessian", f"rows-{start:05d}-{stop:05d}.npz")
+
+    @property
+    def hessian(self) -> str:
+        """Assembled Hessian, covariance, correlation, impacts (JSON; the matrices also in hessian.npz)."""
+        return storage.join(self.root, "inference", "hessian.json")
+
+    @property
+    def hessian_arrays(self) -> str:
+        """hessian, covariance, correlation as arrays (npz)."""
+        return storage.join(self.root, "inference", "hessian.npz")

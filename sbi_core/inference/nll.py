@@ -8,8 +8,8 @@ What to use when:
   vector p: the parameters of interest (config order), then the nuisance parameters (config order);
   `model.names` and `model.n_pois` say which is which. Any of them is an `Objective`
   (`sbi_core.inference.objective`) for `sbi_core.inference.fit.minimize`.
-- `model.hessian(p)` is `jax.hessian` of the whole NLL: fine for tests and small models; for many
-  parameters use `sbi_core.inference.hessian`, which builds it from HVP row blocks.
+- `model.hessian(p)` builds the Hessian from HVP row blocks (`sbi_core.inference.hessian`: bounded
+  memory, what the fit's errors use); `model.hessian_autodiff(p)` is `jax.hessian` of the whole NLL at once.
 
 The model (theta = POIs, nu = nuisances, w_b(theta) = monomials(theta) @ morphing_matrix = alpha_b):
 
@@ -43,6 +43,7 @@ Devices: with several JAX devices (or `devices=`), the event axis of every chunk
 
 from __future__ import annotations
 
+import logging
 import math
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -59,6 +60,7 @@ from sbi_core.data.likelihood_arrays import LikelihoodArrays, iter_event_chunks
 from sbi_core.inference.interpolation import INTERPOLATIONS, basis_functions
 
 jax.config.update("jax_enable_x64", True)
+logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)  # "no TPU" chatter on every CPU start
 
 __all__ = ["DTYPES", "NLLModel", "trace_count"]
 
@@ -82,6 +84,7 @@ class _Structure:
     interpolation: str
     eps_rel: float
     tiny: float
+    mc_norm: bool = False
 
 
 # ---------------------------------------------------------------------------------------------- pure functions
@@ -151,14 +154,74 @@ def _event_term_jvp(eps: float, tiny: float, primals: tuple[Any, ...], tangents:
 _event_term.defjvp(_event_term_jvp, symbolic_zeros=True)
 
 
+def _norm_scan(alpha: Any, f: Any, e: Any, v: Any, m: Any, with_grad: bool) -> tuple[Any, Any, Any]:
+    """sum_j m_j (E_j . alpha) exp(V_j . f) over the chunks of a normalisation sample, and its gradients."""
+
+    def terms(ec: Any, vc: Any, mc: Any) -> tuple[Any, Any, Any]:
+        rate = ec @ alpha.astype(ec.dtype)
+        shape = jnp.exp(vc @ f.astype(vc.dtype))
+        value = jnp.sum(mc * rate * shape).astype(jnp.float64)
+        if not with_grad:
+            return value, None, None
+        g_alpha = (ec.T @ (mc * shape)).astype(jnp.float64)
+        g_f = (vc.T @ (mc * rate * shape)).astype(jnp.float64)
+        return value, g_alpha, g_f
+
+    if not with_grad:
+        def body_v(carry: Any, xs: Any) -> tuple[Any, None]:
+            return carry + terms(*xs)[0], None
+
+        return jax.lax.scan(body_v, jnp.zeros((), jnp.float64), (e, v, m))[0], None, None
+
+    def body(carry: Any, xs: Any) -> tuple[Any, None]:
+        val, ga, gf = terms(*xs)
+        return (carry[0] + val, carry[1] + ga, carry[2] + gf), None
+
+    init = (jnp.zeros((), jnp.float64), jnp.zeros(alpha.shape, jnp.float64), jnp.zeros(f.shape, jnp.float64))
+    return jax.lax.scan(body, init, (e, v, m))[0]
+
+
+@jax.custom_jvp
+def _norm_term(alpha: Any, f: Any, e: Any, v: Any, m: Any) -> Any:
+    """The fiducial cross section at (alpha, f) from a normalisation sample, value only."""
+    return _norm_scan(alpha, f, e, v, m, False)[0]
+
+
+def _norm_term_jvp(primals: tuple[Any, ...], tangents: tuple[Any, ...]) -> tuple[Any, Any]:
+    alpha, f, e, v, m = primals
+    value, g_alpha, g_f = _norm_scan(alpha, f, e, v, m, True)
+    out = jnp.zeros_like(value)
+    if type(tangents[0]) is not jax.custom_derivatives.SymbolicZero:
+        out = out + g_alpha @ tangents[0]
+    if type(tangents[1]) is not jax.custom_derivatives.SymbolicZero:
+        out = out + g_f @ tangents[1]
+    return value, out
+
+
+_norm_term.defjvp(_norm_term_jvp, symbolic_zeros=True)
+
+
+def _alpha_f(p: Any, data: dict[str, Any], st: _Structure) -> tuple[Any, Any]:
+    """Morphing weights alpha(theta) and the interpolation basis F(nu), (2K,) indexed 2k + j."""
+    alpha = _alpha(p[: st.n_pois], data["matrix"], st.powers)
+    f_up, f_down = basis_functions(st.interpolation)(p[st.n_pois :])
+    return alpha, jnp.stack([f_up, f_down], axis=1).reshape(-1)
+
+
+def _sigma(p: Any, data: dict[str, Any], st: _Structure) -> Any:
+    """sigma(theta, nu): the contract's interpolated cross sections, or the normalisation sample's sum."""
+    alpha, f = _alpha_f(p, data, st)
+    if st.mc_norm:
+        return _norm_term(alpha, f, data["mc_e"], data["mc_v"], data["mc_w"])
+    return jnp.sum(alpha * data["xsec"] * jnp.exp(data["xsec_log"] @ f))
+
+
 def _nll(p: Any, data: dict[str, Any], st: _Structure) -> Any:
     """The NLL at p (POIs then nuisances) for the model `data` with structure `st`."""
     _TRACES["nll"] += 1  # runs once per trace, never per call
-    theta, nu = p[: st.n_pois], p[st.n_pois :]
-    alpha = _alpha(theta, data["matrix"], st.powers)
-    f_up, f_down = basis_functions(st.interpolation)(nu)
-    f = jnp.stack([f_up, f_down], axis=1).reshape(-1)  # (2K,), index 2k + j as log_ratio_var[:, k, j]
-    sigma = jnp.sum(alpha * data["xsec"] * jnp.exp(data["xsec_log"] @ f))
+    nu = p[st.n_pois :]
+    alpha, f = _alpha_f(p, data, st)
+    sigma = _sigma(p, data, st)
     events = _event_term(alpha, data["e"], data["w"], st.eps_rel, st.tiny)
     return data["lumi"] * sigma - events - data["shape_sum"] @ f - data["weight_shift"] + 0.5 * jnp.sum(nu * nu)
 
@@ -185,6 +248,7 @@ _hvp_jit = jax.jit(_hvp, static_argnums=3)
 _hvp_rows_jit = jax.jit(jax.vmap(_hvp, in_axes=(None, 0, None, None)), static_argnums=3)
 _hessian_jit = jax.jit(jax.hessian(_nll), static_argnums=2)
 _n_floored_jit = jax.jit(_n_floored, static_argnums=2)
+_expected_jit = jax.jit(lambda p, data, st: data["lumi"] * _sigma(p, data, st), static_argnums=2)
 
 
 # ---------------------------------------------------------------------------------------------- the model
@@ -199,11 +263,17 @@ def _chunk_layout(n: int, chunk_rows: int, n_devices: int) -> tuple[int, int]:
 
 
 class _Accumulator:
-    """Builds the arrays the NLL keeps from event chunks: E = exp(log_ratio - m), weights, S and sum w m."""
+    """Builds the arrays the NLL keeps from event chunks.
 
-    def __init__(self, n: int, n_benchmarks: int, n_nuis: int, rows: int, chunks: int, dtype: np.dtype) -> None:
+    Data (`normalization=False`): E = exp(log_ratio - m) and weights, with S = sum_i w_i log_ratio_var[i] and
+    sum_i w_i m_i kept aside. Normalisation sample (`True`): E, V = log_ratio_var (flattened to 2K) and the
+    weight times exp(m), so sum_j weight_j exp(log_ratio_j) . alpha exp(V_j . F) = sum_j mw_j E_j . alpha ..."""
+
+    def __init__(self, n: int, n_benchmarks: int, n_nuis: int, rows: int, chunks: int, dtype: np.dtype,
+                 normalization: bool = False) -> None:
         self.e = np.zeros((chunks * rows, n_benchmarks), dtype=dtype)
         self.w = np.zeros(chunks * rows, dtype=dtype)
+        self.v = np.zeros((chunks * rows, 2 * n_nuis), dtype=dtype) if normalization else None
         self.shape_sum = np.zeros(2 * n_nuis)
         self.weight_shift = 0.0
         self.n = 0
@@ -221,18 +291,53 @@ class _Accumulator:
         if not np.all(np.isfinite(m)):
             raise ValueError("likelihood arrays: an event has zero rate at every benchmark (log_ratio all -inf)")
         k = part.n_events
+        if self.n + k > self.total:
+            raise ValueError(f"likelihood arrays: more than the expected {self.total} events")
         sl = slice(self.n, self.n + k)
         self.e[sl] = np.exp(lr - m[:, None])
-        self.w[sl] = w
-        self.shape_sum += np.einsum("i,ikj->kj", w, part.log_ratio_var).reshape(-1)
-        self.weight_shift += float(w @ m)
+        if self.v is not None:
+            self.v[sl] = part.log_ratio_var.reshape(k, -1)
+            self.w[sl] = w * np.exp(m)
+        else:
+            self.w[sl] = w
+            self.shape_sum += np.einsum("i,ikj->kj", w, part.log_ratio_var).reshape(-1)
+            self.weight_shift += float(w @ m)
         self.n += k
 
-    def done(self) -> tuple[np.ndarray, np.ndarray]:
+    def done(self) -> tuple[np.ndarray, ...]:
         if self.n != self.total:
             raise ValueError(f"likelihood arrays: expected {self.total} events, got {self.n}")
         b = self.e.shape[1]
-        return self.e.reshape(self.chunks, self.rows, b), self.w.reshape(self.chunks, self.rows)
+        out = [self.e.reshape(self.chunks, self.rows, b), self.w.reshape(self.chunks, self.rows)]
+        if self.v is not None:
+            out.append(self.v.reshape(self.chunks, self.rows, -1))
+        return tuple(out)
+
+
+def _same_model(a: LikelihoodArrays, b: LikelihoodArrays) -> bool:
+    return (a.parameters == b.parameters and a.benchmarks == b.benchmarks and a.nuisance == b.nuisance
+            and a.reference == b.reference and np.array_equal(a.morphing_matrix, b.morphing_matrix)
+            and np.array_equal(a.morphing_components, b.morphing_components))
+
+
+#: (header, chunks, number of events): events read chunk by chunk.
+EventSource = tuple[LikelihoodArrays, Iterable[LikelihoodArrays], int]
+
+
+def _memory_source(arrays: LikelihoodArrays, chunk_rows: int) -> EventSource:
+    step = max(1, chunk_rows)
+    return arrays, (arrays.select(slice(s, s + step)) for s in range(0, arrays.n_events, step)), arrays.n_events
+
+
+def _file_source(path: Path | str, chunk_rows: int, where: str | None) -> EventSource:
+    import h5py
+
+    from sbi_core.data.likelihood_arrays import read_arrays
+
+    header = read_arrays(path, where=where, rows=slice(0, 0))
+    with h5py.File(path, "r") as f:
+        n = int(f["events/weight"].shape[0])
+    return header, iter_event_chunks(path, max(1, chunk_rows), where=where), n
 
 
 class NLLModel:
@@ -240,23 +345,24 @@ class NLLModel:
 
     def __init__(
         self,
-        header: LikelihoodArrays,
-        chunks: Iterable[LikelihoodArrays],
-        n_events: int,
+        events: EventSource,
         *,
         luminosity: float,
+        normalization: EventSource | None = None,
         interpolation: str = "polyexp",
         dtype: str = "float64",
         chunk_rows: int = 262144,
         devices: Sequence[Any] | None = None,
     ) -> None:
-        """Prefer `from_arrays` / `from_file`. header: the model (any number of events); chunks: the events."""
+        """Prefer `from_arrays` / `from_file`. events: the dataset; normalization: an optional MC sample whose
+        weighted sum gives sigma(theta, nu) (see the module doc; None: the contract's xsec interpolation)."""
         if interpolation not in INTERPOLATIONS:
             raise ValueError(f"interpolation: expected one of {INTERPOLATIONS}, got {interpolation!r}")
         if dtype not in DTYPES:
             raise ValueError(f"dtype: expected one of {DTYPES}, got {dtype!r}")
         if not (math.isfinite(luminosity) and luminosity > 0):
             raise ValueError(f"luminosity: expected a finite value > 0, got {luminosity}")
+        header, chunks, n_events = events
         self.devices = list(devices) if devices is not None else jax.devices()
         self.names = list(header.parameters) + list(header.nuisance)
         self.n_pois = len(header.parameters)
@@ -265,6 +371,7 @@ class NLLModel:
         self.luminosity = float(luminosity)
         self.interpolation = interpolation
         self.dtype = dtype
+        self.normalization = "xsec" if normalization is None else "mc"
         np_dtype = np.dtype(dtype)
         n_b, n_k = len(header.benchmarks), len(header.nuisance)
         rows, n_chunks = _chunk_layout(self.n_events, chunk_rows, len(self.devices))
@@ -282,21 +389,23 @@ class NLLModel:
             interpolation=interpolation,
             eps_rel=float(n_b * np.finfo(np_dtype).eps),
             tiny=float(np.finfo(np_dtype).tiny),
+            mc_norm=normalization is not None,
         )
         if len(self.devices) > 1:
             from jax.sharding import Mesh, NamedSharding
             from jax.sharding import PartitionSpec as P
 
             mesh = Mesh(np.array(self.devices), ("events",))
-            e_dev = jax.device_put(e, NamedSharding(mesh, P(None, "events", None)))
-            w_dev = jax.device_put(w, NamedSharding(mesh, P(None, "events")))
+
+            def put_events(x: np.ndarray) -> Any:
+                return jax.device_put(x, NamedSharding(mesh, P(None, "events", *([None] * (x.ndim - 2)))))
+
             put = partial(jax.device_put, device=NamedSharding(mesh, P()))
         else:
-            e_dev, w_dev = jax.device_put(e, self.devices[0]), jax.device_put(w, self.devices[0])
-            put = partial(jax.device_put, device=self.devices[0])
+            put = put_events = partial(jax.device_put, device=self.devices[0])
         self._data = {
-            "e": e_dev,
-            "w": w_dev,
+            "e": put_events(e),
+            "w": put_events(w),
             "matrix": put(np.asarray(header.morphing_matrix, dtype=np.float64)),
             "xsec": put(xsec),
             "xsec_log": put(np.ascontiguousarray(xsec_log.transpose(2, 0, 1).reshape(n_b, 2 * n_k))),
@@ -304,32 +413,38 @@ class NLLModel:
             "weight_shift": put(np.float64(acc.weight_shift)),
             "lumi": put(np.float64(self.luminosity)),
         }
+        self.n_normalization = 0
+        if normalization is not None:
+            n_header, n_chunks_iter, n_mc = normalization
+            if not _same_model(header, n_header):
+                raise ValueError("normalization sample: its arrays describe another model than the dataset's")
+            mrows, mchunks = _chunk_layout(int(n_mc), chunk_rows, len(self.devices))
+            macc = _Accumulator(int(n_mc), n_b, n_k, mrows, mchunks, np_dtype, normalization=True)
+            for part in n_chunks_iter:
+                macc.add(part)
+            me, mw, mv = macc.done()
+            self._data.update(mc_e=put_events(me), mc_w=put_events(mw), mc_v=put_events(mv))
+            self.n_normalization = int(n_mc)
         self._cache: tuple[bytes, float, np.ndarray] | None = None
 
     # ------------------------------------------------------------------ builders
     @classmethod
-    def from_arrays(cls, arrays: LikelihoodArrays, *, luminosity: float, interpolation: str = "polyexp",
+    def from_arrays(cls, arrays: LikelihoodArrays, *, luminosity: float,
+                    normalization: LikelihoodArrays | None = None, interpolation: str = "polyexp",
                     dtype: str = "float64", chunk_rows: int = 262144,
                     devices: Sequence[Any] | None = None) -> NLLModel:
-        """The NLL of arrays held in memory."""
-        step = max(1, chunk_rows)
-        parts = (arrays.select(slice(s, s + step)) for s in range(0, arrays.n_events, step))
-        return cls(arrays, parts, arrays.n_events, luminosity=luminosity, interpolation=interpolation,
-                   dtype=dtype, chunk_rows=chunk_rows, devices=devices)
+        """The NLL of arrays held in memory (normalization: the MC sample's arrays, weights = MC weights)."""
+        norm = None if normalization is None else _memory_source(normalization, chunk_rows)
+        return cls(_memory_source(arrays, chunk_rows), luminosity=luminosity, normalization=norm,
+                   interpolation=interpolation, dtype=dtype, chunk_rows=chunk_rows, devices=devices)
 
     @classmethod
-    def from_file(cls, path: Path | str, *, luminosity: float, interpolation: str = "polyexp",
-                  dtype: str = "float64", chunk_rows: int = 262144, devices: Sequence[Any] | None = None,
-                  where: str | None = None) -> NLLModel:
+    def from_file(cls, path: Path | str, *, luminosity: float, normalization: Path | str | None = None,
+                  interpolation: str = "polyexp", dtype: str = "float64", chunk_rows: int = 262144,
+                  devices: Sequence[Any] | None = None, where: str | None = None) -> NLLModel:
         """The NLL of a likelihood file (`write_arrays` format), read chunk by chunk (bounded memory)."""
-        from sbi_core.data.likelihood_arrays import read_arrays
-
-        header = read_arrays(path, where=where, rows=slice(0, 0))
-        import h5py
-
-        with h5py.File(path, "r") as f:
-            n = int(f["events/weight"].shape[0])
-        return cls(header, iter_event_chunks(path, max(1, chunk_rows), where=where), n, luminosity=luminosity,
+        norm = None if normalization is None else _file_source(normalization, chunk_rows, None)
+        return cls(_file_source(path, chunk_rows, where), luminosity=luminosity, normalization=norm,
                    interpolation=interpolation, dtype=dtype, chunk_rows=chunk_rows, devices=devices)
 
     # ------------------------------------------------------------------ evaluation
@@ -373,8 +488,14 @@ class NLLModel:
             raise ValueError(f"vectors: expected shape (m, {self.n_params}), got {vs.shape}")
         return np.asarray(_hvp_rows_jit(self._p(p), jnp.asarray(vs), self._data, self._st))
 
-    def hessian(self, p: Any) -> np.ndarray:
-        """The full Hessian by `jax.hessian` (all n_params tangents at once: memory grows with n_params)."""
+    def hessian(self, p: Any, block_rows: int = 16) -> np.ndarray:
+        """The Hessian from HVP row blocks of `block_rows` rows (memory: one block of tangents at a time)."""
+        from sbi_core.inference.hessian import hessian_by_rows
+
+        return hessian_by_rows(self, p, block_rows)
+
+    def hessian_autodiff(self, p: Any) -> np.ndarray:
+        """The Hessian by `jax.hessian` (all n_params tangents at once: memory grows with n_params)."""
         return np.asarray(_hessian_jit(self._p(p), self._data, self._st))
 
     def n_floored(self, p: Any) -> int:
@@ -383,11 +504,7 @@ class NLLModel:
 
     def expected_events(self, p: Any) -> float:
         """L sigma(theta, nu): the expected number of events at p."""
-        arr = self._p(p)
-        f = basis_functions(self.interpolation)(arr[self.n_pois :])
-        fv = jnp.stack(f, axis=1).reshape(-1)
-        alpha = _alpha(arr[: self.n_pois], self._data["matrix"], self._st.powers)
-        return float(self.luminosity * jnp.sum(alpha * self._data["xsec"] * jnp.exp(self._data["xsec_log"] @ fv)))
+        return float(_expected_jit(self._p(p), self._data, self._st))
 
     def __call__(self, p: Any) -> float:
         return self.value(p)

@@ -6,7 +6,8 @@ What to use when:
 - `check_inference(cfg)` cross-checks the section against the rest of the config (parameter and
   nuisance names); `AnalysisConfig` calls it, so every error names
   its field, e.g. `inference.fix.cW`.
-- `scan_parameters(cfg)` resolves `scan.parameters` (default: every parameter of interest alone).
+- `scan_parameters(cfg)` resolves `scan.parameters` (default: every parameter of interest alone);
+  `scan_blocks(cfg)` / `toy_blocks(cfg)` are the "A:B" ranges of the mapped scan and toy tasks.
 """
 
 from __future__ import annotations
@@ -19,7 +20,10 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 if TYPE_CHECKING:
     from sbi_core.config import AnalysisConfig
 
-__all__ = ["DatasetOptions", "InferenceConfig", "ScanOptions", "ToyOptions", "check_inference", "scan_parameters"]
+__all__ = [
+    "DatasetOptions", "InferenceConfig", "ScanOptions", "ToyOptions", "check_inference", "scan_blocks",
+    "scan_parameters", "scan_point_count", "split_range", "toy_blocks",
+]
 
 
 class _Strict(BaseModel):
@@ -113,6 +117,13 @@ class InferenceConfig(_Strict):
         description="[low, high] limits of parameters in the fits (default: none; a parameter of interest's "
         "range only sets its scan grid).",
     )
+    normalization: Literal["mc", "xsec"] = Field(
+        default="mc",
+        title="Normalisation",
+        description="How the expected rate sigma(theta, nu) is computed: mc sums the run's events with the same "
+        "per-event model as the data (consistent at every nu: the default); xsec interpolates the fiducial cross "
+        "sections between nu = -1, 0, +1 (cheaper; biases shape nuisances whose per-event effect varies).",
+    )
     interpolation: Literal["exponential", "polyexp"] = Field(
         default="polyexp",
         title="Interpolation",
@@ -194,3 +205,26 @@ def check_inference(cfg: AnalysisConfig) -> list[tuple[str, str]]:
     if overlap:
         issues.append(("nuisance", f"nuisance parameters may not share a name with a parameter of interest: {overlap}"))
     return issues
+
+
+def split_range(total: int, parts: int) -> list[str]:
+    """'A:B' strings splitting 0..total into at most `parts` contiguous, nearly equal blocks."""
+    parts = max(1, min(parts, total))
+    edges = [round(i * total / parts) for i in range(parts + 1)]
+    return [f"{a}:{b}" for a, b in zip(edges[:-1], edges[1:], strict=True) if b > a]
+
+
+def scan_point_count(cfg: AnalysisConfig) -> int:
+    """Grid points of all configured scans together: points per 1D scan, points^2 per 2D grid."""
+    return sum(cfg.inference.scan.points ** len(entry) for entry in scan_parameters(cfg))
+
+
+def scan_blocks(cfg: AnalysisConfig) -> list[str]:
+    """The mapped scan tasks' point ranges over the concatenated grids of `scan_parameters(cfg)`."""
+    return split_range(scan_point_count(cfg), cfg.inference.scan.blocks)
+
+
+def toy_blocks(cfg: AnalysisConfig) -> list[str]:
+    """The mapped toy tasks' ranges ('0:50', '50:100', ...); [] when toys.n is 0."""
+    t = cfg.inference.toys
+    return [f"{a}:{min(t.n, a + t.batch)}" for a in range(0, t.n, t.batch)]

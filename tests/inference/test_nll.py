@@ -123,6 +123,7 @@ print(json.dumps(out))
 """
 
 
+@pytest.mark.slow
 def test_two_devices_equal_one():
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2", "JAX_PLATFORMS": "cpu",
            "PYTHONPATH": REPO}
