@@ -26,7 +26,7 @@ log = logging.getLogger("sbi_core")
 #: Modules that add subcommands: each has `add_commands(sub)`, which registers argparse subparsers and sets
 #: `handler` (args -> summary dict) on each with `set_defaults`. They must import cheaply (no torch, jax,
 #: h5py at module level): the handler imports what it needs when it runs.
-COMMAND_MODULES = ("sbi_core.data.commands", "sbi_core.inference.commands")
+COMMAND_MODULES = ("sbi_core.data.commands", "sbi_core.inference.commands", "sbi_core.inference.stats_commands")
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -199,6 +199,12 @@ class Profiler:
         t = wilks_threshold(level, 1)
         if scan is not None:
             x, nll = (np.asarray(a, dtype=np.float64) for a in scan)
+            x0 = self.best.values[name]
+            if x[0] < x0 < x[-1] and not np.any(np.isclose(x, x0, rtol=0, atol=1e-12)):
+                # the best fit is a point of the profile too: with a grid coarser than the interval, no grid
+                # point is inside, and the minimum between two points is what brackets the crossings
+                i = int(np.searchsorted(x, x0))
+                x, nll = np.insert(x, i, x0), np.insert(nll, i, self.best.nll)
             approx = interval_from_scan(x, nll - self.nll_min, level)
             pieces = []
             for a, b in approx.pieces:

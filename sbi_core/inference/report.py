@@ -153,7 +153,12 @@ def make_plots(results: dict[str, Any], limits: dict[str, Any] | None, toys: dic
                 fig, ax = plt.subplots(figsize=(5.5, 4))
                 for kind, style in (("observed", "-"), ("expected", "--")):
                     y = np.array([np.nan if v is None else 2 * v for v in s[kind]["dnll"]])
-                    ax.plot(x, y, style, color="k" if kind == "observed" else "tab:blue", label=kind)
+                    xb = s[kind].get("best", {}).get(name)
+                    xs = x
+                    if xb is not None and x[0] < xb < x[-1]:  # the minimum itself is a point of the curve
+                        i = int(np.searchsorted(x, xb))
+                        xs, y = np.insert(x, i, xb), np.insert(y, i, 0.0)
+                    ax.plot(xs, y, style, color="k" if kind == "observed" else "tab:blue", label=kind)
                     for iv in s[kind]["intervals"]:
                         for lo, hi in iv["pieces"]:
                             ax.plot([lo, hi], [2 * iv["threshold_dnll"]] * 2, style, lw=3, alpha=0.35,

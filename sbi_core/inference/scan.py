@@ -1,19 +1,21 @@
 """The configured profile-likelihood scan grid, one global point index over all scans.
 
-`inference.scan.parameters` lists 1D scans and 2D grids; each axis has `scan.points` values spanning the
-parameter's `range`. The grids are concatenated in config order and numbered 0..n-1: the mapped scan tasks
+`inference.scan.parameters` lists 1D scans and 2D grids; each axis has `scan.points` values spanning the best
+fit +- `scan.width` errors (the global fit's, from the Hessian), clipped to the parameter's `range`, or the whole
+range when `scan.width` is null. The axes depend on the fit, the numbering only on the config. The grids are concatenated in config order and numbered 0..n-1: the mapped scan tasks
 take contiguous blocks "A:B" of that numbering (`options.scan_blocks`). Inside a 2D grid the numbering
 snakes (`profile.snake_order`), so a block is a connected path of neighbouring cells and every fit in a task
 starts next to the previous one.
 
 What to use when:
-- `ScanGrid.from_config(cfg)`: the scans, their axes and the global numbering; `.points(a, b)` the points of
+- `ScanGrid.from_config(cfg, values, errors)`: the scans, their axes and the global numbering; `.points(a, b)` the points of
   a block as (global index, scan index, {name: value}); `.curves(results)` turns joined block results back
   into one NLL array per scan (1D: (points,), 2D: (points, points) indexed [i, j] = (x[i], y[j])).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -78,14 +80,32 @@ class ScanGrid:
         self.total = sum(s.size for s in scans)
 
     @classmethod
-    def from_config(cls, cfg: AnalysisConfig) -> ScanGrid:
+    def from_config(cls, cfg: AnalysisConfig, values: Mapping[str, float] | None = None,
+                    errors: Mapping[str, float] | None = None) -> ScanGrid:
+        """The configured grid; values / errors: the global fit (needed unless scan.width is null)."""
         from sbi_core.inference.options import scan_parameters
 
-        ranges = {p.name: p.range for p in cfg.parameters}
-        n = cfg.inference.scan.points
+        opts = cfg.inference.scan
+        n = opts.points
+        lims: dict[str, tuple[float, float]] = {}
+        for p in cfg.parameters:
+            lo, hi = p.range
+            if opts.width is not None:
+                if values is None or errors is None:
+                    raise ValueError("scan.width needs the global fit's values and errors")
+                err = errors.get(p.name, math.nan)
+                if not (math.isfinite(err) and err > 0):
+                    raise InputError(f"scan of {p.name}: its error at the best fit is {err}, so the axis of "
+                                     f"inference.scan.width = {opts.width} errors is undefined; set scan.width: null")
+                c = values[p.name]
+                lo, hi = max(lo, c - opts.width * err), min(hi, c + opts.width * err)
+                if not lo < hi:
+                    raise InputError(f"scan of {p.name}: the best fit {c} lies outside its range {list(p.range)}; "
+                                     "set inference.scan.width: null or widen the range")
+            lims[p.name] = (lo, hi)
         scans, offset = [], 0
         for entry in scan_parameters(cfg):
-            axes = tuple(np.linspace(ranges[name][0], ranges[name][1], n) for name in entry)
+            axes = tuple(np.linspace(lims[name][0], lims[name][1], n) for name in entry)
             scan = Scan(tuple(entry), axes, offset)
             scans.append(scan)
             offset += scan.size

@@ -91,6 +91,12 @@ class _Context:
                                     interpolation=self.inf.interpolation, dtype=self.inf.dtype,
                                     chunk_rows=self.inf.chunk_rows)
 
+    def grid(self) -> Any:
+        """The configured scan grid around the global fit."""
+        from sbi_core.inference.scan import ScanGrid
+
+        return ScanGrid.from_config(self.cfg, self.best["values"], self.best["errors"])
+
     def expected_point(self) -> dict[str, float]:
         """The true values when every POI has one, else the reference benchmark; nuisances at 0."""
         names = list(self.best["names"])
@@ -128,11 +134,11 @@ def _profilers(ctx: _Context, observed: Any, asimov: Any, expected: dict[str, fl
 # ---------------------------------------------------------------------------------------------- scan
 def scan(run_uri: str, points: str) -> dict[str, Any]:
     """Profile points A..B-1 of the configured grid, observed and expected; one block file."""
-    from sbi_core.inference.scan import ScanGrid, parse_range
+    from sbi_core.inference.scan import parse_range
 
     t0 = time.perf_counter()
     ctx = _context(run_uri)
-    grid = ScanGrid.from_config(ctx.cfg)
+    grid = ctx.grid()
     a, b = parse_range(points, grid.total, "points")
     pool = ctx.pool()
     gen = ctx.generator(pool)
@@ -146,7 +152,7 @@ def scan(run_uri: str, points: str) -> dict[str, Any]:
         pe = exp.point(at, start={**prev["exp"].values, **at} if same_scan else None)
         prev = {"scan": s_idx, "obs": po, "exp": pe}
         rows.append({"index": k, "scan": s_idx, "at": at, "observed": po.to_json(), "expected": pe.to_json()})
-    record = {"range": [a, b], "total": grid.total, "expected_point": expected,
+    record = {"range": [a, b], "total": grid.total, "fit_nll": ctx.best["nll"], "expected_point": expected,
               "best_nll": {"observed": obs.best.nll, "expected": exp.best.nll},
               "expected_fit": exp.best.to_json(), "points": rows}
     uri = ctx.layout.scan_block(a, b)
@@ -169,9 +175,9 @@ def _read_blocks(ctx: _Context, total: int) -> list[dict[str, Any]]:
             missing.append(block)
             continue
         rec = storage.read_json(uri)
-        if rec.get("total") != total:
-            raise InputError(f"scan block {uri} belongs to another scan grid ({rec.get('total')} points, the config "
-                             f"has {total}): rerun `sbi-core scan --points {block}`")
+        if rec.get("total") != total or rec.get("fit_nll") != ctx.best["nll"]:
+            raise InputError(f"scan block {uri} belongs to another scan grid or fit ({rec.get('total')} points, the "
+                             f"config has {total}): rerun `sbi-core scan --points {block}`")
         out.extend(rec["points"])
     if missing:
         raise InputError(f"limits: scan blocks {missing} are missing: run `sbi-core scan --points A:B` for them")
@@ -184,12 +190,11 @@ def limits(run_uri: str) -> dict[str, Any]:
     from sbi_core.inference.intervals import contours_from_grid, region_contains
     from sbi_core.inference.limits import AsymptoticCLs
     from sbi_core.inference.profile import ProfilePoint
-    from sbi_core.inference.scan import ScanGrid
 
     t0 = time.perf_counter()
     ctx = _context(run_uri)
     inf = ctx.inf
-    grid = ScanGrid.from_config(ctx.cfg)
+    grid = ctx.grid()
     points = _read_blocks(ctx, grid.total)
     pool = ctx.pool()
     gen = ctx.generator(pool)
@@ -207,7 +212,8 @@ def limits(run_uri: str) -> dict[str, Any]:
             nll = grid.curves({p["index"]: p[kind]["nll"] if p[kind]["valid"] else math.nan for p in points})[s_idx]
             dnll = nll - prof.nll_min
             res: dict[str, Any] = {"dnll": np.where(np.isfinite(dnll), dnll, None).tolist(),
-                                   "nll_min": prof.nll_min, "best_improved": prof.best_improved}
+                                   "nll_min": prof.nll_min, "best_improved": prof.best_improved,
+                                   "best": {n: prof.best.values[n] for n in sc.names}}
             if len(sc.names) == 1:
                 ok = np.isfinite(nll)
                 res["intervals"] = [prof.interval(sc.names[0], level, scan=(sc.axes[0][ok], nll[ok])).to_json()
