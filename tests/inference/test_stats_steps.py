@@ -171,3 +171,27 @@ def test_bad_inputs_are_named(run, small_run, tmp_path):
     data_steps.derive(str(small_run), fresh, SETTINGS)
     with pytest.raises(InputError, match="run `sbi-core fit` first"):
         stats_steps.limits(fresh)
+
+
+def test_report_command_prints_one_summary_line(run, cli):
+    path, _ = run
+    res = cli("report", "--run", path)
+    assert res.returncode == 0, res.stderr
+    summary = res.summary
+    assert summary["step"] == "report" and summary["valid"] is True
+    assert set(summary["intervals"]) == {"cW", "cHW"} and set(summary["upper_limits"]) == {"cW", "cHW"}
+    bad = cli("scan", "--run", path, "--points", "x")
+    assert bad.returncode == 2 and "--points 'x': expected A:B" in bad.stderr
+
+
+def test_report_of_a_fit_alone(run, tmp_path):
+    """Before any scan, Hessian or toy: results hold the fit and the pulls, and only the pulls are plotted."""
+    from sbi_core.inference.report import build_results, headline, make_plots
+
+    path, _ = run
+    layout, cfg, _ = data_steps.load_run(path)
+    res = build_results(cfg, storage.read_json(layout.fit), None, None, None)
+    assert res["best_fit"]["errors_from"] == "fit" and set(res["pulls"]) == {"lumi", "energy_scale"}
+    assert "intervals" not in res and headline(res)["valid"] is True
+    plots = make_plots(res, None, None, lambda name: str(tmp_path / f"{name}.png"))
+    assert list(plots) == ["pulls"]
