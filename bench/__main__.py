@@ -10,7 +10,8 @@ import sys
 
 from bench.common import machine, table
 
-BENCHMARKS = {"combine": "bench.combine", "generate": "bench.generate", "dag": "bench.dag"}
+BENCHMARKS = {"combine": "bench.combine", "generate": "bench.generate", "dag": "bench.dag", "nll": "bench.nll",
+              "fit": "bench.fit", "hessian": "bench.hessian"}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,11 @@
+"""Inference: from per-event likelihood arrays to a best fit, errors, a Hessian (and, beside it, scans,
+limits and toys).
+
+What to use when:
+- `options`: the `inference` config section. `datasets`: the events a fit runs on (`sbi-core dataset`).
+- `exact`: the contract's arrays from a simulator's exact densities (`sbi-core likelihood`).
+- `nll.NLLModel`: the extended unbinned NLL in JAX (value, gradient, HVP); `objective.Objective`: what any
+  NLL must offer to be fitted; `fit.minimize`: Migrad on an Objective; `hessian`: rows by HVP blocks.
+- `steps` / `commands`: the pipeline steps and their `sbi-core` subcommands. `synthetic`: test arrays.
+Modules that need JAX import it themselves; importing this package does not.
+"""

@@ -10,7 +10,10 @@ Conventions: the objective's value is the NLL (not 2 NLL), so `errordef = Minuit
 the covariance is the inverse of the NLL's Hessian. Migrad gets the analytic gradient and runs with
 strategy 0 (with an exact gradient it needs no numerical second-derivative refinement); when that fit
 is not valid it is repeated once with strategy 1 from where it stopped (`strategy` records which ran
-last). Errors come from the objective's own `hessian(p)` when it has one (exact), else Minuit's Hesse.
+last; that retry leaves out the Hessian seed below). When the objective has `hessian(p)`, Migrad also gets it (`Minuit(..., hessian=)`): its seed then
+needs no numerical second derivatives (2 calls per parameter); measured on a synthetic 22-parameter NLL:
+3 calls instead of 91, 0.24 s instead of 1.6 s. Errors come from that exact Hessian when there is one,
+else from Minuit's numerical Hesse.
 """
 
 from __future__ import annotations
@@ -96,6 +99,7 @@ def minimize(
     *,
     ncall: int | None = None,
     errors: bool = True,
+    use_hessian: bool = True,
     steps: Mapping[str, float] | None = None,
 ) -> FitResult:
     """Minimise the objective with Migrad (errordef LIKELIHOOD, analytic gradient); see the module doc.
@@ -103,10 +107,11 @@ def minimize(
     start: values by name or a vector (default 0); fixed: parameters held at the given values;
     bounds: (low, high) by name; ncall: Migrad's call limit (None: Minuit's default);
     errors: False skips the Hessian (scan points and toys that need only the minimum);
+    use_hessian: hand the objective's `hessian(p)` (when it has one) to Migrad for its seed;
     steps: Migrad's initial step size per parameter (a warm-started fit passes the global fit's errors).
     Without steps, a parameter starts with max(1% of |start|, 0.1): iminuit's own default (1% of the value)
-    is tiny for a start near 0 (a warm start at 1e-14 gets a 1e-16 step), and with strategy 0 Migrad then
-    sees a tiny EDM and stops before it has moved."""
+    is tiny for a start near 0 (a warm start at 1e-14 gets a 1e-16 step), and with strategy 0 and no
+    Hessian seed Migrad then sees a tiny EDM and stops before it has moved."""
     from iminuit import Minuit
 
     names = check_objective(objective)
@@ -134,22 +139,36 @@ def minimize(
     def grad(p: np.ndarray) -> np.ndarray:
         return np.asarray(objective.grad(np.asarray(p, dtype=np.float64)), dtype=np.float64)
 
-    m = Minuit(fcn, x0, grad=grad, name=names)
-    m.errors = [max(0.01 * abs(v), 0.1) for v in x0]
-    for name, step in (steps or {}).items():
-        if name in names and math.isfinite(step) and step > 0:
-            m.errors[name] = float(step)
-    m.errordef = Minuit.LIKELIHOOD
-    m.strategy = strategy
-    for name, (lo, hi) in bounds.items():
-        m.limits[name] = (lo, hi)
-    for name in fixed:
-        m.fixed[name] = True
+    hess_fn = getattr(objective, "hessian", None)
+    seeded = use_hessian and callable(hess_fn)
+
+    def build(start: np.ndarray, with_hessian: bool, strat: int) -> Any:
+        extra = {}
+        if with_hessian:
+            extra["hessian"] = lambda p: np.asarray(hess_fn(np.asarray(p, dtype=np.float64)), dtype=np.float64)
+        m = Minuit(fcn, start, grad=grad, name=names, **extra)
+        m.errors = [max(0.01 * abs(v), 0.1) for v in start]
+        for name, step in (steps or {}).items():
+            if name in names and math.isfinite(step) and step > 0:
+                m.errors[name] = float(step)
+        m.errordef = Minuit.LIKELIHOOD
+        m.strategy = strat
+        for name, (lo, hi) in bounds.items():
+            m.limits[name] = (lo, hi)
+        for name in fixed:
+            m.fixed[name] = True
+        return m
+
+    m = build(x0, seeded, strategy)
     free = [n for n in names if n not in fixed]
+    spent = (0, 0)  # calls and gradient calls of a first attempt that was not valid
     if free:
         m.migrad(ncall=ncall)
-        if not m.valid and strategy < 1:
-            m.strategy = 1
+        if not m.valid and (strategy < 1 or seeded):
+            spent = (int(m.nfcn), int(m.ngrad))
+            # again from where it stopped, with Minuit's own numerical second derivatives (strategy >= 1):
+            # a kink (exponential interpolation at nu = 0) can stall a seed from the exact Hessian
+            m = build(np.array(m.values, dtype=np.float64), False, max(1, strategy))
             m.migrad(ncall=ncall)
     x = np.array(m.values, dtype=np.float64)
     nll = fcn(x)
@@ -178,8 +197,8 @@ def minimize(
         nll=nll,
         valid=valid,
         edm=float(fmin.edm) if fmin is not None else 0.0,
-        calls=int(m.nfcn),
-        grad_calls=int(m.ngrad),
+        calls=int(m.nfcn) + spent[0],
+        grad_calls=int(m.ngrad) + spent[1],
         fixed=sorted(fixed, key=names.index),
         call_limit_reached=bool(fmin.has_reached_call_limit) if fmin is not None else False,
         above_max_edm=bool(fmin.is_above_max_edm) if fmin is not None else False,

@@ -54,17 +54,24 @@ def parse_rows(text: str, n: int) -> tuple[int, int]:
     return a, b
 
 
-def hessian_rows(model: RowHessian, p: Any, start: int, stop: int) -> np.ndarray:
-    """Rows [start, stop) of the Hessian at p: (stop - start, n_params), one vmapped HVP per row."""
+def hessian_rows(model: RowHessian, p: Any, start: int, stop: int, pad_to: int | None = None) -> np.ndarray:
+    """Rows [start, stop) of the Hessian at p: (stop - start, n_params), one vmapped HVP per row. pad_to: run
+    a block of that many vectors (zeros after the unit vectors), so every block, the last one included,
+    has the same shape and one compilation serves them all."""
     n = model.n_params
     if not 0 <= start < stop <= n:
         raise ValueError(f"rows {start}:{stop}: expected 0 <= start < stop <= {n}")
-    return np.asarray(model.hvp_rows(p, np.eye(n)[start:stop]), dtype=np.float64)
+    vectors = np.eye(n)[start:stop]
+    if pad_to is not None and pad_to > stop - start:
+        vectors = np.vstack([vectors, np.zeros((pad_to - (stop - start), n))])
+    return np.asarray(model.hvp_rows(p, vectors), dtype=np.float64)[: stop - start]
 
 
 def hessian_by_rows(model: RowHessian, p: Any, rows: int = 16) -> np.ndarray:
     """The full (n, n) Hessian, block by block (peak memory: one block)."""
-    return np.concatenate([hessian_rows(model, p, a, b) for a, b in block_ranges(model.n_params, rows)])
+    rows = min(rows, model.n_params)
+    return np.concatenate([hessian_rows(model, p, a, b, pad_to=rows)
+                           for a, b in block_ranges(model.n_params, rows)])
 
 
 def symmetry_error(h: np.ndarray) -> float:

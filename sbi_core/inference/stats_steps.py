@@ -84,12 +84,10 @@ class _Context:
 
     def model(self, arrays: Any, pool: Any) -> Any:
         """The NLL of in-memory arrays (a toy, an Asimov dataset) with the run's settings."""
-        from sbi_core.inference.nll import NLLModel
+        from sbi_core.inference.steps import model_from_arrays
 
-        return NLLModel.from_arrays(arrays, luminosity=self.info.luminosity,
-                                    normalization=pool if self.normalization == "mc" else None,
-                                    interpolation=self.inf.interpolation, dtype=self.inf.dtype,
-                                    chunk_rows=self.inf.chunk_rows)
+        return model_from_arrays(self.cfg, arrays, pool if self.normalization == "mc" else None,
+                                 luminosity=self.info.luminosity)
 
     def grid(self) -> Any:
         """The configured scan grid around the global fit."""

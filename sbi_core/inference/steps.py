@@ -190,6 +190,31 @@ def load_model(layout: Any, cfg: Any, info: Any = None) -> Any:
                                   where=uris[0])
 
 
+def load_arrays(layout: Any, cfg: Any, info: Any = None) -> tuple[Any, Any]:
+    """(the dataset's LikelihoodArrays, the normalisation sample's or None) in memory: for toys and scans that
+    resample or reweight events and build their own models with `model_from_arrays`."""
+    from sbi_core.data.likelihood_arrays import read_arrays
+
+    info = info or _info(layout, cfg)
+    out = []
+    for part in info.parts():
+        uri = layout.likelihood(part, cfg.inference.source)
+        if not storage.exists(uri):
+            raise InputError(f"no likelihood arrays {uri}: run `sbi-core likelihood --batch I` and `--join` first")
+        with storage.local_copy(uri) as path:
+            out.append(read_arrays(path, where=uri))
+    return out[0], (out[1] if len(out) > 1 else None)
+
+
+def model_from_arrays(cfg: Any, arrays: Any, normalization: Any = None, luminosity: float | None = None) -> Any:
+    """An NLLModel of in-memory arrays with the config's inference settings (interpolation, dtype, chunks)."""
+    from sbi_core.inference.nll import NLLModel
+
+    inf = cfg.inference
+    return NLLModel.from_arrays(arrays, luminosity=luminosity or inf.luminosity, normalization=normalization,
+                                interpolation=inf.interpolation, dtype=inf.dtype, chunk_rows=inf.chunk_rows)
+
+
 def fit_start(cfg: Any) -> dict[str, float]:
     """Where the global fit starts: the POIs at the reference (sampling) benchmark, nuisances at 0."""
     ref = cfg.benchmark_names.index(cfg.sampling_benchmark)
@@ -270,7 +295,7 @@ def hessian(run_uri: str, rows: str) -> dict[str, Any]:
     if model.names != names:
         raise InputError(f"{layout.fit} fits parameters {names}, the likelihood arrays have {model.names}: refit")
     x = np.array([best["values"][n] for n in names])
-    block = hessian_rows(model, x, a, b)
+    block = hessian_rows(model, x, a, b, pad_to=min(cfg.inference.hessian_block_rows, len(names)))
     uri = layout.hessian_block(a, b)
     with storage.atomic_write(uri) as tmp:
         with open(tmp, "wb") as fh:

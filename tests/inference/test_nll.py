@@ -51,7 +51,7 @@ def arrays():
 def test_value_and_gradient_match_the_formula(arrays, kind):
     model = NLLModel.from_arrays(arrays, luminosity=200.0, interpolation=kind, chunk_rows=1024)
     assert model.names == ["theta0", "theta1", "nu0", "nu1", "nu2"] and model.n_pois == 2
-    assert model.n_chunks == 3  # 3000 events in chunks of 1024, the last one padded
+    assert model.n_chunks == 3 and model.chunk_rows == 1024  # 3000 events in chunks of 1024, the last padded
     rng = np.random.default_rng(0)
     for p in [np.array([0.3, -0.2, 0.0, 0.0, 0.0]), np.array([0.1, 0.4, 0.7, -1.6, 0.3]), rng.normal(0, 0.5, 5)]:
         ref = reference_nll(arrays, p, 200.0, kind)

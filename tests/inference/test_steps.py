@@ -181,3 +181,18 @@ def test_bad_inputs_are_named(pseudo, small_run, tmp_path):
     with pytest.raises(InputError, match=rf"{len(ds['likelihood_batches']) - 1} of {len(ds['likelihood_batches'])} "
                                          "parts are missing"):
         steps.likelihood_join(blocks)
+
+
+def test_observed_file_dataset_and_cli_exit_codes(small_run, tmp_path, cli):
+    """kind file: any events file of the analysis (here the run's own); the CLI: one JSON line, exit 2 on bad input."""
+    run = str(tmp_path / "observed")
+    events = RunLayout(str(small_run)).events
+    data_steps.derive(str(small_run), run, ["inference.dataset.kind=file", f"inference.dataset.uri={events}",
+                                            "inference.normalization=xsec"])
+    res = cli("dataset", "--run", run)
+    assert res.returncode == 0, res.stderr
+    summary = res.summary
+    assert summary["step"] == "dataset" and summary["kind"] == "file" and summary["events"] == events
+    assert summary["n_events"] == 6000 and summary["likelihood_batches"] == ["0"]  # xsec: no MC batches
+    bad = cli("hessian", "--run", run, "--rows", "4:2")  # before any fit: the message says what to run
+    assert bad.returncode == 2 and "run `sbi-core fit` first" in bad.stderr and bad.stdout == ""

@@ -1,0 +1,71 @@
+"""nll: one NLL + gradient call (float32) vs the memory-bandwidth floor of reading the same arrays once.
+
+Synthetic contract arrays (`sbi_core.inference.synthetic`: 2 POIs, 6 benchmarks) with N events and K shape
+nuisances. Two normalisations of the expected rate:
+- mc (the default): sigma(theta, nu) summed over an MC sample, here the same N events at their MC weights;
+  one call reads the data's E (N, 6) and w, and the MC's E, w and V (N, 2K).
+- xsec (the contract's interpolated cross sections): one call reads the data's E and w only (the per-event
+  variations are summed once when the model is built).
+The floor is a plain reduction (`jnp.sum`, jitted, and `numpy.sum`; the faster counts) over exactly the
+arrays one call reads; `floor_all_arrays_s` also reads the contract's full float32 arrays (log_ratio,
+log_ratio_var (N, K, 2), weight) once, for reference.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+
+from bench.common import Figure, emit, repeat
+
+
+def _floor(arrays: list[Any], repeats: int) -> float:
+    import jax
+    import jax.numpy as jnp
+
+    total = jax.jit(lambda xs: sum(jnp.sum(x) for x in xs))
+    total(arrays).block_until_ready()
+    t_jax = statistics.median(repeat(lambda: total(arrays).block_until_ready(), repeats))
+    host = [np.asarray(a) for a in arrays]
+    t_np = statistics.median(repeat(lambda: [h.sum() for h in host], repeats))
+    return min(t_jax, t_np)
+
+
+def run(quick: bool) -> list[dict[str, Any]]:
+    from sbi_core.inference.nll import NLLModel
+    from sbi_core.inference.synthetic import synthetic_arrays
+
+    n, k = (100_000, 20) if quick else (1_000_000, 100)
+    repeats = 5 if quick else 15
+    data = synthetic_arrays(n, k, truth=(0.3, -0.2), seed=0)
+    mc = replace(data, weight=np.full(n, 5.0 / n))
+    contract = [data.log_ratio.astype(np.float32), data.log_ratio_var.astype(np.float32),
+                data.weight.astype(np.float32)]
+    floor_all = _floor(contract, repeats)
+    del contract
+    records = []
+    rng = np.random.default_rng(1)
+    for norm in ("mc", "xsec"):
+        model = NLLModel.from_arrays(data, luminosity=200.0, normalization=mc if norm == "mc" else None,
+                                     dtype="float32")
+        base = np.r_[0.3, -0.2, np.zeros(k)]
+        points = iter(base + rng.normal(0, 1e-3, (10_000, base.size)))  # a new p every call: no cache hits
+        model.value_and_grad(next(points))  # compile
+        t_ours = repeat(lambda m=model, pts=points: m.value_and_grad(next(pts)), repeats)
+        read = list(model.event_arrays.values())
+        nbytes = sum(int(a.size) * a.dtype.itemsize for a in read)
+        floor = _floor(read, repeats)
+        fig = Figure(name=f"nll_{norm}", sizes={"events": n, "nuisances": k, "dtype": "float32",
+                                                  "normalization": norm},
+                     ours=t_ours, baseline=[floor] * repeats, ours_label="NLL+grad s",
+                     baseline_label="sum of the arrays read, s", target="<= 2.0",
+                     extra={"MB_read_per_call": round(nbytes / 1e6, 1), "floor_all_arrays_s": round(floor_all, 5),
+                            "ratio_to_all_arrays_floor": round(statistics.median(t_ours) / floor_all, 3),
+                            "GB_per_s": round(nbytes / 1e9 / statistics.median(t_ours), 2)})
+        records.append(fig.record())
+        emit(records[-1])
+        del model
+    return records
