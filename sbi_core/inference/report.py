@@ -215,6 +215,7 @@ def make_plots(results: dict[str, Any], limits: dict[str, Any] | None, toys: dic
         errs = [pulls[n]["error"] or 0.0 for n in names]
         ax.errorbar(vals, y, xerr=errs, fmt="ko", ms=4)
         ax.set_yticks(y, names)
+        ax.set_ylim(-0.6, len(names) - 0.4)
         ax.set_xlabel(r"$(\hat\nu - \nu_0) / \Delta\nu$  (constraint: unit Gaussian)")
         ax.set_xlim(-3, 3)
         plots["pulls"] = _save(fig, plot_uri("pulls"))
