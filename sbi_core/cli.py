@@ -34,6 +34,7 @@ COMMAND_MODULES = (
     "sbi_core.ml.train_commands",
     "sbi_core.ml.eval_commands",
     "sbi_core.inference.commands",
+    "sbi_core.inference.stats_commands",
 )
 
 

@@ -140,3 +140,31 @@ class RunLayout:
     def hessian_arrays(self) -> str:
         """hessian, covariance, correlation as arrays (npz)."""
         return storage.join(self.root, "inference", "hessian.npz")
+
+    # ---- inference statistics (sbi_core/inference: scan, limits, toys, report)
+    def scan_block(self, start: int, stop: int) -> str:
+        """Profile points [start, stop) of the scan grid, observed and expected (one mapped scan task)."""
+        return storage.join(self.root, "inference", "scan", f"points-{start:06d}-{stop:06d}.json")
+
+    @property
+    def limits(self) -> str:
+        """Intervals, contours (observed and expected) and CLs upper limits from the joined scan."""
+        return storage.join(self.root, "inference", "limits.json")
+
+    def toy_block(self, start: int, stop: int) -> str:
+        """Toys [start, stop): each toy's fit and test statistics (one mapped toys task)."""
+        return storage.join(self.root, "inference", "toys", f"toys-{start:07d}-{stop:07d}.json")
+
+    @property
+    def results(self) -> str:
+        """The report: best fit, errors, covariance, intervals, limits, toys, validity (results.json)."""
+        return storage.join(self.root, "inference", "results.json")
+
+    @property
+    def plots(self) -> str:
+        """Directory of the report's PNG plots."""
+        return storage.join(self.root, "inference", "plots")
+
+    def plot(self, name: str) -> str:
+        """One report plot, `plots/<name>.png`."""
+        return storage.join(self.root, "inference", "plots", f"{name}.png")

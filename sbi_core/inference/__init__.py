@@ -1,5 +1,4 @@
-"""Inference: from per-event likelihood arrays to a best fit, errors, a Hessian (and, beside it, scans,
-limits and toys).
+"""Inference: from per-event likelihood arrays to a best fit, errors, a Hessian, scans, intervals, limits and toys.
 
 What to use when:
 - `options`: the `inference` config section. `datasets`: the events a fit runs on (`sbi-core dataset`).
@@ -7,5 +6,10 @@ What to use when:
 - `nll.NLLModel`: the extended unbinned NLL in JAX (value, gradient, HVP); `objective.Objective`: what any
   NLL must offer to be fitted; `fit.minimize`: Migrad on an Objective; `hessian`: rows by HVP blocks.
 - `steps` / `commands`: the pipeline steps and their `sbi-core` subcommands. `synthetic`: test arrays.
+- Statistics (docs/statistics.md): `profile.Profiler` (profile fits, scans, root-found intervals), `scan`
+  (the configured grid), `intervals` (Wilks intervals and 2D contours from scans), `asymptotics` (Wilks
+  thresholds, q~ tail probabilities), `limits` (asymptotic CLs upper limits for any Objective), `toys`
+  (resampled pseudo-experiments, coverage, Neyman sets), `pool` (the run's events the toys resample),
+  `report` (results.json and plots); `stats_steps` / `stats_commands`: scan, limits, toys, report.
 Modules that need JAX import it themselves; importing this package does not.
 """

@@ -69,6 +69,15 @@ class ScanOptions(_Strict):
     blocks: int = Field(
         default=4, ge=1, le=1024, title="Scan tasks", description="Mapped scan tasks the grid points are split over."
     )
+    width: float | None = Field(
+        default=5.0,
+        gt=0,
+        le=1000,
+        title="Scan half-width",
+        description="Half-width of each scanned axis in units of the parameter's error at the best fit, centred on "
+        "the best fit and clipped to the parameter's range; null: the parameter's whole range (to see every "
+        "minimum of a quadratic coupling).",
+    )
 
     @field_validator("parameters")
     @classmethod
@@ -154,6 +163,13 @@ class InferenceConfig(_Strict):
     cls_level: float = Field(
         default=0.95, gt=0, lt=1, title="CLs level", description="Confidence level of the CLs upper limits."
     )
+    limits: dict[str, float] | None = Field(
+        default=None,
+        title="CLs upper limits",
+        description="Parameter of interest -> its null (background-only) value: the asymptotic CLs upper limit "
+        "(q~ test statistic) on it, the parameter bounded below at the null value. Omit for every parameter of "
+        "interest whose range holds 0 (null 0); {} for none.",
+    )
     toys: ToyOptions = Field(default_factory=ToyOptions, title="Toys", description="Toy pseudo-experiments.")
 
     @field_validator("confidence_levels")
@@ -199,6 +215,15 @@ def check_inference(cfg: AnalysisConfig) -> list[tuple[str, str]]:
                 issues.append((f"inference.scan.parameters[{i}]", f"{name!r} is not a parameter of interest ({pois})"))
             elif name in inf.fix:
                 issues.append((f"inference.scan.parameters[{i}]", f"{name!r} is fixed in inference.fix"))
+    ranges = {p.name: p.range for p in cfg.parameters}
+    for name, null in (inf.limits or {}).items():
+        if name not in pois:
+            issues.append((f"inference.limits.{name}", f"{name!r} is not a parameter of interest ({pois})"))
+        elif name in inf.fix:
+            issues.append((f"inference.limits.{name}", f"{name!r} is fixed in inference.fix"))
+        elif not ranges[name][0] <= null < ranges[name][1]:
+            issues.append((f"inference.limits.{name}", f"null value {null} must lie in the range {list(ranges[name])} "
+                                                       "below its upper end (the limit is searched above it)"))
     overlap = sorted(set(pois) & {n.name for n in cfg.nuisance})
     if overlap:
         issues.append(("nuisance", f"nuisance parameters may not share a name with a parameter of interest: {overlap}"))

@@ -1,0 +1,36 @@
+"""Subcommands of the inference statistics: scan, limits, toys, report (see `sbi_core.cli`).
+
+Handlers import `sbi_core.inference.stats_steps` (and with it JAX) only when they run.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    """Register the statistics subcommands on the `sbi-core` parser."""
+    s = sub.add_parser("scan", help="profile-likelihood scan: points A:B of the configured grid, observed and expected")
+    s.add_argument("--run", required=True, help="run URI")
+    s.add_argument("--points", required=True, metavar="A:B", help="point range, as listed in assemble's scan_blocks")
+    s.set_defaults(handler=lambda a: _steps().scan(a.run, a.points))
+
+    s = sub.add_parser("limits", help="join the scan: Wilks intervals and contours, CLs upper limits")
+    s.add_argument("--run", required=True, help="run URI")
+    s.set_defaults(handler=lambda a: _steps().limits(a.run))
+
+    s = sub.add_parser("toys", help="toys A:B: resampled pseudo-experiments, each fitted")
+    s.add_argument("--run", required=True, help="run URI")
+    s.add_argument("--toys", required=True, metavar="A:B", help="toy range, as listed in assemble's toy_blocks")
+    s.set_defaults(handler=lambda a: _steps().toys(a.run, a.toys))
+
+    s = sub.add_parser("report", help="results.json and PNG plots of the fit, intervals, limits and toys")
+    s.add_argument("--run", required=True, help="run URI")
+    s.set_defaults(handler=lambda a: _steps().report(a.run))
+
+
+def _steps() -> Any:
+    from sbi_core.inference import stats_steps
+
+    return stats_steps
