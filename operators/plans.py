@@ -2,7 +2,8 @@
 
 What to use when:
 - `FANS` (a registry, one `Fan` per mapped step): which summary key lists a step's work items, which
-  flag takes them, and how a task takes several (`repeat` the flag, merge `range`s, or one `single` item).
+  flag takes them, and how a task takes several (`repeat` the flag, merge `range`s, or `single`: one item
+  per task, for short lists such as the estimator methods).
 - `fan_out(fan, run, items, max_tasks)`: the mapped argument lists, batched past `max_tasks`.
 - `plan` (a task): the same, from the summaries of the step before, with the fan-out limit read at run time.
 - `prepare` / `prepare_derive` (tasks): this run's artifact prefix and its first command.
@@ -38,7 +39,8 @@ class Fan:
     `key` is the summary key listing them (a count `n` means items 0..n-1); `flag` the step's option.
     `mode`: `repeat` (the step takes the flag several times: a batch of items per task), `range`
     (items are half-open `A:B` ranges or single indices; a task takes one merged range `A:B`), or
-    `single` (one item per task; more items than the fan-out limit is an error).
+    `single` (one item per task whatever the fan-out limit: the flag takes one value, and the list is
+    short by nature, e.g. the methods of `training.methods`).
     """
 
     step: str
@@ -85,9 +87,6 @@ def fan_out(fan: Fan, run: str, items: Sequence[Any], max_tasks: int) -> list[li
         raise PlanError(f"{fan.step}: the fan-out limit must be >= 1, got {max_tasks}")
     values = [str(item) for item in items]
     if fan.mode == "single":
-        if len(values) > max_tasks:
-            raise PlanError(f"{fan.step}: {len(values)} {fan.key} exceed the fan-out limit {max_tasks} "
-                            f"(SBI_MAX_FAN_OUT) and {fan.flag} takes one value per task")
         return [[fan.step, "--run", run, fan.flag, value] for value in values]
     size = max(1, math.ceil(len(values) / max_tasks))
     batches = [values[i : i + size] for i in range(0, len(values), size)]

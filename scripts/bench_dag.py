@@ -1,6 +1,7 @@
 """DAG figures for `python -m bench dag`: parse duration, and the scheduling overhead of a mapped step.
 
-- parse: `airflow dags report` duration of dags/sbi_pipeline.py, per backend (the dag-processor's figure).
+- parse: `airflow dags report` duration of each DAG file (sbi_pipeline, sbi_train, sbi_infer), per backend
+  (the dag-processor's figure).
 - mapped overhead: wall time of a run of N mapped no-op steps (`sbi-core schema`) under the real scheduler
   (LocalExecutor, REST-triggered) divided by the same N commands run one after another in one process.
 Prints one JSON line per figure.
@@ -36,14 +37,20 @@ bench_mapped_noop()
 '''
 
 
-def parse_seconds(backend: str, home: Path) -> float:
-    """`airflow dags report` duration of sbi_pipeline.py with SBI_BACKEND=backend."""
+DAG_FILES = ("sbi_pipeline.py", "sbi_train.py", "sbi_infer.py")
+
+
+def parse_seconds(backend: str, home: Path) -> dict[str, float]:
+    """`airflow dags report` duration of each DAG file with SBI_BACKEND=backend, by file name."""
     env = {**embedded_env(home), "SBI_BACKEND": backend}
     out = subprocess.run([str(BIN / "airflow"), "dags", "report", "-o", "json"], env=env,
                          capture_output=True, text=True, check=True).stdout
     report = json.loads(next(line for line in out.splitlines() if line.startswith("[")))
-    duration = next(e["duration"] for e in report if e["file"] == "sbi_pipeline.py")
-    t = datetime.strptime(duration, "%H:%M:%S.%f")
+    return {e["file"].rsplit("/", 1)[-1]: _seconds(e["duration"]) for e in report}
+
+
+def _seconds(duration: str) -> float:
+    t = datetime.strptime(duration, "%H:%M:%S.%f") if "." in duration else datetime.strptime(duration, "%H:%M:%S")
     return t.hour * 3600 + t.minute * 60 + t.second + t.microsecond / 1e6
 
 
@@ -89,8 +96,10 @@ def main(argv: list[str] | None = None) -> int:
         home = Path(tmp) / "parse-home"
         migrate(embedded_env(home))
         for backend in ("local", "kubernetes"):
-            seconds = round(parse_seconds(backend, home), 4)
-            _emit({"figure": "dag_parse_seconds", "dag": "sbi_pipeline", "backend": backend, "value": seconds})
+            seconds = parse_seconds(backend, home)
+            for name in DAG_FILES:
+                _emit({"figure": "dag_parse_seconds", "dag": name.removesuffix(".py"), "backend": backend,
+                       "value": round(seconds[name], 4)})
         if not args.skip_scheduler:
             baseline = one_process_seconds(args.tasks)
             scheduled = scheduled_seconds(args.tasks, Path(tmp))

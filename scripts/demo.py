@@ -48,8 +48,9 @@ DEMO_SETTINGS: dict[str, Any] = {
     "inference.toys.n": 20,
     "inference.toys.batch": 10,
 }
-#: Few, larger tasks: `dag.test()` runs tasks one at a time and each step pays its interpreter start.
-DEMO_MAX_FAN_OUT = "4"
+#: Few, larger tasks: `dag.test()` runs tasks one at a time and each step pays its interpreter start
+#: (numpy, h5py, torch or jax imports): at most 2 tasks per mapped step still shows the mapping.
+DEMO_MAX_FAN_OUT = "2"
 FLAGS = {"events": "generation.events", "shards": "generation.shards", "seed": "generation.seed"}
 _END_TASK = re.compile(r"\[DAG TEST\] end task task_id=(\S+) map_index=(-?\d+)")
 

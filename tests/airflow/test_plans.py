@@ -93,11 +93,9 @@ def test_malformed_ranges_are_refused(bad):
         fan_out(FANS["hessian"], "/r", ["0:4", bad], max_tasks=1)
 
 
-def test_single_value_flags_refuse_to_batch():
-    assert fan_out(FANS["sample"], "/r", ["alices", "sally"], 2) == [["sample", "--run", "/r", "--method", "alices"],
-                                                                     ["sample", "--run", "/r", "--method", "sally"]]
-    with pytest.raises(PlanError, match="--method takes one value per task"):
-        fan_out(FANS["sample"], "/r", ["alices", "sally", "carl"], 2)
+def test_single_value_flags_get_one_task_per_item_whatever_the_limit():
+    methods = ["alices", "sally", "carl"]
+    assert fan_out(FANS["sample"], "/r", methods, 2) == [["sample", "--run", "/r", "--method", m] for m in methods]
 
 
 def test_items_of_a_mapped_step_are_concatenated_in_order():
