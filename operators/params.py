@@ -138,9 +138,6 @@ def pipeline_params(schema: dict[str, Any] | None = None, configs: list[str] | N
     }
 
 
-# Kept for callers of the first version: the sbi_pipeline form.
-trigger_params = pipeline_params
-
 
 def derive_params(stage: str, schema: dict[str, Any] | None = None) -> dict[str, Param]:
     """Params of sbi_train (`stage="training"`) or sbi_infer (`"inference"`): an existing run + overrides."""

@@ -65,14 +65,12 @@ FANS: dict[str, Fan] = {
         Fan("sample", "--method", "methods", "single", "method"),
         Fan("train", "--network", "networks", "repeat", "network"),
         Fan("evaluate", "--batch", "evaluate_batches", "range", "batch"),
-        Fan("likelihood", "--batch", "likelihood_batches", "range", "batch"),
+        Fan("likelihood", "--batch", "likelihood_batches", "repeat", "batch"),
         Fan("hessian", "--rows", "hessian_blocks", "range", "rows"),
         Fan("scan", "--points", "scan_blocks", "range", "points"),
         Fan("toys", "--toys", "toy_blocks", "range", "toys"),
     )
 }
-GENERATE_LABEL = FANS["generate"].label
-COMBINE_LABEL = FANS["combine"].label
 
 
 def fan_out(fan: Fan, run: str, items: Sequence[Any], max_tasks: int) -> list[list[str]]:

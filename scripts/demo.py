@@ -45,12 +45,15 @@ DEMO_SETTINGS: dict[str, Any] = {
     "training.samples.train": 5_000,
     "training.samples.test": 2_000,
     "inference.scan.points": 11,
+    "inference.scan.blocks": 2,
     "inference.toys.n": 20,
     "inference.toys.batch": 10,
 }
 #: Few, larger tasks: `dag.test()` runs tasks one at a time and each step pays its interpreter start
-#: (numpy, h5py, torch or jax imports): at most 2 tasks per mapped step still shows the mapping.
-DEMO_MAX_FAN_OUT = "2"
+#: (numpy, h5py, torch or jax imports), so shards and networks go 4 tasks per step at most. The demo's
+#: ranges stay within it (1 Hessian block, 2 scan blocks, 2 toy blocks, 1 evaluate batch): no range is
+#: merged, which the joins (assemble, limits, report) need as long as they look for the configured blocks.
+DEMO_MAX_FAN_OUT = "4"
 FLAGS = {"events": "generation.events", "shards": "generation.shards", "seed": "generation.seed"}
 _END_TASK = re.compile(r"\[DAG TEST\] end task task_id=(\S+) map_index=(-?\d+)")
 
@@ -182,9 +185,10 @@ def report(result: dict[str, Any], log_path: Path) -> str:
     events = _one(s.get("combine_all"))
     if events:
         lines.append(f"Events:        {events.get('n_events')} in {events.get('output')}")
-    lines += _networks(s.get("training.train"))
+    lines += _networks(s.get("training.train"), _one(s.get("training.ensemble")))
     lines += _figures("Evaluation:", _one(s.get("training.evaluate_report")))
     lines += _fit(_one(s.get("inference.fit")))
+    lines += _intervals(_one(s.get("inference.report")))
     lines += _figures("Results:", _one(s.get("inference.report")))
     lines.append(f"Full log:      {log_path}")
     lines.append(f"See it in the UI: `make airflow`, log in, then open\n"
@@ -196,20 +200,46 @@ def _one(value: Any) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
-def _networks(train: Any) -> list[str]:
-    """Every trained network with its validation loss, from the train tasks' summaries."""
+def _networks(train: Any, ensemble: dict[str, Any] | None) -> list[str]:
+    """Every trained network with its validation loss (the train tasks' summaries: `results` by network id,
+    else a `networks` list), and the failed ones the ensemble step names."""
     summaries = train if isinstance(train, list) else [train] if isinstance(train, dict) else []
     rows = []
     for summary in filter(None, map(_one, summaries)):
-        for net in summary.get("networks") or summary.get("results") or []:
+        results = summary.get("results")
+        if isinstance(results, dict):
+            entries = [{"id": k, **v} for k, v in results.items() if isinstance(v, dict)]
+        else:
+            entries = summary.get("networks") or []
+        for net in entries:
             if isinstance(net, dict):
-                name = net.get("id") or net.get("network") or "?"
-                loss = net.get("best_val_loss", net.get("val_loss"))
-                status = net.get("status", "")
-                rows.append(f"  {name:<44} val loss {loss if loss is None else f'{loss:.4g}'}  {status}".rstrip())
+                loss = net.get("best_val_loss")
+                loss = f"{loss:.4g}" if isinstance(loss, int | float) else loss
+                rows.append(f"  {net.get('id', '?'):<44} val loss {loss}  {net.get('status', '')}".rstrip())
             else:
                 rows.append(f"  {net}")
-    return [f"Networks:      {len(rows)} trained", *rows] if rows else []
+    failed = (ensemble or {}).get("failed_networks") or []
+    if failed:
+        rows.append(f"  failed (the ensemble went on without them): {', '.join(map(str, failed))}")
+    return [f"Networks:      {len(rows) - bool(failed)} trained", *rows] if rows else []
+
+
+def _intervals(report: dict[str, Any] | None) -> list[str]:
+    """`poi in [lo, hi] at level`, from the report summary's `intervals` (its headline)."""
+    intervals = (report or {}).get("intervals")
+    if not isinstance(intervals, dict):
+        return []
+    parts = []
+    for poi, iv in intervals.items():
+        if isinstance(iv, dict) and {"lo", "hi"} <= set(iv):
+            level = iv.get("level")
+            level = f" at {level:.0%}" if isinstance(level, int | float) else ""
+            parts.append(f"{poi} in [{_num(iv['lo'])}, {_num(iv['hi'])}]{level}")
+    return [f"Interval:      {'; '.join(parts)}"] if parts else []
+
+
+def _num(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, int | float) else str(value)
 
 
 def _fit(fit: dict[str, Any] | None) -> list[str]:

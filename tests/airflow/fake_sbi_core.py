@@ -64,9 +64,11 @@ def summary(argv: list[str], plan: dict[str, Any]) -> dict[str, Any]:
         method = opts["--method"][0]
         out["networks"] = [f"{method}-theta-nominal-m{m:02d}" for m in range(plan["members"])]
     elif step == "train":
-        out["networks"] = [{"id": n, "status": "ok", "best_val_loss": 0.5} for n in opts["--network"]]
+        out["networks"] = opts["--network"]
+        out["results"] = {n: {"status": "ok", "epochs": 5, "best_val_loss": 0.5 + i / 100}
+                          for i, n in enumerate(opts["--network"])}
     elif step == "ensemble":
-        out["evaluate_batches"] = plan["evaluate_batches"]
+        out.update(evaluate_batches=plan["evaluate_batches"], failed_networks=plan.get("failed_networks", []))
     elif step == "evaluate" and "--report" in opts:
         out.update(plots=f"{run}/evaluation/plots", metrics=f"{run}/evaluation/metrics.json")
     elif step == "dataset":
@@ -77,7 +79,9 @@ def summary(argv: list[str], plan: dict[str, Any]) -> dict[str, Any]:
     elif step == "assemble":
         out.update(scan_blocks=plan["scan_blocks"], toy_blocks=plan["toy_blocks"])
     elif step == "report":
-        out.update(results=f"{run}/inference/results.json", plots=f"{run}/inference/plots")
+        out.update(results=f"{run}/inference/results.json", plots=f"{run}/inference/plots",
+                   best_fit={"cW": 0.31, "cHW": -0.18}, errors={"cW": 0.05, "cHW": 0.06}, valid=True,
+                   intervals={"cW": {"level": 0.68, "lo": 0.26, "hi": 0.36}})
     return out
 
 

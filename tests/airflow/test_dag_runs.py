@@ -80,7 +80,7 @@ def test_sbi_infer_merges_blocks_past_the_fan_out_and_reports_without_toys(
     assert calls_of(fake_sbi_core, "derive")[0][:5] == ["derive", "--from", settings.run_uri("sbi_pipeline",
                                                                                              "manual__1"), "--run", run]
     assert calls_of(fake_sbi_core, "likelihood") == [["likelihood", "--run", run, *tail] for tail in
-                                                     (["--batch", "0:2"], ["--batch", "2"], ["--join"])]
+                                                     (["--batch", "0", "--batch", "1"], ["--batch", "2"], ["--join"])]
     assert calls_of(fake_sbi_core, "hessian") == [["hessian", "--run", run, "--rows", r] for r in ("0:2", "2:4")]
     assert calls_of(fake_sbi_core, "scan") == [["scan", "--run", run, "--points", p] for p in ("0:10", "10:11")]
     assert calls_of(fake_sbi_core, "toys") == []
@@ -107,8 +107,10 @@ def test_sbi_pipeline_runs_every_stage_and_the_demo_shows_the_figures(migrated_a
     assert "generation.events=20000" in configure and configure[-2:] == ["--set", "training.seed=1"]
     view = demo.report(result, tmp_path / "demo.log")
     assert "Events:        4000 in " in view
-    assert "Networks:      4 trained" in view and "benchmark_ratio-theta-nominal-m01" in view
+    assert "Networks:      4 trained" in view
+    assert f"  {'benchmark_ratio-theta-nominal-m01':<44} val loss 0.5  ok" in view
     assert "Fit:           cW = 0.31 +- 0.05, cHW = -0.18 +- 0.06  (valid: True)" in view
+    assert "Interval:      cW in [0.26, 0.36] at 68%" in view
     assert "results: " in view and view.count("plots: ") == 2  # evaluation and inference plots
     assert f"Full log:      {tmp_path / 'demo.log'}" in view
 
@@ -122,9 +124,11 @@ def test_the_demo_view_survives_summaries_without_the_expected_keys(tmp_path):
                         "inference.fit": {"n": 1, "states": {"skipped": 1}, "seconds": None},
                         "inference.report": {"n": 1, "states": {"skipped": 1}, "seconds": None}},
               "summaries": {"training.train": {"step": "train", "networks": ["a", "b"]}, "inference.fit": {"x": 1},
-                            "combine_all": None}}
+                            "training.ensemble": {"failed_networks": ["c"]}, "combine_all": None,
+                            "inference.report": {"intervals": {"cW": {"lo": None}}}}}
     view = demo.report(result, tmp_path / "log")
     assert "training.train                       2  failed, success" not in view
     assert "failed x1, success x1" in view
     assert "inference.*" in view and "skipped (2 tasks)" in view
     assert "Networks:      2 trained" in view and "Fit:\n  x: 1" in view
+    assert "failed (the ensemble went on without them): c" in view and "Interval:" not in view

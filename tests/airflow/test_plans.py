@@ -69,7 +69,7 @@ def test_range_flags_get_merged_ranges_past_the_fan_out(step):
     assert all(len(b) == 5 for b in merged)  # the flag is not repeatable: one range per task
 
 
-@pytest.mark.parametrize("step", ["evaluate", "likelihood"])
+@pytest.mark.parametrize("step", ["evaluate"])
 def test_batch_indices_stay_single_below_the_limit_and_become_ranges_above(step):
     batches = [str(i) for i in range(10)]
     assert [b[4] for b in fan_out(FANS[step], "/r", batches, max_tasks=10)] == batches
