@@ -26,10 +26,13 @@ from operators.steps import sbi_step
 ALL_DONE, NONE_FAILED = "all_done", "none_failed"
 
 
-def mapped_step(step: str, run: Any, summaries: Any, *, profile: str = "cpu", **kwargs: Any) -> tuple[Any, Any]:
-    """(`plan_<step>` task, mapped `<step>` task): the plan reads the work items from `summaries` at run time."""
-    planned = plan.override(task_id=f"plan_{step}")(step, run, summaries)
-    task = sbi_step(step, profile=profile, map_index_template=FANS[step].label, **kwargs).expand(arguments=planned)
+def mapped_step(step: str, run: Any, summaries: Any, *, task_id: str | None = None, profile: str = "cpu",
+                **kwargs: Any) -> tuple[Any, Any]:
+    """(`plan_<task id>` task, mapped `<task id>` task running `step`, default task id: the step's name);
+    the plan reads the work items from `summaries` at run time."""
+    task_id = task_id or step
+    planned = plan.override(task_id=f"plan_{task_id}")(step, run, summaries)
+    task = sbi_step(task_id, profile=profile, map_index_template=FANS[step].label, **kwargs).expand(arguments=planned)
     return planned, task
 
 

@@ -1,7 +1,8 @@
 """The trigger forms: `Param`s built from the analysis config's JSON schema, so titles and help match sbi_core.
 
 What to use when:
-- `pipeline_params()`: sbi_pipeline's form (a config, the headline knobs of every stage, "Run up to").
+- `trigger_params()`: the data stage's form (a config and the generation overrides; sbi_ingest's too).
+- `pipeline_params()`: sbi_pipeline's form: that, "Run up to", and the headline knobs of every stage.
 - `derive_params(stage)`: sbi_train's / sbi_infer's form (an existing run, the knobs of that stage).
 - `override_items(params, knobs)`: the `PATH=VALUE` overrides a form's values stand for.
 
@@ -103,8 +104,8 @@ def shipped_configs(directory: Path | None = None) -> list[str]:
     return names
 
 
-def pipeline_params(schema: dict[str, Any] | None = None, configs: list[str] | None = None) -> dict[str, Param]:
-    """Params of the sbi_pipeline trigger form: which config, how far to run, and what to override."""
+def trigger_params(schema: dict[str, Any] | None = None, configs: list[str] | None = None) -> dict[str, Param]:
+    """Params of a data-stage trigger form: which config, and what to override in its generation."""
     schema = schema or analysis_schema()
     configs = configs or shipped_configs()
     default = DEFAULT_CONFIG if DEFAULT_CONFIG in configs else configs[0]
@@ -124,18 +125,28 @@ def pipeline_params(schema: dict[str, Any] | None = None, configs: list[str] | N
             description="Any config file or s3:// URI; when set it replaces the choice above.",
             section="Analysis",
         ),
-        "until": Param(
-            STAGES[-1],
-            type="string",
-            enum=list(STAGES),
-            title="Run up to",
-            description="events: simulate and combine only (train and fit later with sbi_train / sbi_infer); "
-            "training: also train and evaluate the networks; inference: everything, to the fit and limits.",
-            section="Analysis",
-        ),
-        **knob_params(schema, (*GENERATION_KNOBS, *TRAINING_KNOBS, *INFERENCE_KNOBS)),
+        **knob_params(schema, GENERATION_KNOBS),
         "set": _more_overrides("e.g. generation.shards_per_group=8"),
     }
+
+
+def pipeline_params(schema: dict[str, Any] | None = None, configs: list[str] | None = None) -> dict[str, Param]:
+    """Params of the sbi_pipeline trigger form: which config, how far to run, and what to override."""
+    schema = schema or analysis_schema()
+    data = trigger_params(schema, configs)
+    until = Param(
+        STAGES[-1],
+        type="string",
+        enum=list(STAGES),
+        title="Run up to",
+        description="events: simulate and combine only (train and fit later with sbi_train / sbi_infer); "
+        "training: also train and evaluate the networks; inference: everything, to the fit and limits.",
+        section="Analysis",
+    )
+    stages = knob_params(schema, (*TRAINING_KNOBS, *INFERENCE_KNOBS))
+    first = {k: data.pop(k) for k in ("config", "config_uri")}
+    more = data.pop("set")
+    return {**first, "until": until, **data, **stages, "set": more}
 
 
 

@@ -69,8 +69,10 @@ FANS: dict[str, Fan] = {
         Fan("hessian", "--rows", "hessian_blocks", "range", "rows"),
         Fan("scan", "--points", "scan_blocks", "range", "points"),
         Fan("toys", "--toys", "toy_blocks", "range", "toys"),
+        Fan("ingest-lhe", "--file", "shards", "repeat", "file"),
     )
 }
+GENERATE_LABEL, COMBINE_LABEL = FANS["generate"].label, FANS["combine"].label
 
 
 def fan_out(fan: Fan, run: str, items: Sequence[Any], max_tasks: int) -> list[list[str]]:
@@ -206,6 +208,18 @@ def plan(step: str, run: str, summaries: Any) -> list[list[str]]:
     """Argument lists of the mapped `step` tasks, from the items its predecessor's summary (or summaries) list."""
     fan = FANS[step]
     return fan_out(fan, run, summary_items(_plain(summaries), fan.key), settings.max_fan_out())
+
+
+@task
+def plan_generate(summary: dict[str, Any]) -> list[list[str]]:
+    """Argument lists of the mapped generate tasks, from configure's summary (which names the run)."""
+    return generate_arguments(summary, settings.max_fan_out())
+
+
+@task
+def plan_combine(summary: dict[str, Any]) -> list[list[str]]:
+    """Argument lists of the mapped first-level combine tasks, from configure's summary (sbi_ingest uses it)."""
+    return combine_arguments(summary, settings.max_fan_out())
 
 
 @task.short_circuit(ignore_downstream_trigger_rules=True)

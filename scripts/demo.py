@@ -110,8 +110,10 @@ def follow(log_path: Path, terminal: TextIO, started: float, stop: threading.Eve
                 terminal.write(f"  {time.monotonic() - started:7.1f} s  done  {label}\n")
 
 
-def run_pipeline(conf: dict[str, Any], log_path: Path, terminal: TextIO | None) -> dict[str, Any]:
-    """One `dag.test()` run of sbi_pipeline in the current (already configured) Airflow environment."""
+def run_pipeline(conf: dict[str, Any], log_path: Path | None = None, terminal: TextIO | None = None) -> dict[str, Any]:
+    """One `dag.test()` run of the DAG `DAG_ID` in the current (already configured) Airflow environment:
+    state, seconds, `tasks` and `summaries` (every step's XCom), `summary` (combine_all's). With a
+    `terminal`, a line per finished task goes there, read from Airflow's log at `log_path`."""
     from airflow.dag_processing.dagbag import DagBag
 
     bag = DagBag(dag_folder=os.environ["AIRFLOW__CORE__DAGS_FOLDER"])
@@ -120,7 +122,7 @@ def run_pipeline(conf: dict[str, Any], log_path: Path, terminal: TextIO | None) 
     started = time.monotonic()
     stop = threading.Event()
     follower = None
-    if terminal is not None:
+    if terminal is not None and log_path is not None:
         follower = threading.Thread(target=follow, args=(log_path, terminal, started, stop), daemon=True)
         follower.start()
     try:
@@ -131,7 +133,9 @@ def run_pipeline(conf: dict[str, Any], log_path: Path, terminal: TextIO | None) 
             follower.join(timeout=5)
     seconds = time.monotonic() - started
     state = getattr(dag_run.state, "value", dag_run.state)
-    return {"run_id": dag_run.run_id, "state": str(state), "seconds": round(seconds, 2), **_records(dag_run.run_id)}
+    records = _records(dag_run.run_id)
+    return {"run_id": dag_run.run_id, "state": str(state), "seconds": round(seconds, 2), **records,
+            "summary": records["summaries"].get("combine_all")}
 
 
 def _records(run_id: str) -> dict[str, Any]:
@@ -309,8 +313,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         with quiet(log_path):
             result = run_pipeline(conf, log_path, None)
-        print(json.dumps({**result, "summary": result["summaries"].get("combine_all"), "log": str(log_path),
-                          "conf": conf}), flush=True)
+        print(json.dumps({**result, "log": str(log_path), "conf": conf}), flush=True)
     else:
         print(f"Running {DAG_ID} (up to: {args.until}); Airflow's log goes to {log_path}", flush=True)
         with quiet(log_path) as terminal:

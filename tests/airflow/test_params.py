@@ -18,6 +18,7 @@ from operators.params import (
     knob_params,
     override_items,
     pipeline_params,
+    trigger_params,
 )
 from tests.conftest import REPO
 
@@ -107,3 +108,11 @@ def test_overrides_keep_the_config_for_empty_fields_and_format_values_as_set_rea
         'training.methods=["alices"]', "training.members=0",  # 0 is a value for the new knobs: the config refuses it
         "inference.luminosity=150.5", "inference.toys.n=0",
     ]
+
+
+def test_the_data_stage_form_is_the_first_part_of_the_pipeline_form():
+    data, pipeline = trigger_params(FULL, ["benchmark"]), pipeline_params(FULL, ["benchmark"])
+    assert list(data) == ["config", "config_uri", "events", "shards", "seed", "set"]  # sbi_ingest's form
+    assert list(pipeline)[:3] == ["config", "config_uri", "until"] and list(pipeline)[-1] == "set"
+    assert set(pipeline) - set(data) == {"until", "methods", "members", "device", "epochs", "train_samples",
+                                         "luminosity", "toys"}

@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 import pytest
-from bench_dag import DAG_FILES, parse_seconds
+from bench_dag import DAG_FILES, SHARED_IMPORTS, parse_seconds
 
 from tests.conftest import REPO
 
@@ -38,9 +38,10 @@ def test_importing_a_dag_loads_no_heavy_module(backend, dag_file):
 
 
 def test_dag_processor_parses_each_dag_fast(migrated_airflow_home, record_property):
-    """`airflow dags report`: the per-file figure the dag-processor measures (not interpreter start-up)."""
+    """`airflow dags report`: the per-file figure the dag-processor measures (not interpreter start-up; the
+    imports all DAG files share are paid by a first file that does only those)."""
     seconds = parse_seconds("local", migrated_airflow_home)
-    for name in DAG_FILES:
+    for name in (SHARED_IMPORTS, *DAG_FILES):
         record_property(f"{name}_parse_seconds", seconds[name])
         print(f"{name} parse duration (airflow dags report): {seconds[name]:.4f} s")
     assert {name: seconds[name] for name in DAG_FILES if seconds[name] >= MAX_PARSE_SECONDS} == {}
