@@ -2,8 +2,9 @@
 
 - parse: `airflow dags report` duration of each DAG file (sbi_pipeline, sbi_train, sbi_infer), per backend
   (the dag-processor's figure). The report parses a folder in one process, so the first file would also pay
-  the imports every DAG file shares (Airflow's task decorators, `operators`): a first file that does only
-  those imports takes that cost, reported on its own row (`shared_imports`), and each DAG's row is its own.
+  the imports every DAG file shares (Airflow's task decorators, `operators`, the backend's operator class):
+  a first file that does only those imports takes that cost, reported on its own row (`00_shared_imports`),
+  and each DAG's row is its own.
 - mapped overhead: wall time of a run of N mapped no-op steps (`sbi-core schema`) under the real scheduler
   (LocalExecutor, REST-triggered) divided by the same N commands run one after another in one process.
 Prints one JSON line per figure.
@@ -47,6 +48,8 @@ SHARED_IMPORTS = "00_shared_imports.py"
 SHARED_IMPORTS_FILE = """# airflow dag benchmark: the imports every DAG file of this project shares
 from airflow.sdk import dag, task  # noqa: F401
 import operators.groups, operators.params, operators.plans, operators.steps  # noqa: F401,E401
+
+operators.steps.step_operator_class()  # the backend's operator (SBI_BACKEND=kubernetes: the provider)
 """
 
 
