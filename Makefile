@@ -17,7 +17,7 @@ $(BIN)/sbi-core: pyproject.toml
 
 install: $(BIN)/sbi-core  ## create .venv and install everything (idempotent)
 
-demo: install  ## run the sbi_pipeline DAG on configs/benchmark.yaml (SQLite, local files, local backend)
+demo: install  ## run sbi_pipeline on configs/benchmark.yaml at demo size (SQLite, local files, local backend)
 	$(BIN)/python scripts/demo.py
 
 test: install lint  ## ruff, then the test suite
@@ -26,7 +26,7 @@ test: install lint  ## ruff, then the test suite
 lint: install
 	$(BIN)/ruff check .
 
-airflow: install  ## Airflow 3 on 127.0.0.1 with this project's DAGs (Ctrl-C stops it)
+airflow: install  ## Airflow 3 on 127.0.0.1 with this project's DAGs and pools (Ctrl-C stops it)
 	$(BIN)/python scripts/airflow_local.py
 
 bench: install  ## benchmarks: measured ratios against baselines (python -m bench --help)

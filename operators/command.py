@@ -10,6 +10,8 @@ import json
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+BAD_INPUT_EXIT = 2  # sbi-core's exit code for bad input: retrying cannot help, on either backend
+
 # In a pod: run `sbi-core "$@"` (the step's arguments, as positional parameters of `sh -c`, so no
 # shell ever parses them), show its stdout in the log, and copy the summary line to the XCom file.
 POD_WRAPPER = """out="$(mktemp)" || exit 1

@@ -3,7 +3,12 @@
 Imported only when `SBI_BACKEND=kubernetes` (the provider costs ~2 s to import). The pod runs the
 same argument list as the local backend (see `operators.command.pod_command`), writes its summary to
 `/airflow/xcom/return.json` for the XCom sidecar, gets S3 credentials from a Kubernetes Secret and
-runs as a non-root user. Sizes, pools, images and timeouts come from the profile, read at pod build.
+runs as a non-root user. Sizes, images and timeouts come from the profile, read at pod build.
+
+Exit codes: a pod whose step exits 2 (bad input) fails the task at once, without retries, as the local
+backend does (`cleanup` maps the base container's exit code); any other failure stays retryable.
+The pod gets AIRFLOW_CTX_DAG_ID / AIRFLOW_CTX_DAG_RUN_ID (templated), so a step can tag what it logs
+(MLflow) with the DAG run, as a local subprocess inherits them from the worker.
 """
 
 from __future__ import annotations
@@ -14,12 +19,15 @@ from typing import Any
 from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
 from airflow.providers.cncf.kubernetes.secret import Secret
 from airflow.providers.cncf.kubernetes.utils.pod_manager import OnFinishAction
+from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSkipException
 from kubernetes.client import models as k8s
 
-from operators.command import pod_command, step_arguments
+from operators.command import BAD_INPUT_EXIT, pod_command, step_arguments
 from operators.profiles import Profile, get_profile
 
 LABEL_PREFIX = "sbi.dev"
+#: Environment every step pod gets, rendered per task instance (what the local backend inherits).
+CONTEXT_ENV = {"AIRFLOW_CTX_DAG_ID": "{{ dag.dag_id }}", "AIRFLOW_CTX_DAG_RUN_ID": "{{ run_id }}"}
 
 
 class SbiPodOperator(KubernetesPodOperator):
@@ -28,9 +36,25 @@ class SbiPodOperator(KubernetesPodOperator):
     ui_color = "#dbe7f7"
 
     def __init__(self, *, arguments: Sequence[Any], profile: str = "cpu", **kwargs: Any) -> None:
-        super().__init__(cmds=pod_command(), arguments=arguments, do_xcom_push=True, **kwargs)
+        context_env = (k8s.V1EnvVar(name=k, value=v) for k, v in CONTEXT_ENV.items())
+        env = [*_env_list(kwargs.pop("env_vars", None)), *context_env]
+        super().__init__(cmds=pod_command(), arguments=arguments, do_xcom_push=True, env_vars=env, **kwargs)
         self.profile = profile
         self._applied: Profile | None = None
+
+    def cleanup(self, pod: k8s.V1Pod, remote_pod: k8s.V1Pod, *args: Any, **kwargs: Any) -> None:
+        """The provider's cleanup (pod deletion, failure logs, `AirflowException` on failure); a step that
+        exited 2 (bad input) raises `AirflowFailException` instead, so the task fails without retries."""
+        try:
+            super().cleanup(pod, remote_pod, *args, **kwargs)
+        except (AirflowFailException, AirflowSkipException):
+            raise
+        except AirflowException as exc:
+            code = container_exit_code(remote_pod, self.base_container_name)
+            if code == BAD_INPUT_EXIT:
+                raise AirflowFailException(f"sbi-core {self.arguments[0]} exited with {code} (bad input): "
+                                           f"retrying cannot help.\n{exc}") from exc
+            raise
 
     def build_pod_request_obj(self, context: Any = None, *, dry_run: bool = False) -> k8s.V1Pod:
         """The pod for this step (no cluster needed with `dry_run=True`)."""
@@ -72,6 +96,14 @@ class SbiPodOperator(KubernetesPodOperator):
         self.schedule_timeout_seconds = profile.schedule_timeout_seconds
         self.startup_timeout_seconds = profile.startup_timeout_seconds
         self.on_finish_action = OnFinishAction(profile.on_finish_action)
+
+
+def container_exit_code(pod: Any, container: str) -> int | None:
+    """Exit code of a terminated container of a pod (`status.container_statuses[].state.terminated`), or None."""
+    statuses = getattr(getattr(pod, "status", None), "container_statuses", None) or []
+    status = next((s for s in statuses if s.name == container), None)
+    terminated = status.state.terminated if status is not None and status.state is not None else None
+    return terminated.exit_code if terminated is not None else None
 
 
 def _env_list(env_vars: Any) -> list[k8s.V1EnvVar]:

@@ -16,10 +16,9 @@ from airflow.sdk import BaseOperator, Context
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from operators import settings
-from operators.command import SummaryError, parse_summary, step_arguments
+from operators.command import BAD_INPUT_EXIT, SummaryError, parse_summary, step_arguments
 from operators.profiles import get_profile
 
-BAD_INPUT_EXIT = 2  # sbi-core's exit code for bad input: retrying cannot help
 _ERROR_TAIL_LINES = 20
 
 

@@ -1,5 +1,14 @@
 """Small Python tasks that turn params and step summaries into the argument lists of the next steps.
 
+What to use when:
+- `FANS` (a registry, one `Fan` per mapped step): which summary key lists a step's work items, which
+  flag takes them, and how a task takes several (`repeat` the flag, merge `range`s, or `single`: one item
+  per task, for short lists such as the estimator methods).
+- `fan_out(fan, run, items, max_tasks)`: the mapped argument lists, batched past `max_tasks`.
+- `plan` (a task): the same, from the summaries of the step before, with the fan-out limit read at run time.
+- `prepare` / `prepare_derive` (tasks): this run's artifact prefix and its first command.
+- `stage_gate` (a short-circuit task): skips every later stage of sbi_pipeline past the form's "Run up to".
+
 They run on the worker in milliseconds and read deployment settings at run time (never at parse).
 Each fan-out gets its own task because Airflow maps only over a task's return value.
 """
@@ -8,55 +17,167 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 from airflow.sdk import get_current_context, task
 
 from operators import settings
+from operators.params import GENERATION_KNOBS, INFERENCE_KNOBS, STAGES, TRAINING_KNOBS, Knob, override_items
 
-KEEP = (None, 0, "")  # an override left at one of these keeps the config's value
-# UI labels of mapped instances (`map_index_template`), read from the argument lists built below.
-GENERATE_LABEL = "shard {{ task.arguments[4] }}{% if task.arguments[5:] %}..{{ task.arguments[-1] }}{% endif %}"
-COMBINE_LABEL = "group {{ task.arguments[4] }}{% if task.arguments[5:] %}..{{ task.arguments[-1] }}{% endif %}"
-OVERRIDES = {"events": "generation.events", "shards": "generation.shards", "seed": "generation.seed"}
+Mode = Literal["repeat", "range", "single"]
 
 
 class PlanError(ValueError):
-    """A step summary lacks what the next step needs; the message names the key."""
+    """A step summary or trigger form lacks what the next step needs; the message names the key."""
 
 
-def configure_arguments(params: Mapping[str, Any], run: str) -> list[str]:
-    """`configure` for the config the params pick, with their overrides as `--set PATH=VALUE` items."""
-    config = params.get("config_uri") or f"{settings.configs_uri()}/{params['config']}.yaml"
-    argv = ["configure", "--config", str(config), "--run", run]
-    for name, path in OVERRIDES.items():
-        if params.get(name) not in KEEP:
-            argv += ["--set", f"{path}={params[name]}"]
-    for item in params.get("set") or ():
-        argv += ["--set", str(item)]
-    return argv
+@dataclass(frozen=True)
+class Fan:
+    """How a mapped step takes its work items.
+
+    `key` is the summary key listing them (a count `n` means items 0..n-1); `flag` the step's option.
+    `mode`: `repeat` (the step takes the flag several times: a batch of items per task), `range`
+    (items are half-open `A:B` ranges or single indices; a task takes one merged range `A:B`), or
+    `single` (one item per task whatever the fan-out limit: the flag takes one value, and the list is
+    short by nature, e.g. the methods of `training.methods`).
+    """
+
+    step: str
+    flag: str
+    key: str
+    mode: Mode
+    noun: str
+
+    @property
+    def label(self) -> str:
+        """`map_index_template` of the mapped task: its first item, and its last when it has several."""
+        return (f"{self.noun} {{{{ task.arguments[4] }}}}"
+                "{% if task.arguments[5:] %}..{{ task.arguments[-1] }}{% endif %}")
+
+
+#: Every mapped step of the pipeline; argument lists are `[step, "--run", RUN, flag, item, (flag, item)...]`.
+FANS: dict[str, Fan] = {
+    f.step: f
+    for f in (
+        Fan("generate", "--shard", "shards", "repeat", "shard"),
+        Fan("combine", "--group", "n_groups", "repeat", "group"),
+        Fan("sample", "--method", "methods", "single", "method"),
+        Fan("train", "--network", "networks", "repeat", "network"),
+        Fan("evaluate", "--batch", "evaluate_batches", "range", "batch"),
+        Fan("likelihood", "--batch", "likelihood_batches", "repeat", "batch"),
+        Fan("hessian", "--rows", "hessian_blocks", "range", "rows"),
+        Fan("scan", "--points", "scan_blocks", "range", "points"),
+        Fan("toys", "--toys", "toy_blocks", "range", "toys"),
+        Fan("ingest-lhe", "--file", "shards", "repeat", "file"),
+    )
+}
+GENERATE_LABEL, COMBINE_LABEL = FANS["generate"].label, FANS["combine"].label
+
+
+def fan_out(fan: Fan, run: str, items: Sequence[Any], max_tasks: int) -> list[list[str]]:
+    """Argument lists of the mapped `fan.step` tasks: one per item, or batches when items exceed `max_tasks`.
+
+    Batches hold consecutive items, at most ceil(len / max_tasks) each. In `range` mode a batch becomes one
+    merged range ("0:8" + "8:16" -> "0:16"; single indices "3" + "4" -> "3:5"); a lone item is passed as
+    it came. Ranges that do not touch are never merged, so a plan with gaps may get a few more tasks.
+    An empty list gives no tasks (Airflow then skips the mapped task).
+    """
+    if max_tasks < 1:
+        raise PlanError(f"{fan.step}: the fan-out limit must be >= 1, got {max_tasks}")
+    values = [str(item) for item in items]
+    if fan.mode == "single":
+        return [[fan.step, "--run", run, fan.flag, value] for value in values]
+    size = max(1, math.ceil(len(values) / max_tasks))
+    batches = [values[i : i + size] for i in range(0, len(values), size)]
+    if fan.mode == "repeat":
+        return [[fan.step, "--run", run, *_repeat(fan.flag, batch)] for batch in batches]
+    return [[fan.step, "--run", run, fan.flag, merged] for batch in batches for merged in merge_ranges(batch)]
+
+
+def merge_ranges(items: Sequence[str]) -> list[str]:
+    """Merge touching half-open ranges in order: ["0:8", "8:16", "20:24"] -> ["0:16", "20:24"].
+
+    A single index "I" counts as "I:I+1"; an item that stays alone is returned unchanged."""
+    out: list[tuple[int, int, str]] = []
+    for item in items:
+        start, stop = parse_range(item)
+        if out and out[-1][1] == start:
+            out[-1] = (out[-1][0], stop, f"{out[-1][0]}:{stop}")
+        else:
+            out.append((start, stop, item))
+    return [text for _, _, text in out]
+
+
+def parse_range(item: str) -> tuple[int, int]:
+    """"A:B" -> (A, B) with 0 <= A < B; "I" -> (I, I + 1)."""
+    parts = str(item).split(":")
+    try:
+        bounds = [int(p) for p in parts]
+    except ValueError:
+        bounds = []
+    if len(bounds) == 1:
+        bounds.append(bounds[0] + 1)
+    if len(bounds) != 2 or not 0 <= bounds[0] < bounds[1]:
+        raise PlanError(f"work item {item!r} is neither an index I >= 0 nor a range A:B with 0 <= A < B")
+    return bounds[0], bounds[1]
+
+
+def summary_items(summaries: Mapping[str, Any] | Sequence[Mapping[str, Any]], key: str) -> list[Any]:
+    """The work items under `key` of one summary, or of several (a mapped step's), concatenated in order.
+
+    A count (an int) means items 0..n-1."""
+    if isinstance(summaries, Mapping):
+        summaries = [summaries]
+    items: list[Any] = []
+    for summary in summaries:
+        if not isinstance(summary, Mapping):
+            raise PlanError(f"expected a step summary (a JSON object), got {type(summary).__name__}: {summary!r}")
+        value = _get(summary, key)
+        if isinstance(value, int) and not isinstance(value, bool):
+            value = list(range(value))
+        if not isinstance(value, list):
+            raise PlanError(f"step summary {summary.get('step', '?')!r}: {key!r} must be a list, got {value!r}")
+        items.extend(value)
+    return items
 
 
 def generate_arguments(summary: Mapping[str, Any], max_tasks: int) -> list[list[str]]:
-    """One `generate` per shard, or per batch of consecutive shards when there are more than `max_tasks`.
-
-    Each list is `generate --run RUN --shard I [--shard J ...]` (`GENERATE_LABEL` relies on that layout).
-    """
-    return _batched("generate", "--shard", _get(summary, "run"), _get(summary, "shards"), max_tasks)
+    """`generate --run RUN --shard I [--shard J ...]` per shard, or per batch of shards past `max_tasks`."""
+    return fan_out(FANS["generate"], _get(summary, "run"), summary_items(summary, "shards"), max_tasks)
 
 
 def combine_arguments(summary: Mapping[str, Any], max_tasks: int) -> list[list[str]]:
-    """One first-level `combine` per group, or per batch of consecutive groups past `max_tasks`.
-
-    Each list is `combine --run RUN --group G [--group H ...]` (`COMBINE_LABEL` relies on that layout).
-    """
-    return _batched("combine", "--group", _get(summary, "run"), list(range(_get(summary, "n_groups"))), max_tasks)
+    """`combine --run RUN --group G [--group H ...]` per first-level group, or per batch past `max_tasks`."""
+    return fan_out(FANS["combine"], _get(summary, "run"), summary_items(summary, "n_groups"), max_tasks)
 
 
-def _batched(step: str, flag: str, run: str, items: Sequence[int], max_tasks: int) -> list[list[str]]:
-    size = max(1, math.ceil(len(items) / max_tasks))
-    batches = [items[i : i + size] for i in range(0, len(items), size)]
-    return [[step, "--run", run, *_repeat(flag, batch)] for batch in batches]
+def configure_arguments(params: Mapping[str, Any], run: str) -> list[str]:
+    """`configure` for the config the params pick, with the form's overrides as `--set PATH=VALUE` items."""
+    config = params.get("config_uri") or f"{settings.configs_uri()}/{params['config']}.yaml"
+    knobs = (*GENERATION_KNOBS, *TRAINING_KNOBS, *INFERENCE_KNOBS)
+    return ["configure", "--config", str(config), "--run", run, *_set_items(params, knobs)]
+
+
+def source_run(params: Mapping[str, Any]) -> str:
+    """The existing run a sbi_train / sbi_infer run starts from: a run URI, or a DAG id and run id."""
+    uri = (params.get("source_run") or "").strip()
+    if uri:
+        return uri
+    dag_id, run_id = (params.get("source_dag_id") or "").strip(), (params.get("source_run_id") or "").strip()
+    if not (dag_id and run_id):
+        raise PlanError("give the source run: 'source_run' (a run URI), or 'source_dag_id' and 'source_run_id'")
+    return settings.run_uri(dag_id, run_id)
+
+
+def derive_arguments(params: Mapping[str, Any], run: str, knobs: Sequence[Knob]) -> list[str]:
+    """`derive --from SRC --run NEW` with the form's overrides of the stage settings."""
+    return ["derive", "--from", source_run(params), "--run", run, *_set_items(params, knobs)]
+
+
+def _set_items(params: Mapping[str, Any], knobs: Sequence[Knob]) -> list[str]:
+    items = [*override_items(params, knobs), *(str(item) for item in params.get("set") or ())]
+    return [arg for item in items for arg in ("--set", item)]
 
 
 @task(multiple_outputs=True)
@@ -67,16 +188,50 @@ def prepare() -> dict[str, Any]:
     return {"run": run, "configure": configure_arguments(context["params"], run)}
 
 
+@task(multiple_outputs=True)
+def prepare_derive(stage: str) -> dict[str, Any]:
+    """This run's prefix and the `derive` command for a run of another run's events (`stage`'s overrides)."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    context = get_current_context()
+    run = settings.run_uri(context["dag"].dag_id, context["run_id"])
+    knobs = {"training": TRAINING_KNOBS, "inference": INFERENCE_KNOBS}[stage]
+    try:
+        argv = derive_arguments(context["params"], run, knobs)
+    except PlanError as exc:
+        raise AirflowFailException(str(exc)) from exc  # bad input: a retry cannot help
+    return {"run": run, "source": argv[2], "derive": argv}
+
+
+@task
+def plan(step: str, run: str, summaries: Any) -> list[list[str]]:
+    """Argument lists of the mapped `step` tasks, from the items its predecessor's summary (or summaries) list."""
+    fan = FANS[step]
+    return fan_out(fan, run, summary_items(_plain(summaries), fan.key), settings.max_fan_out())
+
+
 @task
 def plan_generate(summary: dict[str, Any]) -> list[list[str]]:
-    """Argument lists of the mapped generate tasks."""
+    """Argument lists of the mapped generate tasks, from configure's summary (which names the run)."""
     return generate_arguments(summary, settings.max_fan_out())
 
 
 @task
 def plan_combine(summary: dict[str, Any]) -> list[list[str]]:
-    """Argument lists of the mapped first-level combine tasks."""
+    """Argument lists of the mapped first-level combine tasks, from configure's summary (sbi_ingest uses it)."""
     return combine_arguments(summary, settings.max_fan_out())
+
+
+@task.short_circuit(ignore_downstream_trigger_rules=True)
+def stage_gate(stage: str) -> bool:
+    """Go on to `stage` only when the form's "Run up to" reaches it; otherwise every later task is skipped."""
+    until = get_current_context()["params"].get("until") or STAGES[-1]
+    return STAGES.index(stage) <= STAGES.index(until)
+
+
+def _plain(summaries: Any) -> Any:
+    """A mapped step's XCom arrives as a lazy sequence: make it a list (a single summary stays a dict)."""
+    return summaries if isinstance(summaries, Mapping) else list(summaries)
 
 
 def _get(summary: Mapping[str, Any], key: str) -> Any:

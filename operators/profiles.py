@@ -1,6 +1,10 @@
-"""Resource profiles (`cpu`, `gpu`, `highmem`) read from `profiles.yaml`; see that file for the knobs.
+"""Resource profiles (`cpu`, `gpu`, `highmem`) and their Airflow pools, read from `profiles.yaml`.
 
-Profiles are read when a pod is built, not when a DAG is parsed, so a DAG never does file I/O for them.
+What to use when:
+- `get_profile(name)`: a step's pod settings (read when the pod is built) and its pool name (read when
+  the DAG is parsed: the scheduler needs it; one `stat` per parse, the file itself is cached).
+- `load_pools()`: every pool the profiles name, with its size (`pools:` in the file, `SBI_POOL_SLOTS`
+  overrides); `operators.pools` creates them in Airflow.
 """
 
 from __future__ import annotations
@@ -38,36 +42,82 @@ class Profile:
     schedule_timeout_seconds: int = 900
     startup_timeout_seconds: int = 600
     on_finish_action: str = "delete_succeeded_pod"
+    pool: str | None = None
+
+
+@dataclass(frozen=True)
+class Pool:
+    """An Airflow pool: at most `slots` steps of the profiles that name it run at once."""
+
+    name: str
+    slots: int
+    description: str = ""
 
 
 _KEYS = {f.name for f in fields(Profile)} - {"name"}
+_POOL_KEYS = {"slots", "description"}
 
 
 def get_profile(name: str, path: Path | None = None) -> Profile:
     """The named profile from `path` (default: `settings.profiles_path()`)."""
     path = path or settings.profiles_path()
-    try:
-        stamp = path.stat().st_mtime_ns
-    except OSError as exc:
-        raise ProfileError(f"cannot read profiles from {path}: {exc}") from exc
-    profiles = load_profiles(str(path), stamp)
+    profiles = _load(path)[0]
     if name not in profiles:
         raise ProfileError(f"profile {name!r} is not in {path} (have: {', '.join(sorted(profiles))})")
     return profiles[name]
 
 
+def load_pools(path: Path | None = None, slots: dict[str, int] | None = None) -> dict[str, Pool]:
+    """The pools named by the profiles of `path`, sized by the file's `pools:` section, then by `slots`
+    (default: `settings.pool_slots()`, i.e. `SBI_POOL_SLOTS`). A pool the file does not size gets 1 slot."""
+    path = path or settings.profiles_path()
+    profiles, sizes = _load(path)
+    slots = settings.pool_slots() if slots is None else slots
+    unknown = set(slots) - {p.pool for p in profiles.values()}
+    if unknown:
+        raise ProfileError(f"SBI_POOL_SLOTS names pools no profile in {path} uses: {sorted(unknown)}")
+    pools = {}
+    for profile in profiles.values():
+        if profile.pool and profile.pool not in pools:
+            base = sizes.get(profile.pool, Pool(profile.pool, 1))
+            pools[profile.pool] = Pool(profile.pool, slots.get(profile.pool, base.slots), base.description)
+    return pools
+
+
+def _load(path: Path) -> tuple[dict[str, Profile], dict[str, Pool]]:
+    try:
+        stamp = path.stat().st_mtime_ns
+    except OSError as exc:
+        raise ProfileError(f"cannot read profiles from {path}: {exc}") from exc
+    return load_profiles(str(path), stamp)
+
+
 @lru_cache(maxsize=8)
-def load_profiles(path: str, stamp: int = 0) -> dict[str, Profile]:
-    """Every profile in the file, each merged over `defaults` (cached per path and modification `stamp`)."""
+def load_profiles(path: str, stamp: int = 0) -> tuple[dict[str, Profile], dict[str, Pool]]:
+    """Every profile in the file, each merged over `defaults`, and the pool sizes of its `pools:` section
+    (cached per path and modification `stamp`)."""
     try:
         doc = yaml.safe_load(Path(path).read_text()) or {}
     except (OSError, yaml.YAMLError) as exc:
         raise ProfileError(f"cannot read profiles from {path}: {exc}") from exc
     defaults = doc.get("defaults") or {}
     profiles = doc.get("profiles") or {}
-    if not isinstance(defaults, dict) or not isinstance(profiles, dict) or not profiles:
-        raise ProfileError(f"{path}: expected mappings `defaults` and `profiles` (at least one profile)")
-    return {name: _build(name, {**defaults, **(spec or {})}, path) for name, spec in profiles.items()}
+    pools = doc.get("pools") or {}
+    if not all(isinstance(x, dict) for x in (defaults, profiles, pools)) or not profiles:
+        raise ProfileError(f"{path}: expected mappings `defaults`, `profiles` (at least one) and `pools`")
+    return (
+        {name: _build(name, {**defaults, **(spec or {})}, path) for name, spec in profiles.items()},
+        {name: _pool(name, spec or {}, path) for name, spec in pools.items()},
+    )
+
+
+def _pool(name: str, spec: dict[str, Any], path: str) -> Pool:
+    unknown = set(spec) - _POOL_KEYS
+    slots = spec.get("slots")
+    if unknown or isinstance(slots, bool) or not isinstance(slots, int) or slots < 1:
+        raise ProfileError(f"{path}: pool {name!r} needs `slots` (an integer >= 1) and at most a `description`"
+                           f"{f'; unknown keys {sorted(unknown)}' if unknown else ''}")
+    return Pool(name, slots, str(spec.get("description", "")))
 
 
 def _build(name: str, spec: dict[str, Any], path: str) -> Profile:
@@ -77,6 +127,8 @@ def _build(name: str, spec: dict[str, Any], path: str) -> Profile:
     for required in ("image", "namespace"):
         if not spec.get(required):
             raise ProfileError(f"{path}: profile {name!r} needs {required!r}")
+    if spec.get("pool") is not None and not isinstance(spec["pool"], str):
+        raise ProfileError(f"{path}: profile {name!r}: `pool` must be a pool name, got {spec['pool']!r}")
     as_str = {
         k: {str(a): str(b) for a, b in (spec.get(k) or {}).items()}
         for k in ("env", "requests", "limits", "node_selector")

@@ -7,6 +7,8 @@ What to set where:
 - `SBI_PROFILES`: a YAML file replacing `operators/profiles.yaml` (Kubernetes resource profiles).
 - `SBI_CORE`: the `sbi-core` executable for the local backend (default: next to Python, else on PATH).
 - `SBI_MAX_FAN_OUT`: the most mapped tasks one step fans out to; above it shards go in batches (default 256).
+- `SBI_POOL_SLOTS`: pool sizes replacing those of the profiles file, e.g. `sbi_gpu=8,sbi_highmem=2`
+  (read by `operators.pools`, which `make airflow` runs; a deployment runs it once or sets pools itself).
 """
 
 from __future__ import annotations
@@ -63,6 +65,18 @@ def max_fan_out() -> int:
     if not raw.isdigit() or int(raw) < 1:
         raise SettingError(f"SBI_MAX_FAN_OUT={raw!r}: expected a positive integer")
     return int(raw)
+
+
+def pool_slots() -> dict[str, int]:
+    """`SBI_POOL_SLOTS=name=slots,name=slots`: pool sizes that replace the profiles file's (default: none)."""
+    raw = os.environ.get("SBI_POOL_SLOTS", "").strip()
+    out: dict[str, int] = {}
+    for item in filter(None, (part.strip() for part in raw.split(","))):
+        name, _, slots = item.partition("=")
+        if not name.strip() or not slots.strip().isdigit() or int(slots) < 1:
+            raise SettingError(f"SBI_POOL_SLOTS={raw!r}: expected name=slots[,name=slots...] with slots >= 1")
+        out[name.strip()] = int(slots)
+    return out
 
 
 def sbi_core_executable() -> str:

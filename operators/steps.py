@@ -17,6 +17,7 @@ from typing import Any
 from airflow.sdk import BaseOperator
 
 from operators import settings
+from operators.profiles import get_profile
 
 DEFAULT_RETRIES = 2
 DEFAULT_RETRY_DELAY = timedelta(seconds=30)
@@ -46,10 +47,14 @@ def sbi_step(
 
     Give `arguments` (a list, or an XComArg resolving to one) for a single task; leave it out to get
     the `.partial(...)` result, ready for `.expand(arguments=...)` or `.expand_kwargs(...)`.
-    `profile` picks the pod resources (`operators/profiles.yaml`); `kwargs` go to the operator.
+    `profile` picks the pod resources and the Airflow pool (`operators/profiles.yaml`) on both backends;
+    `kwargs` go to the operator (an explicit `pool=` wins).
     """
     operator = step_operator_class(backend)
     options = {"task_id": task_id, "profile": profile, "retries": retries, "retry_delay": DEFAULT_RETRY_DELAY}
+    pool = get_profile(profile).pool
+    if pool:
+        options["pool"] = pool
     options.update(kwargs)
     if arguments is None:
         return operator.partial(**options)

@@ -1,13 +1,21 @@
 """Run this project's Airflow 3 on 127.0.0.1 with embedded defaults (`make airflow`); Ctrl-C stops all of it.
 
 Embedded defaults: AIRFLOW_HOME `<repo>/.airflow`, SQLite, LocalExecutor, the repo's `dags/`, no
-examples, the local step backend. `LocalAirflow` is also what the integration test and the DAG
-benchmark start: api-server, scheduler, dag-processor (and triggerer), each in its own process group.
+examples, the local step backend, the pools of the resource profiles (`operators.pools`; sizes from
+`operators/profiles.yaml`, `SBI_POOL_SLOTS` overrides). `LocalAirflow` is also what the integration test
+and the DAG benchmark start: api-server, scheduler, dag-processor (and triggerer), each in its own
+process group.
+
+Loopback only: the API server binds 127.0.0.1. The scheduler's and triggerer's log servers (ports
+8793/8794) have no host setting in Airflow 3.3 (`airflow.utils.serve_logs` binds every interface), so
+they are not started (`--skip-serve-logs`): on one machine the API server reads the task logs from
+the files under `$AIRFLOW_HOME/logs` itself. `listening_sockets()` shows what the components listen on.
 """
 
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import json
 import os
 import signal
@@ -26,6 +34,8 @@ DEFAULT_HOME = REPO / ".airflow"
 DEFAULT_ARTIFACTS = REPO / "artifacts"
 BIN = Path(sys.executable).parent
 COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
+# Options per component: no log server on all interfaces (see the module docstring).
+COMPONENT_ARGS = {"scheduler": ("--skip-serve-logs",), "triggerer": ("--skip-serve-logs",)}
 PASSWORDS_FILE = "simple_auth_manager_passwords.json.generated"
 
 
@@ -60,6 +70,7 @@ def embedded_env(
             "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://{host}:{port}/execution/",
             "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(log_ports[0]),
             "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(log_ports[1]),
+            "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_HOST": host,  # off by default; loopback if enabled
             "PATH": f"{BIN}{os.pathsep}{env.get('PATH', '')}",
         }
     )
@@ -72,6 +83,60 @@ def migrate(env: dict[str, str]) -> None:
     """Create or upgrade the metadata database (idempotent, a few seconds)."""
     Path(env["AIRFLOW_HOME"]).mkdir(parents=True, exist_ok=True)
     subprocess.run([str(BIN / "airflow"), "db", "migrate"], env=env, check=True, stdout=subprocess.DEVNULL)
+
+
+def create_pools(env: dict[str, str]) -> None:
+    """Create or update the pools the resource profiles name (`python -m operators.pools --import`)."""
+    subprocess.run([sys.executable, "-m", "operators.pools", "--import"], env=env, cwd=REPO, check=True,
+                   stdout=subprocess.DEVNULL)
+
+
+def listening_sockets(pids: list[int]) -> list[tuple[str, int, int]]:
+    """(local address, port, pid) of every TCP socket in LISTEN state that one of `pids` holds (Linux /proc)."""
+    inodes: dict[str, int] = {}
+    for pid in pids:
+        try:
+            for fd in Path(f"/proc/{pid}/fd").iterdir():
+                target = os.readlink(fd)
+                if target.startswith("socket:["):
+                    inodes[target[8:-1]] = pid
+        except OSError:
+            continue
+    found = []
+    for table, width in (("/proc/net/tcp", 8), ("/proc/net/tcp6", 32)):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if fields[3] == "0A" and fields[9] in inodes:  # 0A: LISTEN
+                address, port = fields[1].split(":")
+                found.append((_address(address, width), int(port, 16), inodes[fields[9]]))
+    return found
+
+
+def _address(hex_address: str, width: int) -> str:
+    """A /proc/net/tcp{,6} address (little-endian 32-bit words) as text."""
+    raw = b"".join(bytes.fromhex(hex_address[i : i + 8])[::-1] for i in range(0, width, 8))
+    return str(ipaddress.ip_address(raw))
+
+
+def process_tree(root: int) -> list[int]:
+    """`root` and every process below it (Linux /proc)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+        except (OSError, ValueError, IndexError):
+            continue
+    out, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        out.append(pid)
+        todo.extend(children.get(pid, []))
+    return out
 
 
 @dataclass
@@ -103,17 +168,23 @@ class LocalAirflow:
         return self.home / "logs" / "components"
 
     def start(self) -> LocalAirflow:
-        """Migrate the database, then start every component with its output in `log_dir`."""
+        """Migrate the database, create the pools, then start every component with its output in `log_dir`."""
         env = self.env
         migrate(env)
+        create_pools(env)
         self.log_dir.mkdir(parents=True, exist_ok=True)
         for name in self.components:
             log = open(self.log_dir / f"{name}.log", "ab")  # closed in stop()
             self._logs.append(log)
             self.processes[name] = subprocess.Popen(
-                [str(BIN / "airflow"), name], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+                [str(BIN / "airflow"), name, *COMPONENT_ARGS.get(name, ())],
+                env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             )
         return self
+
+    def listeners(self) -> list[tuple[str, int, int]]:
+        """(address, port, pid) of every TCP listener of the components and their children."""
+        return listening_sockets([pid for p in self.processes.values() for pid in process_tree(p.pid)])
 
     def wait_ready(self, timeout: float = 120.0) -> dict:
         """Block until the API answers and reports a healthy scheduler and dag-processor."""
@@ -214,10 +285,14 @@ def main(argv: list[str] | None = None) -> int:
                 login = f"Log in as {user} / {password}  (from {airflow.home / PASSWORDS_FILE})"
             else:  # e.g. AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS=True: no password is generated
                 login = "No password file was generated: the auth manager's own settings decide who gets in"
+            from operators.profiles import load_pools
+
+            pools = ", ".join(f"{p.name} {p.slots}" for p in load_pools().values())
             print(
                 f"\nAirflow is up: {airflow.url}\n"
                 f"{login}\n"
                 f"DAGs from {REPO / 'dags'}; runs write under {artifacts}\n"
+                f"Pools (slots): {pools}  (SBI_POOL_SLOTS=name=slots,... to change)\n"
                 "Ctrl-C stops everything.",
                 flush=True,
             )

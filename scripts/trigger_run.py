@@ -4,8 +4,8 @@ For CI: credentials come from the environment, never from the command line.
   AIRFLOW_API_URL    base URL of the API server (default http://127.0.0.1:8080)
   AIRFLOW_API_TOKEN  a bearer token, or else
   AIRFLOW_USERNAME / AIRFLOW_PASSWORD  exchanged for one at POST /auth/token
-Prints one JSON line on stdout ({"dag_id", "run_id", "state", "summaries": {leaf task: XCom}}); progress
-goes to stderr. Exit 0 when the run succeeds, 1 when it fails, 2 on bad input, 3 on timeout.
+Prints one JSON line on stdout ({"dag_id", "run_id", "state", "summaries": {task: XCom}}: the leaf tasks',
+or those named by --task); progress goes to stderr. Exit 0 when the run succeeds, 1 when it fails, 2 on bad input, 3 on timeout.
 """
 
 from __future__ import annotations
@@ -84,8 +84,10 @@ class AirflowApi:
         return resp.json().get("value") if resp.status_code == 200 else None
 
 
-def run(api: AirflowApi, dag_id: str, conf: dict[str, Any], timeout: float, poll: float) -> dict[str, Any]:
-    """Unpause if needed, trigger, poll until finished or `timeout`; the result line."""
+def run(api: AirflowApi, dag_id: str, conf: dict[str, Any], timeout: float, poll: float,
+        tasks: list[str] | None = None) -> dict[str, Any]:
+    """Unpause if needed, trigger, poll until finished or `timeout`; the result line (summaries of `tasks`,
+    default the leaf tasks)."""
     deadline = time.monotonic() + timeout
     dag = api.wait_for_dag(dag_id, deadline)
     if dag.get("is_paused"):
@@ -102,7 +104,8 @@ def run(api: AirflowApi, dag_id: str, conf: dict[str, Any], timeout: float, poll
         if new_state != state:
             _say(f"run {run_id}: {new_state}")
         state = new_state
-    summaries = {t["task_id"]: api.summary(dag_id, run_id, t["task_id"]) for t in api.leaf_tasks(dag_id)}
+    tasks = tasks or [t["task_id"] for t in api.leaf_tasks(dag_id)]
+    summaries = {task: api.summary(dag_id, run_id, task) for task in tasks}
     return {"dag_id": dag_id, "run_id": run_id, "state": state, "summaries": summaries}
 
 
@@ -117,6 +120,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--conf", default="{}", help="run conf as a JSON object, e.g. '{\"events\": 4000}'")
     parser.add_argument("--timeout", type=float, default=3600.0, help="seconds to wait for the run")
     parser.add_argument("--poll", type=float, default=5.0, help="seconds between state checks")
+    parser.add_argument("--task", action="append", default=[], metavar="TASK_ID",
+                        help="print this task's summary (repeatable; default: the leaf tasks, e.g. inference.report)")
     args = parser.parse_args(argv)
     try:
         conf = json.loads(args.conf)
@@ -132,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_BAD_INPUT
     try:
         token = token or AirflowApi.login(args.api_url, user or "", password or "")
-        result = run(AirflowApi(args.api_url, token), args.dag_id, conf, args.timeout, args.poll)
+        result = run(AirflowApi(args.api_url, token), args.dag_id, conf, args.timeout, args.poll, args.task)
     except TimeoutError as exc:
         _say(str(exc))
         return EXIT_TIMEOUT

@@ -18,6 +18,8 @@ def test_compose_parses_binds_loopback_and_points_steps_at_minio():
     assert env["SBI_ARTIFACT_ROOT"].startswith("s3://")
     assert "AWS_ENDPOINT_URL" in env  # sbi_core.storage reads it (or SBI_S3_ENDPOINT_URL)
     assert env["AIRFLOW__CORE__EXECUTOR"] == "LocalExecutor"
+    init = " ".join(services["airflow-init"]["command"])
+    assert "airflow db migrate" in init and "python -m operators.pools --import" in init  # the profiles' pools
 
 
 def test_core_image_installs_torch_first_and_runs_as_non_root():

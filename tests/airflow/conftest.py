@@ -31,24 +31,7 @@ sys.path.insert(0, str(REPO / "scripts"))
 
 METACHARACTERS = 'name=a; rm -rf $HOME "q" '
 
-FAKE_SBI_CORE = """#!{python}
-'''Stands in for sbi-core: records argv, writes stderr lines, can wait on a file, exits as told.'''
-import json, os, pathlib, sys, time
-argv = sys.argv[1:]
-if os.environ.get("FAKE_SBI_RECORD"):
-    pathlib.Path(os.environ["FAKE_SBI_RECORD"]).write_text(json.dumps(argv))
-for line in filter(None, os.environ.get("FAKE_SBI_STDERR", "").split("|")):
-    print(line, file=sys.stderr, flush=True)
-gate = os.environ.get("FAKE_SBI_WAIT_FOR")
-deadline = time.monotonic() + 20
-while gate and not os.path.exists(gate) and time.monotonic() < deadline:
-    time.sleep(0.01)
-code = int(os.environ.get("FAKE_SBI_EXIT", "0"))
-if code:
-    print(f"sbi-core {{argv[0]}}: error: generation.events must be > 0", file=sys.stderr)
-    sys.exit(code)
-print(os.environ.get("FAKE_SBI_STDOUT") or json.dumps({{"step": argv[0], "argv": argv}}))
-"""
+FAKE_SBI_CORE = Path(__file__).with_name("fake_sbi_core.py")
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -60,7 +43,7 @@ def _remove_airflow_home() -> Iterator[None]:
 @pytest.fixture(autouse=True)
 def sbi_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     """Default backend and a per-test artifact root, whatever the caller's environment says."""
-    for name in ("SBI_BACKEND", "SBI_PROFILES", "SBI_CORE", "SBI_CONFIGS_URI", "SBI_MAX_FAN_OUT"):
+    for name in ("SBI_BACKEND", "SBI_PROFILES", "SBI_CORE", "SBI_CONFIGS_URI", "SBI_MAX_FAN_OUT", "SBI_POOL_SLOTS"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("SBI_ARTIFACT_ROOT", str(tmp_path / "artifacts"))
     return tmp_path / "artifacts"
@@ -68,15 +51,24 @@ def sbi_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
 
 @pytest.fixture
 def fake_sbi_core(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> SimpleNamespace:
-    """A fake `sbi-core` selected through SBI_CORE; `record` is where it writes the argv it got."""
+    """A fake `sbi-core` (tests/airflow/fake_sbi_core.py) selected through SBI_CORE.
+
+    `argv()` is the last call's argument list, `calls()` every call (argv and AIRFLOW_CTX_* it saw)."""
     script = tmp_path / "bin" / "sbi-core"
     script.parent.mkdir()
-    script.write_text(FAKE_SBI_CORE.format(python=sys.executable))
+    script.write_text(f"#!{sys.executable}\n{FAKE_SBI_CORE.read_text()}")
     script.chmod(0o755)
-    record = tmp_path / "argv.json"
+    record, log = tmp_path / "argv.json", tmp_path / "calls.jsonl"
     monkeypatch.setenv("SBI_CORE", str(script))
     monkeypatch.setenv("FAKE_SBI_RECORD", str(record))
-    return SimpleNamespace(path=script, record=record, argv=lambda: json.loads(record.read_text()))
+    monkeypatch.setenv("FAKE_SBI_LOG", str(log))
+    for name in ("FAKE_SBI_EXIT", "FAKE_SBI_FAIL", "FAKE_SBI_FAIL_EXIT", "FAKE_SBI_PLAN", "FAKE_SBI_STDOUT", "FAKE_SBI_STDERR"):
+        monkeypatch.delenv(name, raising=False)
+
+    def calls() -> list[dict]:
+        return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+
+    return SimpleNamespace(path=script, record=record, argv=lambda: json.loads(record.read_text()), calls=calls)
 
 
 @pytest.fixture
@@ -101,7 +93,8 @@ def fake_context(dag: Any, xcoms: dict[tuple[str, str], Any], map_index: int = -
         return xcoms[(task_ids, key)]
 
     ti = SimpleNamespace(map_index=map_index, xcom_pull=xcom_pull, task=None, dag_id=dag.dag_id)
-    return {"dag": dag, "ti": ti, "task_instance": ti, "dag_run": SimpleNamespace(conf=conf or {}), "params": {}}
+    return {"dag": dag, "ti": ti, "task_instance": ti, "dag_run": SimpleNamespace(conf=conf or {}), "params": {},
+            "run_id": "manual__2026-01-01T00:00:00+00:00"}
 
 
 @pytest.fixture(scope="session")

@@ -23,7 +23,7 @@ def test_sbi_pipeline_generates_drell_yan_events(tmp_path, monkeypatch):
     done = subprocess.run(
         [sys.executable, str(REPO / "scripts" / "demo.py"), "--home", str(tmp_path / "home"), "--json",
          "--config", "drell_yan_eft", "--events", str(EVENTS), "--shards", str(SHARDS),
-         "--set", "generation.shards_per_group=1"],
+         "--set", "generation.shards_per_group=1", "--until", "events"],
         env={**os.environ}, capture_output=True, text=True, timeout=600,
     )
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]

@@ -1,7 +1,9 @@
-"""Real Airflow on 127.0.0.1: scheduler, dag-processor and API server; a REST-triggered run succeeds."""
+"""Real Airflow on 127.0.0.1: scheduler, dag-processor, triggerer and API server; a REST-triggered run succeeds,
+the pools exist, and no component listens beyond loopback."""
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import subprocess
@@ -13,10 +15,12 @@ from pathlib import Path
 import pytest
 import requests
 from airflow_local import LocalAirflow, free_port, stragglers
+from trigger_run import AirflowApi
 
+from operators.profiles import load_pools
 from tests.conftest import REPO
 
-CONF = {"events": 4000, "shards": 4, "seed": 7, "set": ["generation.shards_per_group=2"]}
+CONF = {"events": 4000, "shards": 4, "seed": 7, "set": ["generation.shards_per_group=2"], "until": "events"}
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +31,7 @@ def airflow(tmp_path_factory) -> Iterator[LocalAirflow]:
         home=home,
         port=free_port(),
         log_ports=(free_port(), free_port()),
-        components=("api-server", "scheduler", "dag-processor"),
+        components=("api-server", "scheduler", "dag-processor", "triggerer"),
         extra_env={
             "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",  # so trigger_run has to unpause
             "SBI_BACKEND": "local",
@@ -48,7 +52,7 @@ def test_rest_triggered_run_succeeds(airflow, record_property):
     started = time.monotonic()
     done = subprocess.run(
         [sys.executable, str(REPO / "scripts" / "trigger_run.py"), "--dag-id", "sbi_pipeline",
-         "--conf", json.dumps(CONF), "--timeout", "180", "--poll", "1"],
+         "--conf", json.dumps(CONF), "--timeout", "180", "--poll", "1", "--task", "combine_all"],
         env=env, capture_output=True, text=True, timeout=240,
     )
     seconds = time.monotonic() - started
@@ -61,6 +65,23 @@ def test_rest_triggered_run_succeeds(airflow, record_property):
     assert summary["n_events"] == CONF["events"]
     assert Path(summary["output"]).is_file()
     assert Path(summary["run"]).parent.parent == Path(airflow.env["SBI_ARTIFACT_ROOT"])
+
+
+@pytest.mark.integration
+def test_every_listener_is_on_loopback(airflow):
+    """What `ss -ltnp` shows for the components and their children: nothing on 0.0.0.0 or ::, no log servers."""
+    listeners = airflow.listeners()
+    assert (airflow.host, airflow.port) in {(a, p) for a, p, _ in listeners}  # the check sees the API server
+    assert all(ipaddress.ip_address(a).is_loopback for a, _, _ in listeners), listeners
+    assert not {p for _, p, _ in listeners} & set(airflow.log_ports)  # serve-logs not started
+
+
+@pytest.mark.integration
+def test_the_pools_of_the_profiles_exist(airflow):
+    user, password = airflow.credentials()
+    api = AirflowApi(airflow.url, AirflowApi.login(airflow.url, user, password))
+    pools = {p["name"]: p["slots"] for p in api.call("GET", "/pools").json()["pools"]}
+    assert {name: pools.get(name) for name in load_pools()} == {p.name: p.slots for p in load_pools().values()}
 
 
 @pytest.mark.integration

@@ -15,6 +15,7 @@ from operators import settings
 from operators.local import SbiLocalOperator, stream_process
 from operators.steps import sbi_step
 from tests.airflow.conftest import METACHARACTERS
+from tests.airflow.fake_sbi_core import fake_summary
 
 
 def test_shell_metacharacters_reach_the_step_as_one_unchanged_argument(fake_sbi_core):
@@ -22,7 +23,7 @@ def test_shell_metacharacters_reach_the_step_as_one_unchanged_argument(fake_sbi_
     summary = sbi_step("configure", arguments=arguments).execute(context={})
     expected = [*map(str, arguments)]
     assert fake_sbi_core.argv() == expected
-    assert summary == {"step": "configure", "argv": expected}
+    assert summary == fake_summary(expected)
 
 
 def test_the_factory_builds_the_local_operator_by_default():

@@ -5,7 +5,18 @@ from __future__ import annotations
 import pytest
 
 from operators import settings
-from operators.plans import PlanError, combine_arguments, configure_arguments, generate_arguments
+from operators.params import INFERENCE_KNOBS, TRAINING_KNOBS
+from operators.plans import (
+    FANS,
+    PlanError,
+    combine_arguments,
+    configure_arguments,
+    derive_arguments,
+    fan_out,
+    generate_arguments,
+    merge_ranges,
+    summary_items,
+)
 
 CONFIGURED = {"step": "configure", "run": "/r", "shards": list(range(10)), "n_groups": 3}
 
@@ -36,6 +47,87 @@ def test_generate_batches_shards_above_the_fan_out_limit():
     assert len(batches) == 250
     assert batches[0] == ["generate", "--run", "/r", "--shard", "0", "--shard", "1", "--shard", "2", "--shard", "3"]
     assert [a for b in batches for a in b[4::2]] == [str(i) for i in range(1000)]
+
+
+def test_repeatable_flags_take_batches_of_consecutive_items():
+    networks = [f"alices-theta-nominal-m{m:02d}" for m in range(10)]
+    batches = fan_out(FANS["train"], "/r", networks, max_tasks=4)
+    assert len(batches) == 4 and batches[0] == ["train", "--run", "/r", "--network", networks[0],
+                                                "--network", networks[1], "--network", networks[2]]
+    assert [a for b in batches for a in b[4::2]] == networks
+    assert fan_out(FANS["train"], "/r", networks, max_tasks=256) == [["train", "--run", "/r", "--network", n]
+                                                                     for n in networks]
+
+
+@pytest.mark.parametrize("step", ["hessian", "scan", "toys"])
+def test_range_flags_get_merged_ranges_past_the_fan_out(step):
+    fan = FANS[step]
+    blocks = [f"{i}:{i + 8}" for i in range(0, 80, 8)]  # 10 blocks of 8
+    assert fan_out(fan, "/r", blocks, max_tasks=256) == [[step, "--run", "/r", fan.flag, b] for b in blocks]
+    merged = fan_out(fan, "/r", blocks, max_tasks=4)
+    assert [b[4] for b in merged] == ["0:24", "24:48", "48:72", "72:80"]
+    assert all(len(b) == 5 for b in merged)  # the flag is not repeatable: one range per task
+
+
+@pytest.mark.parametrize("step", ["evaluate"])
+def test_batch_indices_stay_single_below_the_limit_and_become_ranges_above(step):
+    batches = [str(i) for i in range(10)]
+    assert [b[4] for b in fan_out(FANS[step], "/r", batches, max_tasks=10)] == batches
+    assert [b[4] for b in fan_out(FANS[step], "/r", batches, max_tasks=3)] == ["0:4", "4:8", "8:10"]
+    assert [b[4] for b in fan_out(FANS[step], "/r", batches, max_tasks=4)] == ["0:3", "3:6", "6:9", "9"]
+
+
+def test_ranges_that_do_not_touch_are_never_merged():
+    assert merge_ranges(["0:8", "8:16", "20:24", "24:25"]) == ["0:16", "20:25"]
+    assert [b[4] for b in fan_out(FANS["scan"], "/r", ["0:5", "10:15"], max_tasks=1)] == ["0:5", "10:15"]
+
+
+@pytest.mark.parametrize("step", list(FANS))
+def test_an_empty_work_list_gives_no_tasks(step):
+    assert fan_out(FANS[step], "/r", [], max_tasks=4) == []
+
+
+@pytest.mark.parametrize("bad", ["8:8", "9:3", "-1:4", "a:b", "1:2:3", ""])
+def test_malformed_ranges_are_refused(bad):
+    with pytest.raises(PlanError, match="neither an index"):
+        fan_out(FANS["hessian"], "/r", ["0:4", bad], max_tasks=1)
+
+
+def test_single_value_flags_get_one_task_per_item_whatever_the_limit():
+    methods = ["alices", "sally", "carl"]
+    assert fan_out(FANS["sample"], "/r", methods, 2) == [["sample", "--run", "/r", "--method", m] for m in methods]
+
+
+def test_items_of_a_mapped_step_are_concatenated_in_order():
+    samples = [{"step": "sample", "networks": ["a-0", "a-1"]}, {"step": "sample", "networks": ["b-0"]}]
+    assert summary_items(samples, "networks") == ["a-0", "a-1", "b-0"]
+    assert summary_items({"step": "configure", "n_groups": 3}, "n_groups") == [0, 1, 2]
+    with pytest.raises(PlanError, match="'networks'"):
+        summary_items([{"step": "sample"}], "networks")
+    with pytest.raises(PlanError, match="must be a list"):
+        summary_items({"step": "fit", "hessian_blocks": "0:8"}, "hessian_blocks")
+
+
+def test_derive_takes_the_source_run_by_uri_or_by_dag_and_run_id(monkeypatch):
+    monkeypatch.setenv("SBI_ARTIFACT_ROOT", "s3://b/runs")
+    params = {"source_run": "s3://b/runs/x/1", "members": 5, "epochs": None, "methods": ["alices", "sally"],
+              "luminosity": 300.0, "set": ["training.alpha=0.5"]}
+    assert derive_arguments(params, "s3://b/runs/sbi_train/2", TRAINING_KNOBS) == [
+        "derive", "--from", "s3://b/runs/x/1", "--run", "s3://b/runs/sbi_train/2",
+        "--set", 'training.methods=["alices", "sally"]', "--set", "training.members=5",
+        "--set", "training.alpha=0.5",
+    ]  # luminosity is an inference knob: not sbi_train's
+    by_id = {"source_run": "", "source_dag_id": "sbi_pipeline", "source_run_id": "manual__1", "toys": 0}
+    assert derive_arguments(by_id, "/n", INFERENCE_KNOBS) == [
+        "derive", "--from", "s3://b/runs/sbi_pipeline/manual__1", "--run", "/n", "--set", "inference.toys.n=0"]
+    with pytest.raises(PlanError, match="source_run_id"):
+        derive_arguments({"source_dag_id": "sbi_pipeline"}, "/n", INFERENCE_KNOBS)
+
+
+def test_configure_passes_the_stage_knobs_too():
+    params = {"config": "benchmark", "events": 0, "epochs": 3, "source": "exact", "toys": None, "device": ""}
+    assert configure_arguments(params, "/r")[5:] == ["--set", "training.optimizer.epochs=3",
+                                                     "--set", "inference.source=exact"]
 
 
 def test_combine_maps_one_task_per_group():

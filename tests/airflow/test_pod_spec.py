@@ -8,13 +8,16 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from airflow.sdk.exceptions import AirflowException, AirflowFailException
 from kubernetes.client import ApiClient
+from kubernetes.client import models as k8s
 
 from operators.command import POD_WRAPPER, pod_command
 from operators.plans import generate_arguments
 from operators.profiles import ProfileError
 from operators.steps import sbi_step
 from tests.airflow.conftest import METACHARACTERS, fake_context
+from tests.airflow.fake_sbi_core import fake_summary
 
 ARGUMENTS = ["configure", "--config", "/c.yaml", "--run", "s3://b/run", "--set", METACHARACTERS]
 
@@ -68,7 +71,7 @@ def test_pod_wrapper_passes_arguments_unchanged_and_writes_the_summary(fake_sbi_
     done = subprocess.run([*command, *ARGUMENTS], env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert fake_sbi_core.argv() == ARGUMENTS
-    assert json.loads(xcom.read_text()) == {"step": "configure", "argv": ARGUMENTS}
+    assert json.loads(xcom.read_text()) == fake_summary(ARGUMENTS)
     xcom.unlink()
     failed = subprocess.run([*command, *ARGUMENTS], env={**env, "FAKE_SBI_EXIT": "3"}, capture_output=True, text=True)
     assert failed.returncode == 3 and "must be > 0" in failed.stderr and not xcom.exists()
@@ -109,3 +112,73 @@ def test_profiles_come_from_the_file_named_by_sbi_profiles(tmp_path: Path, monke
     monkeypatch.setenv("SBI_PROFILES", str(broken))
     with pytest.raises(ProfileError, match="unknown keys \\['gpus'\\]"):
         manifest(sbi_step("train", arguments=["train"], profile="gpu", backend="kubernetes"))
+
+
+def terminated_pod(exit_code: int | None, phase: str = "Failed") -> k8s.V1Pod:
+    """A pod as the API server reports it after the step ended (no cluster: built by hand)."""
+    state = k8s.V1ContainerState(terminated=k8s.V1ContainerStateTerminated(exit_code=exit_code)) \
+        if exit_code is not None else k8s.V1ContainerState(waiting=k8s.V1ContainerStateWaiting(reason="ImagePull"))
+    status = k8s.V1ContainerStatus(name="base", state=state, image="i", image_id="", ready=False, restart_count=0)
+    return k8s.V1Pod(metadata=k8s.V1ObjectMeta(name="sbi-step-x", namespace="sbi"),
+                     spec=k8s.V1PodSpec(containers=[k8s.V1Container(name="base")]),
+                     status=k8s.V1PodStatus(phase=phase, container_statuses=[status]))
+
+
+@pytest.fixture
+def pod_operator(monkeypatch):
+    """A step pod operator whose cluster calls (pod deletion, status patches) are no-ops."""
+    op = sbi_step("configure", arguments=ARGUMENTS, backend="kubernetes", retries=3)
+    for name in ("process_pod_deletion", "patch_already_checked", "is_istio_enabled"):
+        monkeypatch.setattr(op, name, lambda *a, **k: None)
+    return op
+
+
+@pytest.mark.parametrize("code, fails_at_once", [(2, True), (1, False), (137, False), (None, False)])
+def test_a_pod_that_exits_2_fails_without_retries_like_the_local_backend(pod_operator, code, fails_at_once):
+    pod = terminated_pod(code)
+    with pytest.raises(AirflowException, match="returned a failure") as info:
+        pod_operator.cleanup(pod, pod)
+    assert isinstance(info.value, AirflowFailException) is fails_at_once
+    if fails_at_once:
+        assert "sbi-core configure exited with 2 (bad input)" in str(info.value)
+
+
+def test_a_pod_that_succeeded_raises_nothing(pod_operator):
+    pod = terminated_pod(0, phase="Succeeded")
+    pod_operator.cleanup(pod, pod)
+
+
+def test_pods_know_their_dag_run_for_mlflow_tags(dag_of):
+    dag = dag_of("sbi_pipeline", "kubernetes")
+    op = dag.get_task("configure")
+    context = fake_context(dag, {("prepare", "configure"): ARGUMENTS})
+    op.render_template_fields(context)
+    env = {e["name"]: e.get("value") for e in base(manifest(op))["env"]}
+    assert env["AIRFLOW_CTX_DAG_ID"] == "sbi_pipeline"
+    assert env["AIRFLOW_CTX_DAG_RUN_ID"] == context["run_id"]
+    assert env["PYTHONUNBUFFERED"] == "1"  # the profile's env is kept
+
+
+@pytest.mark.parametrize("dag_id", ["sbi_pipeline", "sbi_train"])
+def test_train_tasks_of_the_dags_ask_for_a_gpu(dag_of, dag_id):
+    dag = dag_of(dag_id, "kubernetes")
+    batches = [["train", "--run", "s3://b/r", "--network", "alices-theta-nominal-m00"]]
+    context = fake_context(dag, {("training.plan_train", "return_value"): batches}, map_index=0)
+    dag.get_task("training.train").render_template_fields(context)
+    pod = manifest(context["task"])
+    assert base(pod)["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert pod["spec"]["nodeSelector"] == {"sbi.dev/pool": "gpu"}
+    assert base(pod)["args"] == batches[0]
+    assert context["task"].pool == "sbi_gpu"
+
+
+def test_hessian_blocks_of_the_dags_get_high_memory(dag_of):
+    dag = dag_of("sbi_infer", "kubernetes")
+    batches = [["hessian", "--run", "s3://b/r", "--rows", "0:8"]]
+    context = fake_context(dag, {("inference.plan_hessian", "return_value"): batches}, map_index=0)
+    dag.get_task("inference.hessian").render_template_fields(context)
+    pod = manifest(context["task"])
+    assert base(pod)["resources"]["limits"]["memory"] == "64Gi"
+    assert "nvidia.com/gpu" not in base(pod)["resources"]["limits"]
+    assert pod["spec"]["nodeSelector"] == {"sbi.dev/pool": "highmem"}
+    assert context["task"].pool == "sbi_highmem"
