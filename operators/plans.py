@@ -2,7 +2,7 @@
 
 What to use when:
 - `FANS` (a registry, one `Fan` per mapped step): which summary key lists a step's work items, which
-  flag takes them, and how a task takes several (`repeat` the flag, merge `range`s, or `single`: one item
+  flag takes them, and how a task takes several (`repeat` the flag, or `single`: one item
   per task, for short lists such as the estimator methods).
 - `fan_out(fan, run, items, max_tasks)`: the mapped argument lists, batched past `max_tasks`.
 - `plan` (a task): the same, from the summaries of the step before, with the fan-out limit read at run time.
@@ -25,7 +25,7 @@ from airflow.sdk import get_current_context, task
 from operators import settings
 from operators.params import GENERATION_KNOBS, INFERENCE_KNOBS, STAGES, TRAINING_KNOBS, Knob, override_items
 
-Mode = Literal["repeat", "range", "single"]
+Mode = Literal["repeat", "single"]
 
 
 class PlanError(ValueError):
@@ -37,9 +37,8 @@ class Fan:
     """How a mapped step takes its work items.
 
     `key` is the summary key listing them (a count `n` means items 0..n-1); `flag` the step's option.
-    `mode`: `repeat` (the step takes the flag several times: a batch of items per task), `range`
-    (items are half-open `A:B` ranges or single indices; a task takes one merged range `A:B`), or
-    `single` (one item per task whatever the fan-out limit: the flag takes one value, and the list is
+    `mode`: `repeat` (the step takes the flag several times: a batch of items per task; each item keeps
+    its own files, so the joins find every configured block whatever the batching), or `single` (one item per task whatever the fan-out limit: the flag takes one value, and the list is
     short by nature, e.g. the methods of `training.methods`).
     """
 
@@ -64,11 +63,11 @@ FANS: dict[str, Fan] = {
         Fan("combine", "--group", "n_groups", "repeat", "group"),
         Fan("sample", "--method", "methods", "single", "method"),
         Fan("train", "--network", "networks", "repeat", "network"),
-        Fan("evaluate", "--batch", "evaluate_batches", "range", "batch"),
+        Fan("evaluate", "--batch", "evaluate_batches", "repeat", "batch"),
         Fan("likelihood", "--batch", "likelihood_batches", "repeat", "batch"),
-        Fan("hessian", "--rows", "hessian_blocks", "range", "rows"),
-        Fan("scan", "--points", "scan_blocks", "range", "points"),
-        Fan("toys", "--toys", "toy_blocks", "range", "toys"),
+        Fan("hessian", "--rows", "hessian_blocks", "repeat", "rows"),
+        Fan("scan", "--points", "scan_blocks", "repeat", "points"),
+        Fan("toys", "--toys", "toy_blocks", "repeat", "toys"),
         Fan("ingest-lhe", "--file", "shards", "repeat", "file"),
     )
 }
@@ -78,10 +77,7 @@ GENERATE_LABEL, COMBINE_LABEL = FANS["generate"].label, FANS["combine"].label
 def fan_out(fan: Fan, run: str, items: Sequence[Any], max_tasks: int) -> list[list[str]]:
     """Argument lists of the mapped `fan.step` tasks: one per item, or batches when items exceed `max_tasks`.
 
-    Batches hold consecutive items, at most ceil(len / max_tasks) each. In `range` mode a batch becomes one
-    merged range ("0:8" + "8:16" -> "0:16"; single indices "3" + "4" -> "3:5"); a lone item is passed as
-    it came. Ranges that do not touch are never merged, so a plan with gaps may get a few more tasks.
-    An empty list gives no tasks (Airflow then skips the mapped task).
+    Batches hold consecutive items, at most ceil(len / max_tasks) each. An empty list gives no tasks (Airflow then skips the mapped task).
     """
     if max_tasks < 1:
         raise PlanError(f"{fan.step}: the fan-out limit must be >= 1, got {max_tasks}")
@@ -90,37 +86,7 @@ def fan_out(fan: Fan, run: str, items: Sequence[Any], max_tasks: int) -> list[li
         return [[fan.step, "--run", run, fan.flag, value] for value in values]
     size = max(1, math.ceil(len(values) / max_tasks))
     batches = [values[i : i + size] for i in range(0, len(values), size)]
-    if fan.mode == "repeat":
-        return [[fan.step, "--run", run, *_repeat(fan.flag, batch)] for batch in batches]
-    return [[fan.step, "--run", run, fan.flag, merged] for batch in batches for merged in merge_ranges(batch)]
-
-
-def merge_ranges(items: Sequence[str]) -> list[str]:
-    """Merge touching half-open ranges in order: ["0:8", "8:16", "20:24"] -> ["0:16", "20:24"].
-
-    A single index "I" counts as "I:I+1"; an item that stays alone is returned unchanged."""
-    out: list[tuple[int, int, str]] = []
-    for item in items:
-        start, stop = parse_range(item)
-        if out and out[-1][1] == start:
-            out[-1] = (out[-1][0], stop, f"{out[-1][0]}:{stop}")
-        else:
-            out.append((start, stop, item))
-    return [text for _, _, text in out]
-
-
-def parse_range(item: str) -> tuple[int, int]:
-    """"A:B" -> (A, B) with 0 <= A < B; "I" -> (I, I + 1)."""
-    parts = str(item).split(":")
-    try:
-        bounds = [int(p) for p in parts]
-    except ValueError:
-        bounds = []
-    if len(bounds) == 1:
-        bounds.append(bounds[0] + 1)
-    if len(bounds) != 2 or not 0 <= bounds[0] < bounds[1]:
-        raise PlanError(f"work item {item!r} is neither an index I >= 0 nor a range A:B with 0 <= A < B")
-    return bounds[0], bounds[1]
+    return [[fan.step, "--run", run, *_repeat(fan.flag, batch)] for batch in batches]
 
 
 def summary_items(summaries: Mapping[str, Any] | Sequence[Mapping[str, Any]], key: str) -> list[Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from typing import Any
 
 
@@ -55,6 +56,15 @@ def add_set_option(parser: argparse.ArgumentParser) -> None:
         metavar="PATH=VALUE",
         help="override a config value, e.g. generation.events=10000 (repeatable)",
     )
+
+
+def each_block(step: str, run_block: Callable[[str], dict[str, Any]], blocks: list[str]) -> dict[str, Any]:
+    """Run a block step for every block a task was given (a batch, past the fan-out limit), one after another.
+
+    Each block still writes its own files, so a join finds the configured blocks whatever the batching.
+    One block gives that block's summary; several give `{"step", "blocks": [summaries]}`."""
+    results = [run_block(block) for block in blocks]
+    return results[0] if len(results) == 1 else {"step": step, "blocks": results}
 
 
 def _steps() -> Any:

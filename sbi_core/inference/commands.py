@@ -8,6 +8,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from sbi_core.data.commands import each_block
+
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
     """Register the inference-stage subcommands on the `sbi-core` parser."""
@@ -29,8 +31,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
     s = sub.add_parser("hessian", help="rows A:B of the NLL Hessian at the best fit (Hessian-vector products)")
     s.add_argument("--run", required=True, help="run URI")
-    s.add_argument("--rows", required=True, metavar="A:B", help="row range, as listed in fit's hessian_blocks")
-    s.set_defaults(handler=lambda a: _steps().hessian(a.run, a.rows))
+    s.add_argument("--rows", required=True, action="append", metavar="A:B",
+                   help="row range, as listed in fit's hessian_blocks (repeatable: a batch of blocks)")
+    s.set_defaults(handler=lambda a: each_block("hessian", lambda rows: _steps().hessian(a.run, rows), a.rows))
 
     s = sub.add_parser("assemble", help="join the Hessian blocks: covariance, correlation, impacts")
     s.add_argument("--run", required=True, help="run URI")

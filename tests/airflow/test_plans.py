@@ -14,7 +14,6 @@ from operators.plans import (
     derive_arguments,
     fan_out,
     generate_arguments,
-    merge_ranges,
     summary_items,
 )
 
@@ -59,38 +58,20 @@ def test_repeatable_flags_take_batches_of_consecutive_items():
                                                                      for n in networks]
 
 
-@pytest.mark.parametrize("step", ["hessian", "scan", "toys"])
-def test_range_flags_get_merged_ranges_past_the_fan_out(step):
+@pytest.mark.parametrize("step", ["hessian", "scan", "toys", "evaluate"])
+def test_block_flags_repeat_past_the_fan_out_so_every_block_keeps_its_files(step):
     fan = FANS[step]
-    blocks = [f"{i}:{i + 8}" for i in range(0, 80, 8)]  # 10 blocks of 8
+    blocks = [f"{i}:{i + 8}" for i in range(0, 80, 8)] if step != "evaluate" else [str(i) for i in range(10)]
     assert fan_out(fan, "/r", blocks, max_tasks=256) == [[step, "--run", "/r", fan.flag, b] for b in blocks]
-    merged = fan_out(fan, "/r", blocks, max_tasks=4)
-    assert [b[4] for b in merged] == ["0:24", "24:48", "48:72", "72:80"]
-    assert all(len(b) == 5 for b in merged)  # the flag is not repeatable: one range per task
-
-
-@pytest.mark.parametrize("step", ["evaluate"])
-def test_batch_indices_stay_single_below_the_limit_and_become_ranges_above(step):
-    batches = [str(i) for i in range(10)]
-    assert [b[4] for b in fan_out(FANS[step], "/r", batches, max_tasks=10)] == batches
-    assert [b[4] for b in fan_out(FANS[step], "/r", batches, max_tasks=3)] == ["0:4", "4:8", "8:10"]
-    assert [b[4] for b in fan_out(FANS[step], "/r", batches, max_tasks=4)] == ["0:3", "3:6", "6:9", "9"]
-
-
-def test_ranges_that_do_not_touch_are_never_merged():
-    assert merge_ranges(["0:8", "8:16", "20:24", "24:25"]) == ["0:16", "20:25"]
-    assert [b[4] for b in fan_out(FANS["scan"], "/r", ["0:5", "10:15"], max_tasks=1)] == ["0:5", "10:15"]
+    batched = fan_out(fan, "/r", blocks, max_tasks=4)
+    assert [b[3::2] for b in batched] == [[fan.flag] * len(b[4::2]) for b in batched]
+    assert [item for b in batched for item in b[4::2]] == blocks  # every configured block, unmerged, in order
+    assert len(batched) == 4
 
 
 @pytest.mark.parametrize("step", list(FANS))
 def test_an_empty_work_list_gives_no_tasks(step):
     assert fan_out(FANS[step], "/r", [], max_tasks=4) == []
-
-
-@pytest.mark.parametrize("bad", ["8:8", "9:3", "-1:4", "a:b", "1:2:3", ""])
-def test_malformed_ranges_are_refused(bad):
-    with pytest.raises(PlanError, match="neither an index"):
-        fan_out(FANS["hessian"], "/r", ["0:4", bad], max_tasks=1)
 
 
 def test_single_value_flags_get_one_task_per_item_whatever_the_limit():

@@ -159,3 +159,14 @@ def test_derive_reads_the_source_events_and_refuses_event_changes(cli, small_run
     assert other.returncode == 2 and "other settings" in other.stderr
     bad = cli("derive", "--from", str(small_run), "--run", str(tmp_path / "x"), "--set", "generation.seed=5")
     assert bad.returncode == 2 and "generation" in bad.stderr and not (tmp_path / "x").exists()
+
+
+def test_each_block_runs_every_block_of_a_batched_task():
+    from sbi_core.data.commands import each_block
+
+    seen = []
+    one = each_block("hessian", lambda b: seen.append(b) or {"step": "hessian", "rows": b}, ["0:8"])
+    assert one == {"step": "hessian", "rows": "0:8"}
+    many = each_block("hessian", lambda b: seen.append(b) or {"step": "hessian", "rows": b}, ["8:16", "16:24"])
+    assert many == {"step": "hessian", "blocks": [{"step": "hessian", "rows": "8:16"}, {"step": "hessian", "rows": "16:24"}]}
+    assert seen == ["0:8", "8:16", "16:24"]
