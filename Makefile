@@ -21,7 +21,7 @@ demo: install  ## run sbi_pipeline on configs/benchmark.yaml at demo size (SQLit
 	$(BIN)/python scripts/demo.py
 
 test: install lint  ## ruff, then the test suite
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2 --dist loadfile --durations=25
 
 lint: install
 	$(BIN)/ruff check .

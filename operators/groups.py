@@ -8,7 +8,8 @@ What to use when:
 - `inference_group(run)`: dataset -> likelihood[batch] -> likelihood_join -> fit -> hessian[rows]
   (profile highmem) -> assemble -> scan[points] -> limits -> toys[toys] -> report.
 
-Trigger rules: `ensemble` runs when every train task is done, failed ones included (`all_done`): the
+Trigger rules: `ensemble` runs when every train task is done and at least one succeeded
+(`all_done_min_one_success`): the
 step decides whether enough members of each ensemble succeeded. A task after a mapped step runs unless
 something upstream failed (`none_failed`), so a step with nothing to do (no toys: an empty list, which
 Airflow marks skipped) does not stop the run.
@@ -23,7 +24,8 @@ from airflow.sdk import TaskGroup
 from operators.plans import FANS, plan
 from operators.steps import sbi_step
 
-ALL_DONE, NONE_FAILED = "all_done", "none_failed"
+#: ensemble runs when every train task is done and at least one succeeded: it decides about the failed members.
+ALL_DONE_MIN_ONE, NONE_FAILED = "all_done_min_one_success", "none_failed"
 
 
 def mapped_step(step: str, run: Any, summaries: Any, *, task_id: str | None = None, profile: str = "cpu",
@@ -41,7 +43,7 @@ def training_group(run: Any, setup: Any) -> TaskGroup:
     with TaskGroup("training", tooltip="sample -> train -> ensemble -> evaluate -> evaluate_report") as group:
         _, sample = mapped_step("sample", run, setup)
         _, train = mapped_step("train", run, sample.output, profile="gpu")
-        ensemble = sbi_step("ensemble", arguments=["ensemble", "--run", run], trigger_rule=ALL_DONE)
+        ensemble = sbi_step("ensemble", arguments=["ensemble", "--run", run], trigger_rule=ALL_DONE_MIN_ONE)
         train >> ensemble
         _, evaluate = mapped_step("evaluate", run, ensemble.output)
         report = sbi_step("evaluate_report", arguments=["evaluate", "--run", run, "--report"], trigger_rule=NONE_FAILED)

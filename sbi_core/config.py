@@ -398,6 +398,10 @@ def parse_override(item: str, current: Any = None) -> tuple[str, Any]:
     return path, value
 
 
+def _is_section(annotation: Any) -> bool:
+    return isinstance(annotation, type) and issubclass(annotation, _Strict)
+
+
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Set dotted paths (with [i] for list items) in a copy of a raw config dict."""
     import copy
@@ -414,8 +418,13 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
             parts.append(m.group(1))
             parts.extend(int(i) for i in re.findall(r"\[(\d+)\]", m.group(2)))
         node: Any = out
+        model: Any = AnalysisConfig
         for k, part in enumerate(parts[:-1]):
             try:
+                field = model.model_fields.get(part) if isinstance(part, str) and model is not None else None
+                model = field.annotation if field is not None and _is_section(field.annotation) else None
+                if model is not None and isinstance(node, dict) and part not in node:
+                    node[part] = {}  # a config section the file leaves at its defaults
                 node = node[part]
             except (KeyError, IndexError, TypeError):
                 raise ConfigError("--set", [(format_loc(tuple(parts[: k + 1])), "no such field to override")]) from None

@@ -273,15 +273,16 @@ def _find_values(node: Any, depth: int = 0) -> tuple[dict[str, Any], dict[str, A
 
 
 def _figures(title: str, summary: dict[str, Any] | None) -> list[str]:
-    """A summary's small items (paths, headline numbers), one per line; long ones left to the XCom."""
+    """A summary's paths and small items (headline numbers), one per line; long lists left to the XCom."""
     if not summary:
         return []
     out = []
     for key, value in summary.items():
         if key in ("step", "run", "argv", "seconds"):
             continue
-        text = value if isinstance(value, str) else json.dumps(value)
-        if len(text) <= 160:
+        if isinstance(value, str):  # paths and names: always shown, whatever their length
+            out.append(f"  {key}: {value}")
+        elif len(text := json.dumps(value)) <= 160:
             out.append(f"  {key}: {text}")
     return [title, *out] if out else []
 

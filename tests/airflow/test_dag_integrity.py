@@ -76,7 +76,7 @@ UPSTREAM = {
 MAPPED = {"generate", "combine", "training.sample", "training.train", "training.evaluate", "inference.likelihood",
           "inference.hessian", "inference.scan", "inference.toys"}
 PROFILES = {"training.train": ("gpu", "sbi_gpu"), "inference.hessian": ("highmem", "sbi_highmem")}
-TRIGGER_RULES = {"training.ensemble": "all_done", "training.evaluate_report": "none_failed",
+TRIGGER_RULES = {"training.ensemble": "all_done_min_one_success", "training.evaluate_report": "none_failed",
                  "inference.likelihood_join": "none_failed", "inference.assemble": "none_failed",
                  "inference.limits": "none_failed", "inference.report": "none_failed"}
 

@@ -69,7 +69,7 @@ def test_sbi_train_derives_a_run_trains_in_batches_and_survives_a_failed_batch(
 
 
 @pytest.mark.slow
-def test_sbi_infer_merges_blocks_past_the_fan_out_and_reports_without_toys(
+def test_sbi_infer_batches_blocks_past_the_fan_out_and_reports_without_toys(
         migrated_airflow_home, dag_of, fake_sbi_core, monkeypatch):
     monkeypatch.setenv("SBI_MAX_FAN_OUT", "2")
     monkeypatch.setenv("FAKE_SBI_PLAN", '{"toy_blocks": []}')
@@ -82,7 +82,8 @@ def test_sbi_infer_merges_blocks_past_the_fan_out_and_reports_without_toys(
     assert calls_of(fake_sbi_core, "likelihood") == [["likelihood", "--run", run, *tail] for tail in
                                                      (["--batch", "0", "--batch", "1"], ["--batch", "2"], ["--join"])]
     assert calls_of(fake_sbi_core, "hessian") == [["hessian", "--run", run, "--rows", r] for r in ("0:2", "2:4")]
-    assert calls_of(fake_sbi_core, "scan") == [["scan", "--run", run, "--points", p] for p in ("0:10", "10:11")]
+    assert calls_of(fake_sbi_core, "scan") == [["scan", "--run", run, *tail] for tail in
+                                               (["--points", "0:5", "--points", "5:10"], ["--points", "10:11"])]
     assert calls_of(fake_sbi_core, "toys") == []
     assert set(states["inference.toys"]) == {"skipped"}
     for task_id in ("inference.fit", "inference.assemble", "inference.limits", "inference.report"):

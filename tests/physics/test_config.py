@@ -316,3 +316,12 @@ def test_the_config_module_imports_no_physics() -> None:
     code = "import sys, sbi_core.config; print(sorted(m for m in sys.modules if m.startswith('sbi_core.physics')))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "[]"
+
+
+def test_overrides_reach_a_section_the_file_leaves_at_its_defaults() -> None:
+    data = raw_config()
+    data.pop("training", None)
+    cfg = validate_config(apply_overrides(data, ["training.members=2", "inference.toys.n=5"]))
+    assert cfg.training.members == 2 and cfg.inference.toys.n == 5
+    with pytest.raises(ConfigError, match="training.nope"):
+        validate_config(apply_overrides(data, ["training.nope.x=1"]))
