@@ -27,6 +27,7 @@ log = logging.getLogger("sbi_core")
 #: `handler` (args -> summary dict) on each with `set_defaults`. They must import cheaply (no torch, jax,
 #: h5py at module level): the handler imports what it needs when it runs.
 COMMAND_MODULES = (
+    "sbi_core.run_commands",
     "sbi_core.data.commands",
     "sbi_core.physics.morphing_commands",
     "sbi_core.physics.commands",

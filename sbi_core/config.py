@@ -26,8 +26,8 @@ from pydantic import ConfigDict, Field, ValidationError, field_validator, model_
 from sbi_core.config_base import ConfigSection as _Strict
 from sbi_core.config_base import format_loc, validation_issues
 from sbi_core.errors import ConfigError
-from sbi_core.inference.options import InferenceConfig, check_inference
-from sbi_core.ml.options import TrainingConfig, check_training
+from sbi_core.inference.options import InferenceConfig
+from sbi_core.ml.options import TrainingConfig
 
 SCHEMA_VERSION = 1
 Identifier = Annotated[
@@ -286,9 +286,6 @@ class AnalysisConfig(_Strict):
         sb = self.generation.sampling_benchmark
         if sb is not None and sb not in {b.name for b in self.benchmarks}:
             issues.append(("generation.sampling_benchmark", f"unknown benchmark {sb!r}"))
-        issues.extend(check_training(self))
-        if not issues:
-            issues.extend(check_inference(self))
         if issues:
             raise ConfigError("", issues)
         return self

@@ -1,6 +1,8 @@
-"""The pipeline steps as plain functions: URIs in, a small JSON-able summary out.
+"""The whole-run steps as plain functions: configure a run, derive a run from another's events.
 
-The command line (`sbi_core.cli`) and tests call these; Airflow calls the command line.
+They sit on top of the stage rooms (configure checks every section and plans the work of every stage). The
+data stage's own steps live in `sbi_core.data.steps` and are re-exported here for callers that drive a
+whole run (tests, benches); run loading is `sbi_core.runs`, below every stage.
 """
 
 from __future__ import annotations
@@ -14,20 +16,18 @@ from sbi_core import storage
 from sbi_core.analysis import load_analysis, validate_analysis
 from sbi_core.config import (
     NOT_EVENT_FIELDS,
-    AnalysisConfig,
     apply_overrides,
     config_hash,
     config_to_yaml,
-    load_config,
 )
-from sbi_core.data.combine import combine_files
 from sbi_core.data.format import simulator_header, write_header
-from sbi_core.data.generate import generate_shard
-from sbi_core.data.plan import GenerationPlan, make_file_plan, make_plan
+from sbi_core.data.steps import combine, combine_groups, generate
 from sbi_core.errors import InputError
 from sbi_core.layout import RunLayout
 from sbi_core.ml.plan import plan_summary
 from sbi_core.physics.registry import get_simulator_class, make_simulator
+from sbi_core.plan import GenerationPlan, make_file_plan, make_plan
+from sbi_core.runs import load_run, run_events
 
 
 def configure(config_uri: str, run_uri: str | None = None, overrides: list[str] | None = None) -> dict[str, Any]:
@@ -82,20 +82,6 @@ def configure(config_uri: str, run_uri: str | None = None, overrides: list[str] 
     }
 
 
-def load_run(run_uri: str) -> tuple[RunLayout, AnalysisConfig, GenerationPlan]:
-    """A configured run's layout, config and plan; InputError when the run was never configured."""
-    layout, plan = _configured_plan(run_uri)
-    cfg = load_config(layout.config)
-    if config_hash(cfg) != plan.config_hash:
-        raise InputError(f"{layout.config} does not match {layout.plan} (config hash differs): reconfigure the run")
-    return layout, cfg, plan
-
-
-def run_events(layout: RunLayout, plan: GenerationPlan) -> str:
-    """The events file a run's later stages read: its own events.h5, or its source run's when derived."""
-    return plan.events_uri or layout.events
-
-
 def derive(source_run: str, run_uri: str, overrides: list[str] | None = None) -> dict[str, Any]:
     """A new run that reads the events of `source_run` with other stage settings (`--set training...`).
 
@@ -135,68 +121,5 @@ def derive(source_run: str, run_uri: str, overrides: list[str] | None = None) ->
     }
 
 
-def generate(run_uri: str, shards: list[int]) -> dict[str, Any]:
-    """Generate the given shards of a configured run, one file each."""
-    t0 = time.perf_counter()
-    layout, cfg, plan = load_run(run_uri)
-    for i in shards:
-        plan.check_shard(i)
-    results = [generate_shard(cfg, plan, i, layout.shard(i)) for i in shards]
-    return {
-        "step": "generate",
-        "run": layout.root,
-        "shards": results,
-        "n_events": sum(r["n_events"] for r in results),
-        "seconds": round(time.perf_counter() - t0, 3),
-    }
 
-
-def combine(run_uri: str, group: int | None) -> dict[str, Any]:
-    """Combine a group's shards (group=G) or all groups into the run's events file (group=None)."""
-    layout, plan = _configured_plan(run_uri)
-    return _combine_one(layout, plan, group)
-
-
-def combine_groups(run_uri: str, groups: list[int]) -> dict[str, Any]:
-    """Combine several groups, one after another (a batched task when groups outnumber the fan-out limit).
-
-    One group gives that group's summary; several give `group: null` and the total. Either way
-    `groups` lists each group's summary."""
-    t0 = time.perf_counter()
-    layout, plan = _configured_plan(run_uri)
-    for g in groups:
-        plan.check_group(g)
-    results = [_combine_one(layout, plan, g) for g in groups]
-    if len(results) == 1:
-        return {**results[0], "groups": results}
-    return {
-        "step": "combine",
-        "run": layout.root,
-        "group": None,
-        "groups": results,
-        "n_events": sum(r["n_events"] for r in results),
-        "seconds": round(time.perf_counter() - t0, 3),
-    }
-
-
-def _combine_one(layout: RunLayout, plan: GenerationPlan, group: int | None) -> dict[str, Any]:
-    if group is not None:
-        plan.check_group(group)
-        members = plan.groups[group]
-        inputs = [layout.shard(i) for i in members]
-        expected = plan.expected_shard_events(members)
-        output, kind = layout.group(group), "group"
-    else:
-        inputs = [layout.group(g) for g in range(len(plan.groups))]
-        expected = plan.expected_group_events()
-        output, kind = layout.events, "combined"
-    summary = combine_files(inputs, output, config_hash=plan.config_hash, expected_events=expected, kind=kind)
-    return {"step": "combine", "run": layout.root, "group": group, **summary}
-
-
-def _configured_plan(run_uri: str) -> tuple[RunLayout, GenerationPlan]:
-    """A run's layout and plan; InputError when the run was never configured."""
-    layout = RunLayout(run_uri)
-    if not storage.exists(layout.plan):
-        raise InputError(f"run {layout.root} is not configured (no plan.json): run `sbi-core configure` first")
-    return layout, GenerationPlan.from_json(storage.read_json(layout.plan))
+__all__ = ["combine", "combine_groups", "configure", "derive", "generate", "load_run", "run_events"]

@@ -27,11 +27,12 @@ from sbi_core.data.format import (
 )
 from sbi_core.errors import InputError, ShardError
 from sbi_core.physics.base import EventBatch, Simulator
+from sbi_core.physics.cuts import cut_mask
 from sbi_core.physics.registry import make_simulator
 
 if TYPE_CHECKING:
     from sbi_core.config import AnalysisConfig
-    from sbi_core.data.plan import GenerationPlan
+    from sbi_core.plan import GenerationPlan
 
 log = logging.getLogger(__name__)
 MAX_BATCH = 65_536
@@ -42,21 +43,6 @@ MIN_ACCEPTANCE = 1e-4
 def shard_rng(seed: int, index: int) -> np.random.Generator:
     """The shard's own random stream, derived from (run seed, shard index)."""
     return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(index,)))
-
-
-def cut_mask(cfg: AnalysisConfig, observations: np.ndarray) -> np.ndarray:
-    """True for events passing every cut (min inclusive, max exclusive) whose every observable is defined.
-
-    A simulator with a detector returns NaN for an observable whose objects were not reconstructed (a lost
-    lepton): such an event fails the selection, so event files never hold NaN."""
-    mask = np.isfinite(observations).all(axis=1)
-    for cut in cfg.cuts:
-        col = observations[:, cfg.observable_names.index(cut.observable)]
-        if cut.min is not None:
-            mask &= col >= cut.min
-        if cut.max is not None:
-            mask &= col < cut.max
-    return mask
 
 
 def simulate_passing(

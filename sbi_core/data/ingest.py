@@ -47,11 +47,11 @@ from sbi_core.errors import InputError, ShardError
 
 if TYPE_CHECKING:
     from sbi_core.config import AnalysisConfig
-    from sbi_core.data.plan import GenerationPlan
     from sbi_core.layout import RunLayout
     from sbi_core.physics.base import EventBatch
     from sbi_core.physics.lhe import LHESimulator
     from sbi_core.physics.lhe_reader import LHEHeader
+    from sbi_core.plan import GenerationPlan
 
 log = logging.getLogger(__name__)
 PART_FORMAT = "sbi-ingest-part"
@@ -327,7 +327,7 @@ def _summary(index: int, input_uri: str, uri: str, n_events: int, n_read: int, x
 
 def ingest_lhe(run_uri: str, files: list[int]) -> dict[str, Any]:
     """The `ingest-lhe` step: ingest the given input files of a configured lhe run, one shard each."""
-    from sbi_core.steps import load_run
+    from sbi_core.runs import load_run
 
     t0 = time.perf_counter()
     layout, cfg, plan = load_run(run_uri)

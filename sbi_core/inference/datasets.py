@@ -42,8 +42,8 @@ from sbi_core.errors import InputError
 
 if TYPE_CHECKING:
     from sbi_core.config import AnalysisConfig
-    from sbi_core.data.plan import GenerationPlan
     from sbi_core.layout import RunLayout
+    from sbi_core.plan import GenerationPlan
 
 __all__ = ["BUILDERS", "DatasetInfo", "build_dataset", "fiducial_cross_sections", "read_events"]
 
@@ -307,7 +307,7 @@ BUILDERS: dict[str, Callable[[RunLayout, AnalysisConfig, str, dict[str, Any]], D
 
 def build_dataset(layout: RunLayout, cfg: AnalysisConfig, plan: GenerationPlan) -> DatasetInfo:
     """Build the configured dataset (see the module doc) and return what the step records."""
-    from sbi_core.steps import run_events
+    from sbi_core.runs import run_events
 
     events_uri = run_events(layout, plan)
     if not storage.exists(events_uri):

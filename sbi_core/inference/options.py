@@ -3,29 +3,20 @@
 What to use when:
 - `InferenceConfig` is the section (`cfg.inference`); every field has a default, so a config without
   an `inference:` key is valid and fits pseudo-data at the parameters' true values with the exact arrays.
-- `check_inference(cfg)` cross-checks the section against the rest of the config (parameter and
-  nuisance names); `AnalysisConfig` calls it, so every error names
-  its field, e.g. `inference.fix.cW`.
-- `scan_parameters(cfg)` resolves `scan.parameters` (default: every parameter of interest alone);
-  `scan_blocks(cfg)` / `toy_blocks(cfg)` are the "A:B" ranges of the mapped scan and toy tasks.
+- The checks against the rest of the config are `sbi_core.inference.checks`; the mapped tasks' blocks
+  (scan points, toys) are `sbi_core.inference.blocks`. This module knows nothing of the whole config.
 """
 
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
 from sbi_core.config_base import ConfigSection as _Strict
 
-if TYPE_CHECKING:
-    from sbi_core.config import AnalysisConfig
-
-__all__ = [
-    "DatasetOptions", "InferenceConfig", "ScanOptions", "ToyOptions", "check_inference", "scan_blocks",
-    "scan_parameters", "scan_point_count", "split_range", "toy_blocks",
-]
+__all__ = ["DatasetOptions", "InferenceConfig", "ScanOptions", "ToyOptions"]
 
 
 
@@ -187,67 +178,3 @@ class InferenceConfig(_Strict):
             if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
                 raise ValueError(f"{name}: must be finite with low < high, got {[lo, hi]}")
         return v
-
-
-def scan_parameters(cfg: AnalysisConfig) -> list[list[str]]:
-    """The configured scans, or every parameter of interest alone when none are given."""
-    given = cfg.inference.scan.parameters
-    return [list(e) for e in given] if given is not None else [[p] for p in cfg.parameter_names]
-
-
-def check_inference(cfg: AnalysisConfig) -> list[tuple[str, str]]:
-    """(field path, message) for every name in `cfg.inference` that the rest of the config does not define."""
-    inf = cfg.inference
-    pois = cfg.parameter_names
-    known = pois + [n.name for n in cfg.nuisance]
-    issues: list[tuple[str, str]] = []
-    for name, value in inf.fix.items():
-        if name not in known:
-            issues.append((f"inference.fix.{name}", f"unknown parameter {name!r} (known: {known})"))
-        elif name in inf.bounds and not inf.bounds[name][0] <= value <= inf.bounds[name][1]:
-            issues.append((f"inference.fix.{name}", f"{value} is outside its bounds {list(inf.bounds[name])}"))
-    for name in inf.bounds:
-        if name not in known:
-            issues.append((f"inference.bounds.{name}", f"unknown parameter {name!r} (known: {known})"))
-    for i, entry in enumerate(inf.scan.parameters or []):
-        for name in entry:
-            if name not in pois:
-                issues.append((f"inference.scan.parameters[{i}]", f"{name!r} is not a parameter of interest ({pois})"))
-            elif name in inf.fix:
-                issues.append((f"inference.scan.parameters[{i}]", f"{name!r} is fixed in inference.fix"))
-    ranges = {p.name: p.range for p in cfg.parameters}
-    for name, null in (inf.limits or {}).items():
-        if name not in pois:
-            issues.append((f"inference.limits.{name}", f"{name!r} is not a parameter of interest ({pois})"))
-        elif name in inf.fix:
-            issues.append((f"inference.limits.{name}", f"{name!r} is fixed in inference.fix"))
-        elif not ranges[name][0] <= null < ranges[name][1]:
-            issues.append((f"inference.limits.{name}", f"null value {null} must lie in the range {list(ranges[name])} "
-                                                       "below its upper end (the limit is searched above it)"))
-    overlap = sorted(set(pois) & {n.name for n in cfg.nuisance})
-    if overlap:
-        issues.append(("nuisance", f"nuisance parameters may not share a name with a parameter of interest: {overlap}"))
-    return issues
-
-
-def split_range(total: int, parts: int) -> list[str]:
-    """'A:B' strings splitting 0..total into at most `parts` contiguous, nearly equal blocks."""
-    parts = max(1, min(parts, total))
-    edges = [round(i * total / parts) for i in range(parts + 1)]
-    return [f"{a}:{b}" for a, b in zip(edges[:-1], edges[1:], strict=True) if b > a]
-
-
-def scan_point_count(cfg: AnalysisConfig) -> int:
-    """Grid points of all configured scans together: points per 1D scan, points^2 per 2D grid."""
-    return sum(cfg.inference.scan.points ** len(entry) for entry in scan_parameters(cfg))
-
-
-def scan_blocks(cfg: AnalysisConfig) -> list[str]:
-    """The mapped scan tasks' point ranges over the concatenated grids of `scan_parameters(cfg)`."""
-    return split_range(scan_point_count(cfg), cfg.inference.scan.blocks)
-
-
-def toy_blocks(cfg: AnalysisConfig) -> list[str]:
-    """The mapped toy tasks' ranges ('0:50', '50:100', ...); [] when toys.n is 0."""
-    t = cfg.inference.toys
-    return [f"{a}:{min(t.n, a + t.batch)}" for a in range(0, t.n, t.batch)]

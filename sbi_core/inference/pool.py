@@ -28,9 +28,9 @@ from sbi_core import storage
 if TYPE_CHECKING:
     from sbi_core.config import AnalysisConfig
     from sbi_core.data.likelihood_arrays import LikelihoodArrays
-    from sbi_core.data.plan import GenerationPlan
     from sbi_core.inference.datasets import DatasetInfo
     from sbi_core.layout import RunLayout
+    from sbi_core.plan import GenerationPlan
 
 __all__ = ["POOL", "build_pool", "load_pool", "pool_arrays", "pool_info"]
 
@@ -45,7 +45,7 @@ def pool_info(layout: RunLayout, cfg: AnalysisConfig, plan: GenerationPlan) -> D
     from sbi_core.data.format import OBSERVATIONS
     from sbi_core.errors import InputError
     from sbi_core.inference.datasets import DatasetInfo, fiducial_cross_sections
-    from sbi_core.steps import run_events
+    from sbi_core.runs import run_events
 
     events_uri = run_events(layout, plan)
     if not storage.exists(events_uri):

@@ -3,7 +3,7 @@
 `inference.scan.parameters` lists 1D scans and 2D grids; each axis has `scan.points` values spanning the best
 fit +- `scan.width` errors (the global fit's, from the Hessian), clipped to the parameter's `range`, or the whole
 range when `scan.width` is null. The axes depend on the fit, the numbering only on the config. The grids are concatenated in config order and numbered 0..n-1: the mapped scan tasks
-take contiguous blocks "A:B" of that numbering (`options.scan_blocks`). Inside a 2D grid the numbering
+take contiguous blocks "A:B" of that numbering (`blocks.scan_blocks`). Inside a 2D grid the numbering
 snakes (`profile.snake_order`), so a block is a connected path of neighbouring cells and every fit in a task
 starts next to the previous one.
 
@@ -83,7 +83,7 @@ class ScanGrid:
     def from_config(cls, cfg: AnalysisConfig, values: Mapping[str, float] | None = None,
                     errors: Mapping[str, float] | None = None) -> ScanGrid:
         """The configured grid; values / errors: the global fit (needed unless scan.width is null)."""
-        from sbi_core.inference.options import scan_parameters
+        from sbi_core.inference.blocks import scan_parameters
 
         opts = cfg.inference.scan
         n = opts.points

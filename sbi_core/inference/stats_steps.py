@@ -111,7 +111,7 @@ class _Context:
 
 def _context(run_uri: str) -> _Context:
     from sbi_core.inference.datasets import DatasetInfo
-    from sbi_core.steps import load_run
+    from sbi_core.runs import load_run
 
     layout, cfg, plan = load_run(run_uri)
     if not storage.exists(layout.fit):
@@ -163,7 +163,7 @@ def scan(run_uri: str, points: str) -> dict[str, Any]:
 
 
 def _read_blocks(ctx: _Context, total: int) -> list[dict[str, Any]]:
-    from sbi_core.inference.options import scan_blocks
+    from sbi_core.inference.blocks import scan_blocks
 
     out, missing = [], []
     for block in scan_blocks(ctx.cfg):
@@ -320,7 +320,7 @@ def report(run_uri: str) -> dict[str, Any]:
 
 def _toy_summary(ctx: _Context) -> dict[str, Any] | None:
     """Coverage and critical values of every configured test from the toy blocks (None without toys)."""
-    from sbi_core.inference.options import toy_blocks
+    from sbi_core.inference.blocks import toy_blocks
     from sbi_core.inference.toys import ToyFit, coverage, critical_value
 
     blocks = toy_blocks(ctx.cfg)

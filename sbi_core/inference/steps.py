@@ -27,7 +27,7 @@ _JOIN_ROWS = 1 << 16
 
 
 def _load(run_uri: str) -> tuple[Any, Any, Any]:
-    from sbi_core.steps import load_run
+    from sbi_core.runs import load_run
 
     return load_run(run_uri)
 
@@ -306,8 +306,8 @@ def hessian(run_uri: str, rows: str) -> dict[str, Any]:
 
 def assemble(run_uri: str) -> dict[str, Any]:
     """Join the Hessian blocks: covariance, correlation, impacts (hessian.json/.npz); scan and toy blocks."""
+    from sbi_core.inference.blocks import scan_blocks, toy_blocks
     from sbi_core.inference.hessian import block_ranges, summarize
-    from sbi_core.inference.options import scan_blocks, toy_blocks
 
     t0 = time.perf_counter()
     layout, cfg, _ = _load(run_uri)

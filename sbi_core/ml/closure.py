@@ -131,8 +131,8 @@ class FiducialSums:
         import h5py
 
         from sbi_core.data.format import weight_columns
-        from sbi_core.data.generate import cut_mask
         from sbi_core.data.training_sets import shape_variations
+        from sbi_core.physics.cuts import cut_mask
 
         rows = chunk_rows or cfg.training.samples.chunk_rows
         columns = weight_columns(cfg)

@@ -50,13 +50,13 @@ def evaluate_batch_slice(n_rows: int, n_batches: int, batch: int) -> slice:
 # ---------------------------------------------------------------------------------------------- the step
 def build_ensembles(run_uri: str) -> dict[str, Any]:
     """Group every planned network's result into ensembles; EnsembleFailed if one has too few members."""
-    from sbi_core import steps
+    from sbi_core import runs
     from sbi_core.data.training_sets import parse_network_id
     from sbi_core.ml.errors import EnsembleFailed
     from sbi_core.ml.plan import training_plan
 
     t0 = time.perf_counter()
-    layout, cfg, _ = steps.load_run(run_uri)
+    layout, cfg, _ = runs.load_run(run_uri)
     groups: dict[tuple[str, str, str], list[str]] = {}
     for ids in training_plan(cfg)["networks"].values():
         for nid in ids:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from sbi_core.data.commands import each_block
+from sbi_core.cli_helpers import each_block
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:

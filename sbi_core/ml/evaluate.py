@@ -128,12 +128,12 @@ def evaluate_batch(run_uri: str, batch: int) -> dict[str, Any]:
     """Predictions of every usable ensemble on one batch of the test sets, written to evaluation_batch(batch)."""
     import h5py
 
-    from sbi_core import steps
+    from sbi_core import runs
     from sbi_core.ml.closure import ExactTargets
     from sbi_core.physics.registry import make_simulator
 
     t0 = time.perf_counter()
-    layout, cfg, plan = steps.load_run(run_uri)
+    layout, cfg, plan = runs.load_run(run_uri)
     api = _ensemble_api()
     keys = api.list_ensembles(layout)
     n_batches = int(storage.read_json(layout.ensembles_index)["evaluate_batches"])
@@ -141,7 +141,7 @@ def evaluate_batch(run_uri: str, batch: int) -> dict[str, Any]:
     if not keys:
         raise InputError(f"run {layout.root} has no usable ensemble: nothing to evaluate")
     sim = make_simulator(cfg)
-    exact = (ExactTargets(cfg, sim, _fiducial(layout, cfg, sim, steps.run_events(layout, plan)))
+    exact = (ExactTargets(cfg, sim, _fiducial(layout, cfg, sim, runs.run_events(layout, plan)))
              if ExactTargets.available_for(cfg, sim) else None)  # no exact likelihood: no closure, no sums needed
     rows = 0
     pool: list[np.ndarray] = []
@@ -378,10 +378,10 @@ def _training_normalisation_cached(root: str, method: str, head: str, variation:
 # ---------------------------------------------------------------------------------------------- evaluate --report
 def evaluate_report(run_uri: str) -> dict[str, Any]:
     """Join the batches; write metrics.json and the plots; log them (MLflow) and register the ensembles."""
-    from sbi_core import steps, tracking
+    from sbi_core import runs, tracking
 
     t0 = time.perf_counter()
-    layout, cfg, _ = steps.load_run(run_uri)
+    layout, cfg, _ = runs.load_run(run_uri)
     keys = _ensemble_api().list_ensembles(layout)
     index = storage.read_json(layout.ensembles_index)
     n_batches = int(index["evaluate_batches"])

@@ -5,7 +5,7 @@ What to use when:
   is valid); `cfg.training.samples`, `.network`, `.optimizer` are the sample, architecture and optimiser
   options of every network of the run.
 - `KNOWN_METHODS` lists the estimator names `methods` accepts (the estimator registry's keys).
-- `check_training(cfg)` runs the checks that need the rest of the config (AnalysisConfig's validator calls it).
+- The checks against the rest of the config are `sbi_core.ml.checks` (run by `sbi_core.analysis`).
 
 The section is outside the events hash (`config.NOT_EVENT_FIELDS`): `sbi-core derive --set training...`
 retrains a run on its events without simulating again.
@@ -13,14 +13,11 @@ retrains a run on its events without simulating again.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal, get_args
+from typing import Literal, get_args
 
 from pydantic import Field, field_validator, model_validator
 
 from sbi_core.config_base import ConfigSection
-
-if TYPE_CHECKING:
-    from sbi_core.config import AnalysisConfig
 
 MethodName = Literal["carl", "rolr", "rascal", "alice", "alices", "sally", "benchmark_ratio"]
 #: Estimators the `methods` list accepts. Parametrised in theta (MadMiner's ParameterizedRatioEstimator):
@@ -169,23 +166,3 @@ class TrainingConfig(ConfigSection):
         if self.min_members > self.members:
             raise ValueError(f"min_members ({self.min_members}) must not exceed members ({self.members})")
         return self
-
-
-def check_training(cfg: AnalysisConfig) -> list[tuple[str, str]]:
-    """Checks of the training section against the rest of the config: (field path, message) per problem."""
-    issues: list[tuple[str, str]] = []
-    training: TrainingConfig = cfg.training
-    fixed = training.samples.theta_fixed
-    if fixed is not None:
-        names = cfg.parameter_names
-        missing = [p for p in names if p not in fixed]
-        extra = [k for k in fixed if k not in names]
-        if missing:
-            issues.append(("training.samples.theta_fixed", f"missing parameters {missing}"))
-        if extra:
-            issues.append(("training.samples.theta_fixed", f"unknown parameters {extra} (known: {names})"))
-    if "benchmark_ratio" in training.methods and len(cfg.benchmarks) < 2:
-        i = training.methods.index("benchmark_ratio")
-        issues.append((f"training.methods[{i}]", "benchmark_ratio needs at least 2 benchmarks (one besides the "
-                       "reference)"))
-    return issues

@@ -155,7 +155,7 @@ class EventModel:
     def factor(self, v: Variation, w: np.ndarray, moved: np.ndarray | None = None) -> np.ndarray:
         """Per-event factor of the variation at the reference: its weight ratio, or for observables that move,
         the 1/0 cut mask of the moved observations `moved`."""
-        from sbi_core.data.generate import cut_mask
+        from sbi_core.physics.cuts import cut_mask
 
         if v.moves_observables:
             if moved is None:
@@ -454,18 +454,18 @@ def sample_sets(cfg: AnalysisConfig, events_path: Any, method: str, *, config_ha
 # ------------------------------------------------------------------------------------------------ the step
 def sample(run_uri: str, method: str) -> dict[str, Any]:
     """Write every split of every set of `method` for a combined (or derived) run, then its manifest."""
-    from sbi_core import steps
+    from sbi_core import runs
     from sbi_core.data.format import inspect_event_file
     from sbi_core.ml.plan import training_plan
 
     t0 = time.perf_counter()
     if method not in KNOWN_METHODS:
         raise InputError(f"--method {method!r} is not an estimator (known: {list(KNOWN_METHODS)})")
-    layout, cfg, plan = steps.load_run(run_uri)
+    layout, cfg, plan = runs.load_run(run_uri)
     if method not in cfg.training.methods:
         raise InputError(f"--method {method!r} is not in training.methods {cfg.training.methods} of run "
                          f"{layout.root}: derive a run with --set training.methods=[...] to add it")
-    events_uri = steps.run_events(layout, plan)
+    events_uri = runs.run_events(layout, plan)
     if not storage.exists(events_uri):
         raise InputError(f"run {layout.root} has no events file {events_uri}: run `sbi-core combine --all` first")
     with storage.local_copy(events_uri) as path:

@@ -199,11 +199,11 @@ def _write_failure(layout: RunLayout, cfg: AnalysisConfig, nid: str, base: dict[
 
 def train(run_uri: str, network_ids: list[str]) -> dict[str, Any]:
     """Train the given networks of a run one after another; TrainingFailed (exit 1) at the end if any failed."""
-    from sbi_core import steps
+    from sbi_core import runs
     from sbi_core.ml.trainer import resolve_device
 
     t0 = time.perf_counter()
-    layout, cfg, _ = steps.load_run(run_uri)
+    layout, cfg, _ = runs.load_run(run_uri)
     planned = {nid for ids in training_plan(cfg)["networks"].values() for nid in ids}
     specs = []
     for nid in dict.fromkeys(network_ids):

@@ -283,8 +283,8 @@ class LHESimulator:
     def convert(self, batch: LHEBatch, header: LHEHeader, rng: np.random.Generator) -> ConvertedBatch:
         """Detector, observables, cuts and weights of one LHE batch of the file `header` describes; InputError
         naming the file and the event when an event lacks a weight the mapping needs."""
-        from sbi_core.data.generate import cut_mask
         from sbi_core.physics.base import EventBatch
+        from sbi_core.physics.cuts import cut_mask
 
         n = len(batch)
         col = {w: j for j, w in enumerate(self.weight_ids)}

@@ -8,7 +8,7 @@ from typing import Any
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
     """Register `sbi-core morphing`."""
-    from sbi_core.data.commands import add_set_option
+    from sbi_core.cli_helpers import add_set_option
 
     s = sub.add_parser("morphing", help="the morphing basis of a config: monomials, condition number, "
                                         "expected sum of squared weights, and an optimised alternative")

@@ -162,7 +162,7 @@ def test_derive_reads_the_source_events_and_refuses_event_changes(cli, small_run
 
 
 def test_each_block_runs_every_block_of_a_batched_task():
-    from sbi_core.data.commands import each_block
+    from sbi_core.cli_helpers import each_block
 
     seen = []
     one = each_block("hessian", lambda b: seen.append(b) or {"step": "hessian", "rows": b}, ["0:8"])

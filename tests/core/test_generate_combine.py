@@ -8,8 +8,8 @@ import pytest
 
 from sbi_core import steps
 from sbi_core.data.format import SAMPLE_DATASETS, inspect_event_file, read_samples
-from sbi_core.data.plan import choose_chunk_rows, make_plan
 from sbi_core.layout import RunLayout
+from sbi_core.plan import choose_chunk_rows, make_plan
 from tests.conftest import BENCHMARK_CONFIG, SMALL
 
 

@@ -38,3 +38,64 @@ def test_modules_import_in_any_order(seed):
     order = MODULES[:]
     random.Random(seed).shuffle(order)
     _modules_after("\n".join(f"import {m}" for m in order))
+
+
+#: The rooms of sbi_core and what each may import from sbi_core. `steps`, `cli`, the `*commands` modules and
+#: `analysis` sit on top and may import anything; the base (config, storage, layout, plan, runs, errors) looks
+#: only at the base. A stage room may look down to the base and to the rooms listed for it.
+BASE = {"sbi_core", "sbi_core.__version__", "sbi_core.config", "sbi_core.config_base", "sbi_core.errors", "sbi_core.storage",
+        "sbi_core.layout", "sbi_core.plan", "sbi_core.runs", "sbi_core.tracking"}
+ROOMS_BELOW = {
+    "sbi_core.physics": set(),
+    "sbi_core.data": {"sbi_core.physics", "sbi_core.ml"},  # training_sets reads the method names
+    "sbi_core.ml": {"sbi_core.physics", "sbi_core.data"},
+    "sbi_core.inference": {"sbi_core.physics", "sbi_core.data", "sbi_core.ml"},
+}
+
+
+def _sbi_imports(path) -> set[str]:
+    """Every `sbi_core...` module a source file imports (at any depth of the file, lazy imports included)."""
+    import ast
+
+    tree = ast.parse(path.read_text())
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("sbi_core"):
+            found.add(node.module)
+            found.update(f"{node.module}.{a.name}" for a in node.names)
+        elif isinstance(node, ast.Import):
+            found.update(a.name for a in node.names if a.name.startswith("sbi_core"))
+    return found
+
+
+@pytest.mark.parametrize("room", sorted(ROOMS_BELOW))
+def test_stage_rooms_only_look_down(room):
+    """No stage room imports the steps, the CLI or `analysis` on top, nor a room it does not build on."""
+    allowed = BASE | {room} | ROOMS_BELOW[room]
+    root = REPO / room.replace(".", "/")
+    wrong = {}
+    for path in sorted(root.rglob("*.py")):
+        if path.name.endswith("commands.py"):  # a room's CLI registration sits on top of it
+            continue
+        bad = sorted(m for m in _sbi_imports(path)
+                     if m not in allowed and not any(m.startswith(a + ".") for a in allowed - {"sbi_core"}))
+        bad = [m for m in bad if not _is_attribute_of_allowed(m, allowed)]
+        if bad:
+            wrong[str(path.relative_to(REPO))] = bad
+    assert not wrong, wrong
+
+
+def _is_attribute_of_allowed(name: str, allowed: set[str]) -> bool:
+    """`from sbi_core import storage` shows up as `sbi_core.storage`; `from sbi_core.x import f` as `sbi_core.x.f`."""
+    parent = name.rsplit(".", 1)[0]
+    return parent in allowed and parent != "sbi_core"
+
+
+def test_the_base_imports_no_stage_room():
+    """config, runs, plan, layout, storage look at the base only (config composes the stage *sections*)."""
+    sections = {"sbi_core.ml.options", "sbi_core.inference.options"}
+    for name in ("config", "config_base", "errors", "storage", "layout", "plan", "runs"):
+        imported = _sbi_imports(REPO / "sbi_core" / f"{name}.py")
+        outside = {m for m in imported if m not in BASE and m.rsplit(".", 1)[0] not in BASE - {"sbi_core"}
+                   and m not in sections and m.rsplit(".", 1)[0] not in sections}
+        assert not outside, (name, outside)

@@ -20,7 +20,6 @@ import pytest
 from sbi_core import steps
 from sbi_core.config import load_config
 from sbi_core.data.format import WEIGHTS, read_samples
-from sbi_core.data.generate import cut_mask
 from sbi_core.data.training_sets import read_training_set
 from sbi_core.layout import RunLayout
 from sbi_core.ml import samples
@@ -28,6 +27,7 @@ from sbi_core.ml.closure import ExactRatio, ExactTargets, FiducialSums, morphed_
 from sbi_core.ml.ensemble import Ensemble, build_ensembles, load_ensemble
 from sbi_core.ml.plan import training_plan
 from sbi_core.ml.train_step import train
+from sbi_core.physics.cuts import cut_mask
 from sbi_core.physics.registry import make_simulator
 
 SETTINGS = ["training.methods=[alices,benchmark_ratio]", "training.members=2", "training.variations=false",

@@ -12,12 +12,12 @@ import pytest
 from sbi_core import steps, storage, tracking
 from sbi_core.config import load_config
 from sbi_core.data.format import read_samples
-from sbi_core.data.generate import cut_mask
 from sbi_core.data.training_sets import TrainingSet, write_training_set
 from sbi_core.errors import InputError
 from sbi_core.layout import RunLayout
 from sbi_core.ml import evaluate
 from sbi_core.ml.closure import ExactTargets, FiducialSums
+from sbi_core.physics.cuts import cut_mask
 from sbi_core.physics.registry import make_simulator
 
 from .fake_ensembles import fake_api

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from sbi_core import steps
-from sbi_core.config import validate_config
+from sbi_core.analysis import validate_analysis as validate_config
 from sbi_core.config_base import ConfigSection
 from sbi_core.errors import ConfigError
 from sbi_core.ml.options import KNOWN_METHODS, TrainingConfig
@@ -93,7 +93,18 @@ def test_benchmark_ratio_needs_a_second_benchmark():
     data = with_training(methods=["benchmark_ratio"])
     data["parameters"] = data["parameters"][:1]
     data["benchmarks"] = [{"name": "sm", "values": {"cW": 0.0}}]
+    data["morphing"] = {**data.get("morphing", {}), "max_power": 0}
     assert "training.methods[0]" in [p for p, _ in issues(data)]
+
+
+def test_benchmark_ratio_with_an_optimised_basis_from_the_sm_alone():
+    """The recipe configs/benchmark.yaml documents: basis optimised, only the SM listed. The training checks
+    run after the basis is filled, so benchmark_ratio sees the chosen benchmarks."""
+    data = with_training(methods=["benchmark_ratio"])
+    data["benchmarks"] = [{"name": "sm", "values": {"cW": 0.0, "cHW": 0.0}}]
+    data["morphing"] = {**data.get("morphing", {}), "basis": "optimised"}
+    cfg = validate_config(data, "t.yaml")
+    assert len(cfg.benchmarks) == 6 and cfg.training.methods == ["benchmark_ratio"]
 
 
 def test_network_count_is_heads_plus_variations_times_members():

@@ -1,0 +1,39 @@
+"""Subcommands of a whole run: schema, configure, derive (see `sbi_core.cli`)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from sbi_core.cli_helpers import add_set_option
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    """Register the whole-run subcommands on the `sbi-core` parser."""
+    s = sub.add_parser("schema", help="print the analysis config JSON schema")
+    s.add_argument("--indent", type=int, default=None, help="pretty-print (then it is no longer one line)")
+    s.set_defaults(handler=_schema)
+
+    s = sub.add_parser("configure", help="validate a config, write config.yaml, plan.json, setup.h5")
+    s.add_argument("--config", required=True, help="analysis config YAML (path or URI)")
+    s.add_argument("--run", default=None, help="run URI (default: the config's output)")
+    add_set_option(s)
+    s.set_defaults(handler=lambda a: _steps().configure(a.config, a.run, a.overrides))
+
+    s = sub.add_parser("derive", help="a new run on an existing run's events, with other training/inference settings")
+    s.add_argument("--from", dest="source", required=True, help="the existing run URI (configured and combined)")
+    s.add_argument("--run", required=True, help="the new run URI")
+    add_set_option(s)
+    s.set_defaults(handler=lambda a: _steps().derive(a.source, a.run, a.overrides))
+
+
+def _steps() -> Any:
+    from sbi_core import steps
+
+    return steps
+
+
+def _schema(_: argparse.Namespace) -> dict[str, Any]:
+    from sbi_core.config import json_schema
+
+    return json_schema()

@@ -1,0 +1,40 @@
+"""A configured run, as every stage reads it: its layout, its validated config, its generation plan.
+
+What to use when: `load_run(uri)` at the start of any step that works on an existing run (it checks that
+config.yaml and plan.json agree); `run_events(layout, plan)` for the events file the later stages read (a
+derived run reads its source's); `configured_plan(uri)` when only the plan is needed (combine). This module
+sits below the stage rooms (`data/`, `ml/`, `inference/`, `studies/`), which look down to it, never up to
+`sbi_core.steps`.
+"""
+
+from __future__ import annotations
+
+from sbi_core import storage
+from sbi_core.config import AnalysisConfig, config_hash, load_config
+from sbi_core.errors import InputError
+from sbi_core.layout import RunLayout
+from sbi_core.plan import GenerationPlan
+
+__all__ = ["configured_plan", "load_run", "run_events"]
+
+
+def configured_plan(run_uri: str) -> tuple[RunLayout, GenerationPlan]:
+    """A run's layout and plan; InputError when the run was never configured."""
+    layout = RunLayout(run_uri)
+    if not storage.exists(layout.plan):
+        raise InputError(f"run {layout.root} is not configured (no plan.json): run `sbi-core configure` first")
+    return layout, GenerationPlan.from_json(storage.read_json(layout.plan))
+
+
+def load_run(run_uri: str) -> tuple[RunLayout, AnalysisConfig, GenerationPlan]:
+    """A configured run's layout, config and plan; InputError when the run was never configured."""
+    layout, plan = configured_plan(run_uri)
+    cfg = load_config(layout.config)
+    if config_hash(cfg) != plan.config_hash:
+        raise InputError(f"{layout.config} does not match {layout.plan} (config hash differs): reconfigure the run")
+    return layout, cfg, plan
+
+
+def run_events(layout: RunLayout, plan: GenerationPlan) -> str:
+    """The events file a run's later stages read: its own events.h5, or its source run's when derived."""
+    return plan.events_uri or layout.events
