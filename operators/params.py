@@ -175,7 +175,8 @@ def derive_params(stage: str, schema: dict[str, Any] | None = None) -> dict[str,
             type=["null", "string"],
             title="Source run URI",
             description="An existing run with events (configured and combined), e.g. the `run` in the XCom of a "
-            "sbi_pipeline run's `prepare` task. When empty, the DAG id and run id below pick it.",
+            "sbi_pipeline run's `prepare` task. When empty, the DAG id and run id below pick it; with neither, the "
+            "run named by the newest asset event of this stage's input (a sbi_ingest or sbi_train run).",
             section="Source run",
         ),
         "source_dag_id": Param(
