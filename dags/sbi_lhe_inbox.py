@@ -6,10 +6,13 @@ claim starts a sbi_ingest run on the claimed files.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
+from airflow.providers.amazon.aws.sensors.s3 import S3KeySensor
 from airflow.sdk import dag
 
 from operators import settings
-from operators.inbox import claim, inbox_params, inbox_sensor
+from operators.inbox import claim, inbox_params, sensor_arguments
 from operators.steps import task_defaults
 
 DOC_MD = """
@@ -36,6 +39,9 @@ next one waits again. Without it the DAG has no schedule; a manual run takes the
 @dag(
     dag_id="sbi_lhe_inbox",
     schedule="@continuous" if settings.lhe_inbox() else None,
+    # A continuous DAG without a start date gives its second run the first one's logical date (Airflow 3.3.2
+    # then skips it as existing, forever): any date in the past; continuous runs never catch up.
+    start_date=datetime(2025, 1, 1, tzinfo=UTC),
     max_active_runs=1,
     catchup=False,
     params=inbox_params(),
@@ -45,7 +51,7 @@ next one waits again. Without it the DAG has no schedule; a manual run takes the
 )
 def sbi_lhe_inbox() -> None:
     """wait_for_lhe (deferred to the triggerer) -> claim."""
-    inbox_sensor() >> claim()
+    S3KeySensor(task_id="wait_for_lhe", **sensor_arguments()) >> claim()
 
 
 sbi_lhe_inbox()

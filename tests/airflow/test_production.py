@@ -173,6 +173,10 @@ def prod(postgres_url, redis_prefix, s3_endpoint, tmp_path_factory) -> Iterator[
         "AIRFLOW__OPERATORS__DEFAULT_QUEUE": queue,
         "AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__GLOBAL_KEYPREFIX": redis_prefix,
         "AIRFLOW__CELERY__WORKER_CONCURRENCY": "4",
+        # As many tasks queued as the worker runs, so a task queued for long was lost with a killed worker
+        # (it had not started): it is queued again after task_queued_timeout.
+        "AIRFLOW__CORE__PARALLELISM": "4",
+        "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT": "60",
         "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "20",
         "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "5",
         "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "600",  # parsed once: no CPU spent re-parsing
@@ -305,6 +309,8 @@ def test_an_lhe_file_in_the_inbox_starts_ingest_then_train_then_infer(prod, chai
         events = api.call("GET", f"/dags/{dag_id}/dagRuns/{runs[0]['dag_run_id']}/upstreamAssetEvents").json()
         assert [e["name"] for e in events["asset_events"]] == [asset], events
         chain[dag_id] = (runs[0]["dag_run_id"], events["asset_events"][0]["extra"])
+    inbox_runs = dag_runs(api, "sbi_lhe_inbox")  # continuous: after the claim, the next run waits again
+    assert len(inbox_runs) >= 2 and inbox_runs[-1]["state"] == "success", inbox_runs
     claimed = chain["sbi_ingest"][1]["files"]
     assert len(claimed) == 1 and claimed[0].startswith(f"s3://{BUCKET}/incoming-claimed/")
     assert not prod.s3.list_objects_v2(Bucket=BUCKET, Prefix="incoming/").get("Contents")  # the inbox is empty
