@@ -6,7 +6,8 @@ Airflow reaches through an Airflow connection only (no AWS_* variable anywhere i
 - a sbi_pipeline run on the Celery worker whose worker is SIGKILLed while a mapped task runs (the step has
   written its marker): the task is retried on a restarted worker, the run ends with every event, no task lost;
 - an LHE file put under the inbox prefix starts sbi_ingest (the deferrable sensor waits in the triggerer),
-  whose asset event starts sbi_train, whose asset event starts sbi_infer, all to success;
+  whose asset event starts sbi_train, whose asset event starts sbi_infer, all to success. The chain starts
+  before the worker is killed, so its tasks on the worker then are retried (or queued again) too;
 - the API reports the next run of the cron-scheduled DAG where the cron says;
 - the connection's secret is in no XCom, rendered template, asset event, task log or component log;
 - every listener on loopback, the pools exist, requests without a token are refused.
