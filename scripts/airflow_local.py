@@ -100,7 +100,7 @@ def embedded_env(
     """Environment for every Airflow process (`base` defaults to os.environ): the embedded SQLite and
     LocalExecutor, or the `database` URL and `executor` given (default: `SBI_AIRFLOW_DB`, `SBI_EXECUTOR`)."""
     env = dict(os.environ if base is None else base)
-    database = database_url(home, database)
+    database = database_url(home, env.get("SBI_AIRFLOW_DB", "") if database is None else database)
     executor = (executor or env.get("SBI_EXECUTOR") or "local").strip().lower()
     env.update(
         {
