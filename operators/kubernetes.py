@@ -3,7 +3,8 @@
 Imported only when `SBI_BACKEND=kubernetes` (the provider costs ~2 s to import). The pod runs the
 same argument list as the local backend (see `operators.command.pod_command`), writes its summary to
 `/airflow/xcom/return.json` for the XCom sidecar, gets S3 credentials from a Kubernetes Secret and
-runs as a non-root user. Sizes, images and timeouts come from the profile, read at pod build.
+runs as a non-root user. Sizes (the XCom sidecar's too, with limits), images and timeouts come from the
+profile, read at pod build.
 
 Exit codes: a pod whose step exits 2 (bad input) fails the task at once, without retries, as the local
 backend does (`cleanup` maps the base container's exit code); any other failure stays retryable.
@@ -19,6 +20,7 @@ from typing import Any
 from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
 from airflow.providers.cncf.kubernetes.secret import Secret
 from airflow.providers.cncf.kubernetes.utils.pod_manager import OnFinishAction
+from airflow.providers.cncf.kubernetes.utils.xcom_sidecar import PodDefaults
 from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSkipException
 from kubernetes.client import models as k8s
 
@@ -26,6 +28,7 @@ from operators.command import BAD_INPUT_EXIT, pod_command, step_arguments
 from operators.profiles import Profile, get_profile
 
 LABEL_PREFIX = "sbi.dev"
+SIDECAR_NAME = PodDefaults.SIDECAR_CONTAINER_NAME
 #: Environment every step pod gets, rendered per task instance (what the local backend inherits).
 CONTEXT_ENV = {"AIRFLOW_CTX_DAG_ID": "{{ dag.dag_id }}", "AIRFLOW_CTX_DAG_RUN_ID": "{{ run_id }}"}
 
@@ -57,10 +60,17 @@ class SbiPodOperator(KubernetesPodOperator):
             raise
 
     def build_pod_request_obj(self, context: Any = None, *, dry_run: bool = False) -> k8s.V1Pod:
-        """The pod for this step (no cluster needed with `dry_run=True`)."""
+        """The pod for this step (no cluster needed with `dry_run=True`); the XCom sidecar gets the profile's
+        requests and limits unless the Kubernetes connection sets its resources."""
         self.arguments = step_arguments(self.arguments)
-        self._apply_profile(get_profile(self.profile))
-        return super().build_pod_request_obj(context, dry_run=dry_run)
+        profile = get_profile(self.profile)
+        self._apply_profile(profile)
+        pod = super().build_pod_request_obj(context, dry_run=dry_run)
+        for container in pod.spec.containers:
+            if container.name == SIDECAR_NAME and not getattr(container.resources, "limits", None):
+                container.resources = k8s.V1ResourceRequirements(requests=profile.xcom_sidecar_requests,
+                                                                 limits=profile.xcom_sidecar_limits)
+        return pod
 
     def _apply_profile(self, profile: Profile) -> None:
         """Set the pod settings the profile owns; explicit `image`/`namespace` arguments win. Idempotent."""

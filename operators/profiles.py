@@ -43,6 +43,10 @@ class Profile:
     startup_timeout_seconds: int = 600
     on_finish_action: str = "delete_succeeded_pod"
     pool: str | None = None
+    #: The XCom sidecar (it only waits for the summary file): small requests AND limits, so a namespace
+    #: with a LimitRange or quota admits the pod and the sidecar cannot grow.
+    xcom_sidecar_requests: dict[str, str] = field(default_factory=lambda: {"cpu": "1m", "memory": "10Mi"})
+    xcom_sidecar_limits: dict[str, str] = field(default_factory=lambda: {"cpu": "50m", "memory": "32Mi"})
 
 
 @dataclass(frozen=True)
@@ -55,6 +59,7 @@ class Pool:
 
 
 _KEYS = {f.name for f in fields(Profile)} - {"name"}
+_EMPTY_BY_DEFAULT = ("env", "requests", "limits", "node_selector")
 _POOL_KEYS = {"slots", "description"}
 
 
@@ -131,6 +136,7 @@ def _build(name: str, spec: dict[str, Any], path: str) -> Profile:
         raise ProfileError(f"{path}: profile {name!r}: `pool` must be a pool name, got {spec['pool']!r}")
     as_str = {
         k: {str(a): str(b) for a, b in (spec.get(k) or {}).items()}
-        for k in ("env", "requests", "limits", "node_selector")
+        for k in ("env", "requests", "limits", "node_selector", "xcom_sidecar_requests", "xcom_sidecar_limits")
+        if k in spec or k in _EMPTY_BY_DEFAULT
     }
     return Profile(name=name, **{**spec, **as_str, "tolerations": list(spec.get("tolerations") or [])})

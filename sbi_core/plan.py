@@ -44,6 +44,9 @@ class GenerationPlan:
     #: False when shards hold what their input files yield (LHE ingestion): shard_events are then upper
     #: bounds, and combine takes each file's event count from its header instead of checking it.
     sizes_known: bool = True
+    #: Set on a derived run whose source trained ensembles (`sbi-core derive` from a sbi_train run): the run
+    #: whose networks, ensembles and training sets the learned likelihood reads. None: the run's own.
+    networks_uri: str | None = None
 
     @property
     def n_shards(self) -> int:

@@ -86,7 +86,8 @@ def derive(source_run: str, run_uri: str, overrides: list[str] | None = None) ->
     """A new run that reads the events of `source_run` with other stage settings (`--set training...`).
 
     Overrides may change only fields that do not determine the events (config.NOT_EVENT_FIELDS); nothing
-    is simulated or copied: the new run's plan points at the source's events. Rerunning with the same
+    is simulated or copied: the new run's plan points at the source's events, and at the source's trained
+    ensembles when it has some (what a learned likelihood reads unless the new run trains its own). Rerunning with the same
     arguments is a no-op; a run already derived with other settings is refused."""
     t0 = time.perf_counter()
     src_layout, cfg, plan = load_run(source_run)
@@ -108,7 +109,9 @@ def derive(source_run: str, run_uri: str, overrides: list[str] | None = None) ->
         if not same or storage.read_json(layout.plan).get("events_uri") != events:
             raise InputError(f"run {layout.root} exists with other settings or another source: choose a new run URI")
     storage.write_text(layout.config, text)
-    derived = GenerationPlan(**{**plan.to_json(), "events_uri": events})
+    # The learned likelihood of the new run reads the source's ensembles (a sbi_infer run on a sbi_train run).
+    networks = src_layout.root if storage.exists(src_layout.ensembles_index) else plan.networks_uri
+    derived = GenerationPlan(**{**plan.to_json(), "events_uri": events, "networks_uri": networks})
     storage.write_json(layout.plan, derived.to_json())  # last: its presence means "configured"
     return {
         "step": "derive",

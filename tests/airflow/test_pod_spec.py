@@ -182,3 +182,10 @@ def test_hessian_blocks_of_the_dags_get_high_memory(dag_of):
     assert "nvidia.com/gpu" not in base(pod)["resources"]["limits"]
     assert pod["spec"]["nodeSelector"] == {"sbi.dev/pool": "highmem"}
     assert context["task"].pool == "sbi_highmem"
+
+
+def test_the_xcom_sidecar_has_requests_and_limits():
+    pod = manifest(sbi_step("fit", arguments=["fit"], backend="kubernetes"))
+    sidecar = next(c for c in pod["spec"]["containers"] if c["name"] == "airflow-xcom-sidecar")
+    assert sidecar["resources"] == {"requests": {"cpu": "1m", "memory": "10Mi"},
+                                    "limits": {"cpu": "50m", "memory": "32Mi"}}
