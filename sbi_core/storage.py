@@ -218,6 +218,43 @@ def open_stream(name: str) -> Any:
     return find(name)
 
 
+def create_if_absent(uri: str, data: bytes) -> bool:
+    """Write a small file only if nothing exists under uri, atomically: True if this call created it, False if it
+    was there (then nothing is written). Two processes racing on one uri: exactly one gets True. Locally a hard
+    link of a complete temporary (link fails if the name exists); on S3 a conditional PUT (If-None-Match: *)."""
+    if not is_remote(uri):
+        target = _local(uri)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = temporaries.Temporary.create(target.parent, f".{target.name}{TMP_MARK}")
+        try:
+            path = tmp.path(target.name)
+            path.write_bytes(data)
+            with open(path, "rb+") as fh:
+                os.fsync(fh.fileno())
+            try:
+                os.link(path, target)
+            except FileExistsError:
+                return False
+            _fsync_dir(target.parent)
+            return True
+        finally:
+            tmp.release()
+    from sbi_core import s3
+
+    bucket, key = s3.split(uri)
+    with _remote(uri, "create") as (fs, _):
+        try:
+            fs.call_s3("put_object", Bucket=bucket, Key=key, Body=data, IfNoneMatch="*")
+        except (FileExistsError, OSError) as exc:
+            if isinstance(exc, FileExistsError) or "PreconditionFailed" in repr(exc.__cause__ or exc) \
+                    or "ConditionalRequestConflict" in repr(exc.__cause__ or exc):
+                return False
+            raise
+        finally:
+            fs.invalidate_cache(f"{bucket}/{key}")
+    return True
+
+
 def write_bytes(uri: str, data: bytes) -> None:
     """Write a small file atomically."""
     with atomic_write(uri) as tmp:
