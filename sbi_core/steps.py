@@ -27,7 +27,7 @@ from sbi_core.layout import RunLayout
 from sbi_core.ml.plan import plan_summary
 from sbi_core.physics.registry import get_simulator_class, make_simulator
 from sbi_core.plan import GenerationPlan, make_file_plan, make_plan
-from sbi_core.runs import load_run, run_events
+from sbi_core.runs import load_run, read_plan, run_events
 
 
 def configure(config_uri: str, run_uri: str | None = None, overrides: list[str] | None = None) -> dict[str, Any]:
@@ -41,7 +41,7 @@ def configure(config_uri: str, run_uri: str | None = None, overrides: list[str] 
     layout = RunLayout(run_uri or cfg.output)
     digest = config_hash(cfg)
     if storage.exists(layout.plan):
-        previous = storage.read_json(layout.plan).get("config_hash")
+        previous = read_plan(layout.plan).config_hash
         if previous != digest:
             raise InputError(
                 f"run {layout.root} already holds another analysis (config hash {str(previous)[:12]}, "
@@ -105,7 +105,7 @@ def derive(source_run: str, run_uri: str, overrides: list[str] | None = None) ->
     text = config_to_yaml(new_cfg)
     if storage.exists(layout.plan):
         same = storage.read_text(layout.config) == text if storage.exists(layout.config) else False
-        if not same or storage.read_json(layout.plan).get("events_uri") != events:
+        if not same or read_plan(layout.plan).events_uri != events:
             raise InputError(f"run {layout.root} exists with other settings or another source: choose a new run URI")
     storage.write_text(layout.config, text)
     derived = GenerationPlan(**{**plan.to_json(), "events_uri": events})
