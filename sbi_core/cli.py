@@ -74,6 +74,10 @@ def main(argv: list[str] | None = None) -> int:
         from sbi_core.errors import InputError, TransientError
 
         try:
+            if getattr(args, "run", None):
+                from sbi_core.storage import check_within_root
+
+                check_within_root(args.run, "--run")
             summary = _dispatch(args)
         except InputError as exc:
             print(f"sbi-core {args.step}: error: {exc}", file=sys.stderr)

@@ -11,8 +11,10 @@ What to use when:
 - `write_text` / `write_json` / `write_bytes`: small files, atomically.
 - `local_copy(uri)`: a local path to read (remote objects are downloaded into the staging area).
 - `open_for_inspection(uri)` / `open_read(uri)`: a path or a file object to read a remote file in place (an
-  HDF5 header; combine's raw chunks), without downloading it.
+  HDF5 header; combine's raw chunks), without downloading it; `open_binary(uri)` always a file object (LHE).
 - `read_text` / `read_json` / `exists` / `join` / `remove` / `size`.
+- `create_if_absent(uri, data)`: a small file written only if absent, atomically (one of racing writers wins).
+- `check_within_root(uri, what)`: refuse a run outside SBI_ARTIFACT_ROOT (the CLI checks every --run it writes).
 
 Temporaries: a killed writer's temporary (beside the target locally, in the staging area for S3) is removed
 by the next writer, but only when provably abandoned: each lives in a directory its writer holds an flock on
@@ -36,6 +38,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from sbi_core import temporaries
+from sbi_core.errors import InputError
 
 TMP_MARK = ".sbi-tmp-"
 
@@ -59,6 +62,23 @@ def join(base: str, *parts: str) -> str:
     if not is_remote(base):
         return str(_local(base).joinpath(*parts))
     return "/".join([base.rstrip("/"), *(p.strip("/") for p in parts)])
+
+
+def check_within_root(uri: str, what: str) -> None:
+    """InputError unless uri lies under SBI_ARTIFACT_ROOT (when it is set; `SBI_WRITE_OUTSIDE_ROOT=1` allows any
+    place) and, for object stores, has no '.' or '..' segment (S3 would store them as names). Steps call it on
+    the run they write, so `--run ../../x` or `output: ../../x` cannot escape the artifact root."""
+    if is_remote(uri):
+        segments = uri.split("://", 1)[1].split("/")
+        if any(seg in (".", "..") for seg in segments):
+            raise InputError(f"{what} {uri}: '.' and '..' are not allowed in an object-store URI")
+    root = os.environ.get("SBI_ARTIFACT_ROOT", "").strip()
+    if not root or os.environ.get("SBI_WRITE_OUTSIDE_ROOT", "").strip().lower() in ("1", "true", "yes", "on"):
+        return
+    base, target = normalize(root), normalize(uri)
+    if target != base and not target.startswith(base.rstrip("/") + "/"):
+        raise InputError(f"{what} {target} is outside the artifact root SBI_ARTIFACT_ROOT={base}: write runs under "
+                         "it (or set SBI_WRITE_OUTSIDE_ROOT=1 to allow any place)")
 
 
 def filesystem(uri: str) -> tuple[Any, str]:
@@ -345,20 +365,29 @@ class _RemoteReader(io.RawIOBase):
         super().close()
 
 
-@contextlib.contextmanager
-def open_read(uri: str, *, block_size: int = 8 << 20) -> Iterator[Path | BinaryIO]:
-    """A local path, or a read-only file object over a remote object (read ahead in blocks of block_size):
-    h5py, gzip and pylhe read it in place, without a download. FileNotFoundError if absent."""
+def open_binary(uri: str, *, block_size: int = 8 << 20) -> BinaryIO:
+    """A readable binary file object over a local file or a remote object (read in place, ahead in blocks of
+    block_size; S3 failures raised as InputError / TransientError). The caller closes it. FileNotFoundError if
+    absent."""
     if not is_remote(uri):
-        yield _existing_local(uri)
-        return
+        return open(_existing_local(uri), "rb")  # noqa: SIM115 - the caller closes it
     with _remote(uri, "open") as (fs, path):
         try:
             handle = fs.open(path, "rb", block_size=block_size)
         except FileNotFoundError:
             raise FileNotFoundError(uri) from None
-    with _RemoteReader(handle, uri) as reader:
-        yield reader  # type: ignore[misc]
+    return _RemoteReader(handle, uri)  # type: ignore[return-value]
+
+
+@contextlib.contextmanager
+def open_read(uri: str, *, block_size: int = 8 << 20) -> Iterator[Path | BinaryIO]:
+    """A local path, or a read-only file object over a remote object (`open_binary`): h5py, gzip and pylhe read
+    it in place, without a download. FileNotFoundError if absent."""
+    if not is_remote(uri):
+        yield _existing_local(uri)
+        return
+    with open_binary(uri, block_size=block_size) as reader:
+        yield reader
 
 
 @contextlib.contextmanager

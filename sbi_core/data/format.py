@@ -149,7 +149,9 @@ def create_sample_datasets(f: h5py.File, widths: dict[str, int], n_rows: int | N
         f.create_dataset(
             name,
             shape=shape,
-            maxshape=(None, k) if n_rows is None else shape,  # fixed size: one chunk index block, early
+            # Fixed size where HDF5 allows it (not below one chunk): a fixed-array chunk index, one block
+            # allocated early, which lets storage.atomic_stream upload the file as it is written.
+            maxshape=shape if n_rows is not None and n_rows >= chunk_rows else (None, k),
             dtype=np.float64,
             chunks=(chunk_rows, k),
             track_times=False,
