@@ -134,7 +134,8 @@ class _Store:
 def _store(layout: RunLayout) -> _Store:
     uri = tracking_uri(layout)
     if uri is None:
-        raise RuntimeError(f"run {layout.root} is on an object store: set MLFLOW_TRACKING_URI to track it")
+        raise RuntimeError(f"run {layout.root} is on an object store: set MLFLOW_TRACKING_URI to an mlflow server "
+                           "to track it (docs/storage.md)")
     if not uri.startswith("sqlite:///") or os.environ.get("MLFLOW_TRACKING_URI"):
         return _Store(uri, None, None)
     directory = Path(uri.removeprefix("sqlite:///")).parent
