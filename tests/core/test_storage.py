@@ -206,3 +206,23 @@ def test_staging_limit_refuses_a_staged_file_and_a_download_naming_it(s3_bucket,
         pass
     assert not storage.exists(f"s3://{s3_bucket}/staged/other.bin")
     assert list(staging.iterdir()) == [], "the staging area keeps nothing"
+
+
+def test_create_if_absent_has_one_winner(tmp_path):
+    """Racing creators of one file: exactly one wins, the file holds its bytes whole, no temporary is left."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    target = str(tmp_path / "marker.json")
+    with ThreadPoolExecutor(8) as pool:
+        won = list(pool.map(lambda i: storage.create_if_absent(target, f"writer {i}".encode() * 1000), range(16)))
+    assert won.count(True) == 1
+    assert (tmp_path / "marker.json").read_bytes() == f"writer {won.index(True)}".encode() * 1000
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["marker.json"]
+
+
+@pytest.mark.integration
+def test_create_if_absent_on_s3_is_a_conditional_put(s3_bucket):
+    uri = f"s3://{s3_bucket}/runs/r1/tracking/parent.json"
+    assert storage.create_if_absent(uri, b"first") is True
+    assert storage.create_if_absent(uri, b"second") is False
+    assert storage.read_bytes(uri) == b"first"
