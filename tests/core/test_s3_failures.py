@@ -197,3 +197,55 @@ def test_silent_endpoint_fails_within_the_configured_timeout(monkeypatch, capfd)
     # defaults (3 x 15 s) keep a silent endpoint under a minute, where s3fs's own loop took 416 s before.
     assert seconds < WITHIN_S, f"a silent endpoint held the step {seconds:.1f} s"
     assert s3.S3Settings(None, None).max_attempts * s3.S3Settings(None, None).read_timeout + 3 < 60
+
+
+class Throttling:
+    """An HTTP server on 127.0.0.1 that answers every request with S3's 503 SlowDown; counts the requests."""
+
+    BODY = (b"<?xml version='1.0' encoding='UTF-8'?><Error><Code>SlowDown</Code>"
+            b"<Message>Please reduce your request rate.</Message></Error>")
+
+    def __init__(self) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        outer = self
+        self.requests = 0
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 - the http.server API
+                outer.requests += 1
+                self.send_response(503)
+                self.send_header("Content-Type", "application/xml")
+                self.send_header("Content-Length", str(len(outer.BODY)))
+                self.end_headers()
+                self.wfile.write(outer.BODY)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.mark.integration
+def test_throttling_is_retried_with_back_off_then_exit_1(monkeypatch, capfd):
+    """503 SlowDown is transient: botocore retries it (SBI_S3_MAX_ATTEMPTS requests in all, with back-off), then
+    the step fails with exit 1 (Airflow retries it later) and one line, not a traceback."""
+    throttled = Throttling()
+    try:
+        _env(monkeypatch, throttled.url, {"AccessKeyId": "AKIAEXAMPLEEXAMPLE12", "SecretAccessKey": "x"},
+             SBI_S3_MAX_ATTEMPTS="3")
+        code, err, seconds = _configure(capfd, "s3://runs/throttled")
+    finally:
+        throttled.close()
+    assert code == 1 and "kept failing" in err and "SlowDown" in err and "Traceback" not in err, err
+    assert throttled.requests == 3
+    assert seconds < WITHIN_S
