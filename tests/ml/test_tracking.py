@@ -196,7 +196,8 @@ def postgres_db():
     """A fresh PostgreSQL database on 127.0.0.1:5432 for the test, dropped afterwards."""
     import uuid
 
-    psycopg2 = pytest.importorskip("psycopg2")
+    import psycopg2
+
     name = f"sbi_mlflow_{uuid.uuid4().hex[:10]}"
     try:
         admin = psycopg2.connect(dbname="postgres", connect_timeout=5, **POSTGRES)
