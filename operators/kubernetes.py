@@ -9,11 +9,14 @@ profile, read at pod build.
 Exit codes: a pod whose step exits 2 (bad input) fails the task at once, without retries, as the local
 backend does (`cleanup` maps the base container's exit code); any other failure stays retryable.
 The pod gets AIRFLOW_CTX_DAG_ID / AIRFLOW_CTX_DAG_RUN_ID (templated), so a step can tag what it logs
-(MLflow) with the DAG run, as a local subprocess inherits them from the worker.
+(MLflow) with the DAG run, as a local subprocess inherits them from the worker; and the deployment settings
+its profile's `forward_env` names (MLFLOW_TRACKING_URI, SBI_ARTIFACT_ROOT, SBI_S3_*), read from the worker's
+environment when the pod is built, so one setting configures both backends.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -84,7 +87,9 @@ class SbiPodOperator(KubernetesPodOperator):
         self.container_resources = k8s.V1ResourceRequirements(requests=profile.requests, limits=profile.limits)
         self.node_selector = {**profile.node_selector, **self.node_selector}
         self.tolerations = [*self.tolerations, *(k8s.V1Toleration(**t) for t in profile.tolerations)]
-        self.env_vars = [*(k8s.V1EnvVar(name=k, value=v) for k, v in profile.env.items()), *_env_list(self.env_vars)]
+        forwarded = {k: os.environ[k] for k in profile.forward_env if os.environ.get(k)}  # the worker's settings
+        self.env_vars = [*(k8s.V1EnvVar(name=k, value=v) for k, v in {**profile.env, **forwarded}.items()),
+                         *_env_list(self.env_vars)]
         if profile.s3_secret:
             self.secrets = [*self.secrets, Secret(deploy_type="env", deploy_target=None, secret=profile.s3_secret)]
         self.security_context = k8s.V1PodSecurityContext(

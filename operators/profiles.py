@@ -34,6 +34,9 @@ class Profile:
     service_account: str | None = None
     s3_secret: str | None = None
     env: dict[str, str] = field(default_factory=dict)
+    #: Deployment settings read from the worker's environment when the pod is built and passed on when set
+    #: (MLFLOW_TRACKING_URI, SBI_ARTIFACT_ROOT, the SBI_S3_* tuning): one setting for both backends.
+    forward_env: list[str] = field(default_factory=list)
     run_as_user: int = 1000
     requests: dict[str, str] = field(default_factory=dict)
     limits: dict[str, str] = field(default_factory=dict)
@@ -139,4 +142,8 @@ def _build(name: str, spec: dict[str, Any], path: str) -> Profile:
         for k in ("env", "requests", "limits", "node_selector", "xcom_sidecar_requests", "xcom_sidecar_limits")
         if k in spec or k in _EMPTY_BY_DEFAULT
     }
-    return Profile(name=name, **{**spec, **as_str, "tolerations": list(spec.get("tolerations") or [])})
+    forward = spec.get("forward_env") or []
+    if not isinstance(forward, list) or not all(isinstance(v, str) and v for v in forward):
+        raise ProfileError(f"{path}: profile {name!r}: `forward_env` must be a list of variable names")
+    return Profile(name=name, **{**spec, **as_str, "tolerations": list(spec.get("tolerations") or []),
+                                 "forward_env": list(forward)})

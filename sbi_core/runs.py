@@ -17,7 +17,7 @@ from sbi_core.errors import InputError
 from sbi_core.layout import RunLayout
 from sbi_core.plan import GenerationPlan
 
-__all__ = ["configured_plan", "load_run", "networks_layout", "run_events"]
+__all__ = ["configured_plan", "load_run", "networks_layout", "read_plan", "run_events"]
 
 
 def configured_plan(run_uri: str) -> tuple[RunLayout, GenerationPlan]:
@@ -25,7 +25,18 @@ def configured_plan(run_uri: str) -> tuple[RunLayout, GenerationPlan]:
     layout = RunLayout(run_uri)
     if not storage.exists(layout.plan):
         raise InputError(f"run {layout.root} is not configured (no plan.json): run `sbi-core configure` first")
-    return layout, GenerationPlan.from_json(storage.read_json(layout.plan))
+    return layout, read_plan(layout.plan)
+
+
+def read_plan(uri: str) -> GenerationPlan:
+    """The plan in a plan.json; InputError naming the file when it is not JSON or not a plan."""
+    try:
+        data = storage.read_json(uri)
+    except FileNotFoundError:
+        raise InputError(f"{uri} not found: run `sbi-core configure` first") from None
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise InputError(f"{uri} is not valid JSON ({exc}): reconfigure the run") from None
+    return GenerationPlan.from_json(data, uri)
 
 
 def load_run(run_uri: str) -> tuple[RunLayout, AnalysisConfig, GenerationPlan]:

@@ -16,6 +16,7 @@ from sbi_core import storage
 from sbi_core.analysis import load_analysis, validate_analysis
 from sbi_core.config import (
     NOT_EVENT_FIELDS,
+    AnalysisConfig,
     apply_overrides,
     config_hash,
     config_to_yaml,
@@ -27,7 +28,7 @@ from sbi_core.layout import RunLayout
 from sbi_core.ml.plan import plan_summary
 from sbi_core.physics.registry import get_simulator_class, make_simulator
 from sbi_core.plan import GenerationPlan, make_file_plan, make_plan
-from sbi_core.runs import load_run, run_events
+from sbi_core.runs import load_run, read_plan, run_events
 
 
 def configure(config_uri: str, run_uri: str | None = None, overrides: list[str] | None = None) -> dict[str, Any]:
@@ -38,10 +39,12 @@ def configure(config_uri: str, run_uri: str | None = None, overrides: list[str] 
     inputs = None
     if hasattr(sim_cls, "resolve_inputs"):  # a simulator that reads input files (lhe): one shard per file
         cfg, inputs = sim_cls.resolve_inputs(cfg, config_uri)
+    storage.check_within_root(run_uri or cfg.output, "--run" if run_uri else "output (the config's run URI)")
     layout = RunLayout(run_uri or cfg.output)
+    _check_dataset_file(cfg)
     digest = config_hash(cfg)
     if storage.exists(layout.plan):
-        previous = storage.read_json(layout.plan).get("config_hash")
+        previous = read_plan(layout.plan).config_hash
         if previous != digest:
             raise InputError(
                 f"run {layout.root} already holds another analysis (config hash {str(previous)[:12]}, "
@@ -82,6 +85,23 @@ def configure(config_uri: str, run_uri: str | None = None, overrides: list[str] 
     }
 
 
+def _check_dataset_file(cfg: AnalysisConfig) -> None:
+    """An observed-data file (`inference.dataset.uri`) must exist and be an events file now, not at the fit."""
+    from sbi_core.data.format import inspect_event_file
+    from sbi_core.errors import ShardError
+
+    dataset = cfg.inference.dataset
+    if dataset.kind != "file" or not dataset.uri:
+        return
+    try:
+        with storage.open_for_inspection(dataset.uri) as src:
+            inspect_event_file(src, dataset.uri)
+    except FileNotFoundError:
+        raise InputError(f"inference.dataset.uri: events file {dataset.uri} not found") from None
+    except ShardError as exc:
+        raise InputError(f"inference.dataset.uri: {exc.uri} is not a usable events file: {exc.reason}") from None
+
+
 def derive(source_run: str, run_uri: str, overrides: list[str] | None = None) -> dict[str, Any]:
     """A new run that reads the events of `source_run` with other stage settings (`--set training...`).
 
@@ -100,13 +120,15 @@ def derive(source_run: str, run_uri: str, overrides: list[str] | None = None) ->
         changed = sorted(k for k in before if before[k] != after[k])
         raise InputError(f"--set changes what determines the events ({', '.join(changed)}): derive changes only "
                          f"{sorted(NOT_EVENT_FIELDS)}; configure a new run to change the events")
+    _check_dataset_file(new_cfg)
+    storage.check_within_root(run_uri, "--run")
     layout = RunLayout(run_uri)
     if layout.root == src_layout.root:
         raise InputError(f"derive: --run must differ from --from ({layout.root})")
     text = config_to_yaml(new_cfg)
     if storage.exists(layout.plan):
         same = storage.read_text(layout.config) == text if storage.exists(layout.config) else False
-        if not same or storage.read_json(layout.plan).get("events_uri") != events:
+        if not same or read_plan(layout.plan).events_uri != events:
             raise InputError(f"run {layout.root} exists with other settings or another source: choose a new run URI")
     storage.write_text(layout.config, text)
     # The learned likelihood of the new run reads the source's ensembles (a sbi_infer run on a sbi_train run).

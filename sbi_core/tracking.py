@@ -9,8 +9,10 @@ What to use when:
 - `log_fit(layout, cfg, results, artifacts)`: the inference report (fit results and plots).
 - `tracking_uri(layout)`: where a run's tracking goes (None: tracking is off).
 
-Structure: one experiment per analysis (`cfg.name`); one parent run per pipeline run, found again by a tag
-(`sbi.run_key`, a digest of the run URI) so every process of a DAG run logs under the same parent; child runs
+Structure: one experiment per analysis (`cfg.name`); one parent run per pipeline run, named by a marker file in
+the run (`RUN/tracking/parent-<server digest>.json`, created atomically, so every process of a DAG run logs under
+the same parent even when several start at once on a fresh server; the parent also carries the tag `sbi.run_key`,
+a digest of the run URI); child runs
 carry the MLflow tag `mlflow.parentRunId` (nesting across processes). The parent is tagged with the run URI,
 the config hash and, when Airflow runs the step, the DAG id and DAG run id (`AIRFLOW_CTX_DAG_ID`,
 `AIRFLOW_CTX_DAG_RUN_ID`, which Airflow exports into task processes and the operators pass to pods).
@@ -19,8 +21,9 @@ Where it goes: `MLFLOW_TRACKING_URI` when set (a server); otherwise an embedded 
 at `<base>/mlflow/mlflow.db` with artefacts in `<base>/mlflow/artifacts`, where base is `SBI_ARTIFACT_ROOT` when
 the run lies under it, else the run's parent directory. Processes sharing the embedded store take a file lock
 around each call (SQLite and MLflow's schema creation do not like concurrent writers). A run on an object
-store (s3://) without `MLFLOW_TRACKING_URI` is not tracked (a SQLite file cannot live there). `SBI_TRACKING=off`
-turns tracking off.
+store (s3://) without `MLFLOW_TRACKING_URI` is not tracked (a SQLite file cannot live there): a deployment points
+MLFLOW_TRACKING_URI at an `mlflow server` (PostgreSQL store, S3 artifacts; docker-compose runs one, and the
+Kubernetes profiles pass the worker's MLFLOW_TRACKING_URI to every pod). `SBI_TRACKING=off` turns tracking off.
 
 Tracking never raises into a step: the first failure (an unreachable server, a locked store) is logged ONCE as a
 warning and tracking stays off for the rest of the process; the files in storage remain the record. Requests to
@@ -131,7 +134,8 @@ class _Store:
 def _store(layout: RunLayout) -> _Store:
     uri = tracking_uri(layout)
     if uri is None:
-        raise RuntimeError(f"run {layout.root} is on an object store: set MLFLOW_TRACKING_URI to track it")
+        raise RuntimeError(f"run {layout.root} is on an object store: set MLFLOW_TRACKING_URI to an mlflow server "
+                           "to track it (docs/storage.md)")
     if not uri.startswith("sqlite:///") or os.environ.get("MLFLOW_TRACKING_URI"):
         return _Store(uri, None, None)
     directory = Path(uri.removeprefix("sqlite:///")).parent
@@ -185,7 +189,7 @@ def _session(layout: RunLayout, cfg: AnalysisConfig) -> Iterator[_Session]:
         client = _client(store)
         experiment_id = _experiment(client, cfg.name, store.artifact_location)
         key = run_key(layout)
-        parent = _parents.get((store.uri, key)) or _parent(client, experiment_id, layout, cfg, key)
+        parent = _parents.get((store.uri, key)) or _parent(client, experiment_id, layout, cfg, key, store.uri)
         _parents[(store.uri, key)] = parent
         yield _Session(client, experiment_id, parent, key)
         client.set_terminated(parent, "FINISHED")  # end time = the pipeline run's last logged step
@@ -213,23 +217,47 @@ def _find_runs(client: Any, experiment_id: str, tags: Mapping[str, str]) -> list
     return sorted(runs, key=lambda r: (r.info.start_time, r.info.run_id))
 
 
-def _parent(client: Any, experiment_id: str, layout: RunLayout, cfg: AnalysisConfig, key: str) -> str:
-    """The pipeline run's parent run: found by tag, else created (and, if another process created one at the
-    same moment, the older one kept and ours deleted, so all processes converge on one parent)."""
-    found = _find_runs(client, experiment_id, {TAG_KIND: "pipeline", TAG_RUN_KEY: key})
-    if found:
-        return str(found[0].info.run_id)
+def parent_marker(layout: RunLayout, tracking: str) -> str:
+    """The file in the run that names the run's parent MLflow run on one tracking server (created once)."""
+    digest = hashlib.sha256(tracking.encode()).hexdigest()[:12]
+    return storage.join(layout.root, "tracking", f"parent-{digest}.json")
+
+
+def _marked_parent(client: Any, marker: str) -> str | None:
+    """The parent run the marker names, if the server still has it active; None when there is no marker."""
+    if not storage.exists(marker):
+        return None
+    run_id = str(storage.read_json(marker)["run_id"])
+    try:
+        run = client.get_run(run_id)
+    except Exception:  # noqa: BLE001 - deleted on the server (or another server with the same URI)
+        run = None
+    if run is None or run.info.lifecycle_stage != "active":
+        raise RuntimeError(f"{marker} names parent run {run_id}, which the tracking server no longer has: "
+                           "remove the marker to start a new parent")
+    return run_id
+
+
+def _parent(client: Any, experiment_id: str, layout: RunLayout, cfg: AnalysisConfig, key: str,
+            tracking: str) -> str:
+    """The pipeline run's parent run, race-free across processes and machines: a marker in the run's storage
+    (`parent_marker`) names it. Without one, this process creates a parent run and then creates the marker only
+    if it is still absent (an atomic create: a link locally, a conditional PUT on S3); a process that loses the
+    race deletes its own run and takes the marker's. So steps that start at once on a fresh server share one."""
+    marker = parent_marker(layout, tracking)
+    found = _marked_parent(client, marker)
+    if found is not None:
+        return found
     from sbi_core.config import config_hash
 
     tags = {TAG_KIND: "pipeline", TAG_RUN_KEY: key, TAG_RUN_URI: layout.root, TAG_CONFIG_HASH: config_hash(cfg),
             TAG_NAME: cfg.name, "mlflow.runName": layout.root.rstrip("/").rsplit("/", 1)[-1]}
     tags.update({tag: os.environ[env] for tag, env in AIRFLOW_ENV.items() if os.environ.get(env)})
-    run = client.create_run(experiment_id, tags=tags)
-    ours = str(run.info.run_id)
-    oldest = _find_runs(client, experiment_id, {TAG_KIND: "pipeline", TAG_RUN_KEY: key})
-    if oldest and str(oldest[0].info.run_id) != ours:
+    ours = str(client.create_run(experiment_id, tags=tags).info.run_id)
+    record = {"run_id": ours, "experiment_id": experiment_id, "tracking_uri": tracking}
+    if not storage.create_if_absent(marker, (json.dumps(record, sort_keys=True) + "\n").encode()):
         client.delete_run(ours)
-        return str(oldest[0].info.run_id)
+        return str(storage.read_json(marker)["run_id"])
     from sbi_core.config import config_to_yaml
 
     _log_text(client, ours, "config.yaml", config_to_yaml(cfg))

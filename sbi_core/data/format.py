@@ -13,7 +13,6 @@ still refuse a corrupt input.
 
 from __future__ import annotations
 
-import datetime as _dt
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,7 +22,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 import h5py
 import numpy as np
 
-from sbi_core import __version__
+from sbi_core import __version__, storage
 from sbi_core.errors import ShardError
 
 if TYPE_CHECKING:
@@ -115,7 +114,6 @@ def write_header(
     attrs["simulator"] = cfg.simulator.name
     attrs["sampling_benchmark"] = cfg.sampling_benchmark
     attrs["package_version"] = __version__
-    attrs["created"] = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
     attrs["chunk_rows"] = chunk_rows
     attrs["seed"] = -1 if seed is None else seed
     attrs["shards"] = np.asarray(shards if shards is not None else [], dtype=np.int64)
@@ -151,7 +149,9 @@ def create_sample_datasets(f: h5py.File, widths: dict[str, int], n_rows: int | N
         f.create_dataset(
             name,
             shape=shape,
-            maxshape=(None, k),
+            # Fixed size where HDF5 allows it (not below one chunk): a fixed-array chunk index, one block
+            # allocated early, which lets storage.atomic_stream upload the file as it is written.
+            maxshape=shape if n_rows is not None and n_rows >= chunk_rows else (None, k),
             dtype=np.float64,
             chunks=(chunk_rows, k),
             track_times=False,
@@ -168,7 +168,16 @@ def dataset_raw_chunks(ds: h5py.Dataset) -> Iterator[tuple[int, int, bytes]]:
 
 
 def raw_crc32(ds: h5py.Dataset) -> int:
-    """CRC32 over the stored chunk bytes in order (what `raw_crc32` attributes hold)."""
+    """CRC32 over the stored chunk bytes in order (what `raw_crc32` attributes hold). A file being streamed to
+    an object store (`storage.atomic_stream`) answers from the CRCs it recorded as the chunks were written:
+    their bytes are no longer local."""
+    stream = storage.open_stream(ds.file.filename)
+    if stream is not None:
+        extents: list[tuple[tuple[int, ...], int, int]] = []
+        ds.id.chunk_iter(lambda info: extents.append((info.chunk_offset, info.byte_offset, info.size)))
+        recorded = stream.crc32_of([(offset, size) for _, offset, size in sorted(extents)])
+        if recorded is not None:
+            return int(recorded)
     crc = 0
     for _, _, data in dataset_raw_chunks(ds):
         crc = zlib.crc32(data, crc)
@@ -185,11 +194,11 @@ def seal(f: h5py.File, n_generated: int) -> None:
 
 
 class EventFileWriter:
-    """Append EventBatches to a new event file at a local path (use storage.atomic_write for the path)."""
+    """Append EventBatches to a new event file at a local path or file object (storage.atomic_stream's)."""
 
     def __init__(
         self,
-        path: Path,
+        path: Path | BinaryIO,
         cfg: AnalysisConfig,
         *,
         chunk_rows: int,
@@ -297,7 +306,7 @@ def inspect_event_file(
     )
 
 
-def verify_complete(path: Path | str, uri: str, *, config_hash: str, expected_events: int) -> EventFileInfo:
+def verify_complete(path: Path | str | BinaryIO, uri: str, *, config_hash: str, expected_events: int) -> EventFileInfo:
     """inspect_event_file plus a CRC check of every stored chunk and the package version: the file is
     exactly what this package would write now (generate uses it to skip finished shards on a retry)."""
     info = inspect_event_file(path, uri, config_hash=config_hash, expected_events=expected_events)
