@@ -40,7 +40,9 @@ __all__ = ["KINDS", "PointFailed", "StudyKind", "check_kind", "get_kind", "kind_
 
 #: The built-in kinds: name -> "module:attribute" of the kind object (imported when first asked for, so the
 #: CLI stays light).
-KINDS: dict[str, str] = {}
+KINDS: dict[str, str] = {
+    "toy_limits": "sbi_core.studies.toy_limits:KIND",
+}
 PLUGINS_ENV = "SBI_STUDY_PLUGINS"
 
 _registered: dict[str, StudyKind] = {}

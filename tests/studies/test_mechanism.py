@@ -14,6 +14,7 @@ from sbi_core.errors import InputError
 from sbi_core.studies import steps
 from sbi_core.studies.layout import StudyLayout
 from sbi_core.studies.state import StudyState
+from sbi_core.studies.study import StudyConfigError
 
 PLUGIN = {"SBI_STUDY_PLUGINS": "tests.studies.bisect_kind"}
 BASE = ["kind=bisect", "points_per_round=3", "tolerance=0.01", "options.target=0.37"]
@@ -149,9 +150,18 @@ def test_show_tells_where_it_stands(tmp_path, cli):
     (["kind=bisect", "options.colour=red"], "options.colour: unknown key"),
     (["kind=bisect", "name=has space"], "name:"),
 ])
-def test_bad_configs_are_refused_before_anything_is_written(tmp_path, cli, overrides, field):
+def test_bad_configs_are_refused_before_anything_is_written(tmp_path, overrides, field):
     uri = tmp_path / "s"
-    out = cli("study", "--create", "--study", str(uri), *[a for o in overrides for a in ("--set", o)], env=PLUGIN)
+    with pytest.raises(StudyConfigError, match="invalid study config") as err:
+        steps.create(str(uri), None, overrides)
+    assert field in str(err.value)
+    assert not uri.exists()
+
+
+def test_the_cli_exits_2_naming_every_bad_field(tmp_path, cli):
+    uri = tmp_path / "s"
+    out = cli("study", "--create", "--study", str(uri), "--set", "kind=bisect", "--set", "budget=-5", "--set",
+              "seed=-1", env=PLUGIN)
     assert out.returncode == 2, out.stderr
-    assert "invalid study config" in out.stderr and field in out.stderr
+    assert "invalid study config" in out.stderr and "budget:" in out.stderr and "seed:" in out.stderr
     assert not uri.exists()
