@@ -21,6 +21,7 @@ BENCHMARKS = {
     "nll": "bench.nll",
     "fit": "bench.fit",
     "hessian": "bench.hessian",
+    "toy_limits": "bench.toy_limits",
 }
 
 
