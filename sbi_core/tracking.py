@@ -472,10 +472,10 @@ def log_study_round(study_uri: str, name: str, config: Mapping[str, Any], record
 @_never_raises
 def log_study_results(study_uri: str, name: str, config: Mapping[str, Any], results: Mapping[str, Any],
                       artifacts: Sequence[str]) -> None:
-    """The study's final results on its parent run (numbers as metrics, the status and reason as tags), the
-    plots under `plots/` and results.json; the parent ends FINISHED, or KILLED (stopped) or FAILED."""
+    """The study's final results on its parent run (the headline numbers as metrics `result.<name>`, the status
+    and reason as tags), the plots under `plots/` and results.json; the parent ends FINISHED, or KILLED (stopped) or FAILED."""
     with _study_session(study_uri, name, config) as s:
-        m, _ = _metrics_and_params(results.get("headline", {}))
+        m, _ = _metrics_and_params({"result": results.get("headline", {})}, step=int(results.get("rounds", 0)))
         _log_batch(s.client, s.parent_id, m)
         s.client.set_tag(s.parent_id, "sbi.status", str(results.get("status", "")))
         s.client.set_tag(s.parent_id, "sbi.reason", _text(results.get("reason", ""))[:5000])
