@@ -95,43 +95,11 @@ def _tail_logs(log_dir: Path, lines: int = 40) -> str:
     return "".join(f"\n--- {p.name}\n" + "\n".join(p.read_text().splitlines()[-lines:]) for p in log_dir.glob("*.log"))
 
 
-STUDY = "loop"
-STUDY_CONF = {"study_name": STUDY, "model": "counting", "upper": 4.0, "grid_points": 3, "toys": 20,
-              "toys_per_task": 20, "max_rounds": 2, "budget": 5000,
-              "set": ["options.counting={observed: 12, signal: 5.0, background: 10.0}"]}
-
 
 @pytest.mark.integration
 def test_a_study_dag_triggers_itself_round_after_round_then_finishes(airflow, record_property):
-    """sbi_toy_limits on a counting experiment with max_rounds 2: the first run (round 1) triggers
-    `study-loop-round-0002`, whose aggregate ends the study and whose finish writes the results."""
-    user, password = airflow.credentials()
-    api = AirflowApi(airflow.url, AirflowApi.login(airflow.url, user, password))
-    started = time.monotonic()
-    deadline = started + 300  # a guard against a hang, not a measurement
-    api.wait_for_dag("sbi_toy_limits", deadline)
-    api.unpause("sbi_toy_limits")
-    first, second = api.trigger("sbi_toy_limits", STUDY_CONF), f"study-{STUDY}-round-0002"
-    done = ("success", "failed")
-    while True:
-        runs = {r["dag_run_id"]: r for r in api.call("GET", "/dags/sbi_toy_limits/dagRuns").json()["dag_runs"]}
-        if runs[first]["state"] == "failed" or (second in runs and runs[second]["state"] in done):
-            break
-        assert time.monotonic() < deadline, {k: r["state"] for k, r in runs.items()}
-        time.sleep(1.0)
-    record_property("study_two_rounds_seconds", round(time.monotonic() - started, 1))
-    print(f"two rounds of sbi_toy_limits: {time.monotonic() - started:.1f} s")
-    assert {k: r["state"] for k, r in runs.items()} == {first: "success", second: "success"}, \
-        _tail_logs(airflow.log_dir)
-    study = api.summary("sbi_toy_limits", first, "prepare_study")["study"]
-    assert Path(study).parent.parent == Path(airflow.env["SBI_ARTIFACT_ROOT"])
-    assert runs[second]["conf"] == {"study": study, "round": 2}
-    assert runs[second]["note"] == f"study {STUDY}, round 2 ({study})"
-    first_agg = api.summary("sbi_toy_limits", first, "aggregate")
-    assert (first_agg["round"], first_agg["decision"]) == (1, "continue")
-    assert api.summary("sbi_toy_limits", first, "finish") is None  # the branch skipped it
-    last = api.summary("sbi_toy_limits", second, "aggregate")
-    assert (last["round"], last["decision"], last["status"]) == (2, "finish", "finished")
-    assert last["reason"].startswith("max_rounds reached (2 of 2)")
-    results = json.loads(Path(api.summary("sbi_toy_limits", second, "finish")["results"]).read_text())
-    assert results["rounds"] == 2 and results["status"] == "finished" and results["points"]
+    from tests.airflow.study_loop import two_rounds_of_sbi_toy_limits
+
+    seconds = two_rounds_of_sbi_toy_limits(airflow)
+    record_property("study_two_rounds_seconds", round(seconds, 1))
+    print(f"two rounds of sbi_toy_limits: {seconds:.1f} s")
