@@ -109,7 +109,7 @@ class ScanPoint:
 
 @dataclass(frozen=True)
 class LimitEstimate:
-    """The crossing of CLs with alpha: `located` (value +- error, bracket lo..hi), `above` (CLs > alpha at
+    """The crossing of CLs with alpha: `located` (value +- error, between the tested values lo and hi), `above` (CLs > alpha at
     every tested value: the limit lies above `lo`), `below` (CLs <= alpha already at the lowest, `hi`), or
     `none` (no usable point)."""
 
@@ -269,7 +269,11 @@ def locate_limit(points: Sequence[ScanPoint], alpha: float) -> LimitEstimate:
     if found is None:  # the fitted curve does not cross inside the window: only the bracket is known
         return LimitEstimate("located", (a.mu + b.mu) / 2, (b.mu - a.mu) / 2, a.mu, b.mu, [p.index for p in window],
                              "the bracket's middle (the fit does not cross near the window)")
-    return LimitEstimate("located", found[0], found[1], a.mu, b.mu, [p.index for p in window],
+    # the bracket around the fitted limit: the tested values next to it (the fit may move it past a fluctuation)
+    below = [p.mu for p in pts if p.mu <= found[0]]
+    above = [p.mu for p in pts if p.mu >= found[0]]
+    lo, hi = (below[-1] if below else a.mu), (above[0] if above else b.mu)
+    return LimitEstimate("located", found[0], found[1], lo, hi, [p.index for p in window],
                          f"probit fit of the toys at {len(window)} values")
 
 
