@@ -22,6 +22,7 @@ BENCHMARKS = {
     "fit": "bench.fit",
     "hessian": "bench.hessian",
     "storage": "bench.storage",
+    "toy_limits": "bench.toy_limits",
 }
 
 

@@ -94,9 +94,15 @@ def fan_out(fan: Fan, run: str, items: Sequence[Any], max_tasks: int) -> list[li
     values = [str(item) for item in items]
     if fan.mode == "single":
         return [[fan.step, "--run", run, fan.flag, value] for value in values]
+    return [[fan.step, "--run", run, *_repeat(fan.flag, batch)] for batch in batches(values, max_tasks)]
+
+
+def batches(values: Sequence[Any], max_tasks: int) -> list[list[Any]]:
+    """Consecutive batches of `values`, at most `max_tasks` of them, each of at most ceil(len / max_tasks)."""
+    if max_tasks < 1:
+        raise PlanError(f"the fan-out limit must be >= 1, got {max_tasks}")
     size = max(1, math.ceil(len(values) / max_tasks))
-    batches = [values[i : i + size] for i in range(0, len(values), size)]
-    return [[fan.step, "--run", run, *_repeat(fan.flag, batch)] for batch in batches]
+    return [list(values[i : i + size]) for i in range(0, len(values), size)]
 
 
 def summary_items(summaries: Mapping[str, Any] | Sequence[Mapping[str, Any]], key: str) -> list[Any]:

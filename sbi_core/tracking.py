@@ -8,6 +8,8 @@ What to use when:
 - `log_report(layout, cfg, metrics, plots)`: the evaluation report (metrics and PNG plots).
 - `log_fit(layout, cfg, results, artifacts)`: the inference report (fit results and plots).
 - `tracking_uri(layout)`: where a run's tracking goes (None: tracking is off).
+- `log_study_round(...)` / `log_study_results(...)`: a study's rounds and results (`sbi_core.studies`): a parent
+  run per study in the experiment `sbi-study-<kind>`, a child run per round, a metric per evaluated point.
 
 Structure: one experiment per analysis (`cfg.name`); one parent run per pipeline run, named by a marker file in
 the run (`RUN/tracking/parent-<server digest>.json`, created atomically, so every process of a DAG run logs under
@@ -432,3 +434,80 @@ def log_fit(layout: RunLayout, cfg: AnalysisConfig, results: Mapping[str, Any], 
         _log_files(s.client, run_id, [a for a in artifacts if a.lower().endswith(".png")], artifact_path="plots")
         _log_files(s.client, run_id, [a for a in artifacts if not a.lower().endswith(".png")])
         s.client.set_terminated(run_id, "FINISHED")
+
+
+# ---------------------------------------------------------------------------------------------- studies
+#: A study's MLflow runs: one experiment per study kind, a parent run per study (found again by this tag, a
+#: digest of the study URI), a child run per round with a metric per evaluated point (step = its index in the
+#: round), the final results and plots on the parent.
+TAG_STUDY_KEY = "sbi.study_key"
+
+
+def _study_experiment(config: Mapping[str, Any]) -> str:
+    return f"sbi-study-{config.get('kind', 'study')}"
+
+
+@contextlib.contextmanager
+def _study_session(study_uri: str, name: str, config: Mapping[str, Any]) -> Iterator[_Session]:
+    """The client, the kind's experiment and the study's parent run (created, with the config as params, on
+    first use)."""
+    layout = RunLayout(study_uri)
+    store = _store(layout)
+    key = hashlib.sha256(layout.root.encode()).hexdigest()[:24]
+    with _locked(store):
+        client = _client(store)
+        experiment_id = _experiment(client, _study_experiment(config), store.artifact_location)
+        parent = _parents.get((store.uri, "study:" + key))
+        if parent is None:
+            found = _find_runs(client, experiment_id, {TAG_KIND: "study", TAG_STUDY_KEY: key})
+            if found:
+                parent = str(found[0].info.run_id)
+            else:
+                tags = {TAG_KIND: "study", TAG_STUDY_KEY: key, "sbi.study_uri": layout.root, TAG_NAME: name,
+                        "mlflow.runName": name}
+                tags.update({tag: os.environ[env] for tag, env in AIRFLOW_ENV.items() if os.environ.get(env)})
+                parent = str(client.create_run(experiment_id, tags=tags).info.run_id)
+                _log_batch(client, parent, params=_metrics_and_params({"study": dict(config)})[1])
+            _parents[(store.uri, "study:" + key)] = parent
+        yield _Session(client, experiment_id, parent, key)
+
+
+@_never_raises
+def log_study_round(study_uri: str, name: str, config: Mapping[str, Any], record: Mapping[str, Any]) -> None:
+    """A child run `round-NNNN` of the study's parent: each evaluated point's `metrics` (step = its index in the
+    round), the round's headline figures, its cost and failures; the headline also on the parent (step = round).
+    A repeated aggregate of the same round replaces its child run."""
+    from mlflow.entities import Metric, Param
+
+    r = int(record["round"])
+    with _study_session(study_uri, name, config) as s:
+        run_id = _child(s, "round", f"round-{r:04d}", {"sbi.round": str(r)})
+        now = int(time.time() * 1000)
+        metrics = [Metric(_KEY_BAD.sub("_", k), float(v), now, i) for i, e in enumerate(record.get("entries", []))
+                   for k, v in (e.get("metrics") or {}).items() if _is_number(v) and math.isfinite(v)]
+        headline = {k: v for k, v in flatten(record["decision"].get("summary", {})).items()
+                    if _is_number(v) and math.isfinite(v)}
+        metrics += [Metric(k, float(v), now, r) for k, v in headline.items()]
+        metrics += [Metric("cost", float(record.get("cost", 0)), now, r),
+                    Metric("failed_points", float(len(record.get("failed", []))), now, r)]
+        params = [Param("decision", record["decision"]["action"]), Param("reason", _text(record["decision"]["reason"]))]
+        _log_batch(s.client, run_id, metrics, params)
+        s.client.set_terminated(run_id, "FINISHED")
+        _log_batch(s.client, s.parent_id, [Metric(k, float(v), now, r) for k, v in headline.items()]
+                   + [Metric("budget_used", float(record["state"]["budget_used"]), now, r)])
+
+
+@_never_raises
+def log_study_results(study_uri: str, name: str, config: Mapping[str, Any], results: Mapping[str, Any],
+                      artifacts: Sequence[str]) -> None:
+    """The study's final results on its parent run (the headline numbers as metrics `result.<name>`, the status
+    and reason as tags), the plots under `plots/` and results.json; the parent ends FINISHED, or KILLED (stopped) or FAILED."""
+    with _study_session(study_uri, name, config) as s:
+        m, _ = _metrics_and_params({"result": results.get("headline", {})}, step=int(results.get("rounds", 0)))
+        _log_batch(s.client, s.parent_id, m)
+        s.client.set_tag(s.parent_id, "sbi.status", str(results.get("status", "")))
+        s.client.set_tag(s.parent_id, "sbi.reason", _text(results.get("reason", ""))[:5000])
+        _log_files(s.client, s.parent_id, [a for a in artifacts if a.lower().endswith(".png")], artifact_path="plots")
+        _log_files(s.client, s.parent_id, [a for a in artifacts if not a.lower().endswith(".png")])
+        status = {"stopped": "KILLED", "failed": "FAILED"}.get(str(results.get("status")), "FINISHED")
+        s.client.set_terminated(s.parent_id, status)

@@ -348,6 +348,14 @@ def test_the_connection_secret_is_in_no_xcom_template_event_or_log(prod):
     assert not [str(p) for p in logs if SECRET in p.read_text(errors="replace")]
 
 
+def test_a_study_dag_triggers_itself_round_after_round_then_finishes(prod, record_property):
+    """sbi_toy_limits on a counting experiment: round 1 triggers round 2, whose aggregate ends the study."""
+    from tests.airflow.study_loop import two_rounds_of_sbi_toy_limits
+
+    seconds = two_rounds_of_sbi_toy_limits(prod.airflow)
+    record_property("study_two_rounds_seconds", round(seconds, 1))
+
+
 def test_every_listener_is_on_loopback(prod):
     """What `ss -ltnp` shows for the components and their children (the worker too): nothing beyond loopback."""
     airflow = prod.airflow
