@@ -176,3 +176,168 @@ def test_madminer_expressions_of_our_observables_give_our_values():
             assert expression is not None, name
             assert float(eval(expression, variables)) == pytest.approx(ours[i, j], rel=1e-9, abs=1e-9), name
     assert madminer_expression("cos_theta_star") is None and madminer_expression("x0") is None
+
+
+# ---------------------------------------------------------------------------------------------- import-madminer
+OBSERVABLE_NAMES = ["x0", "x1", "x2", "x3", "x4 smeared"]  # one not an identifier: the import renames it
+
+
+@pytest.fixture(scope="module")
+def madminer_written(small_run, ours, tmp_path_factory) -> str:
+    """A MadMiner event file made by MadMiner's own writer from the small run's events: the setup by
+    `MadMiner.save` (our benchmarks as its basis), two event files by `save_nuisance_setup` + `save_events` (the
+    halves, 'sampled' at sm and at p2, each weighted to the full cross section as MadMiner's readers do), with a
+    one-sided normalisation (MadMiner's norm: +1 benchmark only) and a two-sided shape nuisance (the energy scale's
+    weight columns), then `combine_and_shuffle`."""
+    from madminer.core import MadMiner
+    from madminer.models import NuisanceParameter, Observable
+    from madminer.sampling import combine_and_shuffle
+    from madminer.utils.interfaces.hdf5 import save_events, save_nuisance_setup
+
+    cfg, x, w, _ = ours
+    out = tmp_path_factory.mktemp("madminer")
+    miner = MadMiner()
+    for k, p in enumerate(cfg.parameters):
+        miner.add_parameter(lha_block="dim6", lha_id=k + 1, parameter_name=p.name, morphing_max_power=2,
+                            parameter_range=tuple(p.range))
+    for b in cfg.benchmarks:
+        miner.add_benchmark(dict(b.values), b.name)
+    miner.set_morphing(include_existing_benchmarks=True, max_overall_power=2)
+    miner.save(str(out / "setup.h5"))
+    n_b, half = len(cfg.benchmarks), x.shape[0] // 2
+    nuisance = {"lumi_nuisance_param_0": NuisanceParameter("lumi_nuisance_param_0", "lumi", "lumi_up", None),
+                "escale": NuisanceParameter("escale", "escale", "escale_up", "escale_down")}
+    parts = []
+    for k, (rows, sampled) in enumerate(((slice(0, half), 0), (slice(half, None), 2))):
+        weights = {b: 2.0 * w[rows, i] for i, b in enumerate(cfg.benchmark_names)}
+        weights.update({"lumi_up": 2.0 * 1.05 * w[rows, 0], "escale_up": 2.0 * w[rows, n_b + 2],
+                        "escale_down": 2.0 * w[rows, n_b + 3]})
+        name = str(out / f"part{k}.h5")
+        save_nuisance_setup(name, True, ["lumi_up", "escale_up", "escale_down"], nuisance, "sm",
+                            copy_from_path=str(out / "setup.h5"))
+        n = x[rows].shape[0]
+        save_events(name, True, {o: Observable(o, f"x[{j}]") for j, o in enumerate(OBSERVABLE_NAMES)},
+                    {o: x[rows, j] for j, o in enumerate(OBSERVABLE_NAMES)}, weights, [sampled] * n,
+                    [n if i == sampled else 0 for i in range(n_b)], 0)
+        parts.append(name)
+    np.random.seed(9)  # combine_and_shuffle shuffles with numpy's global generator
+    combine_and_shuffle(parts, str(out / "events.h5"))
+    return str(out / "events.h5")
+
+
+@pytest.fixture(scope="module")
+def imported(madminer_written, tmp_path_factory) -> tuple[str, dict]:
+    from sbi_core import steps
+
+    run = str(tmp_path_factory.mktemp("imported") / "run")
+    sets = ["training.members=1", "training.samples.train=1000", "training.samples.test=300",
+            "training.optimizer.epochs=2", "training.network.hidden=[8]", "training.methods=[benchmark_ratio]"]
+    return run, steps.import_madminer(madminer_written, run, sets)
+
+
+def _sorted_rows(x: np.ndarray, *others: np.ndarray) -> list[np.ndarray]:
+    order = np.lexsort(x.T[::-1])
+    return [x[order], *(o[order] for o in others)]
+
+
+def test_import_carries_the_madminer_file(imported, madminer_written, ours):
+    """Parameters, basis, nuisance parameters (the one-sided norm becomes our normalisation, its -1 column MadMiner's
+    exp(-a); the shape one keeps its columns), renamed observables, and every event with the weights MadMiner's
+    readers give it (the factor n_b / n of its sampling benchmark undoes the per-file normalisation)."""
+    from sbi_core import steps
+
+    run, summary = imported
+    cfg0, x0, w0, _ = ours
+    layout, cfg, _ = steps.load_run(run)
+    assert cfg.simulator.name == "madminer" and cfg.sampling_benchmark == "sm"
+    assert cfg.benchmark_matrix() == cfg0.benchmark_matrix() and cfg.parameter_names == cfg0.parameter_names
+    assert [(n.name, str(n.kind)) for n in cfg.nuisance] == [("lumi_nuisance_param_0", "normalization"),
+                                                              ("escale", "shape_weight")]
+    assert cfg.nuisance[0].size == pytest.approx(0.05, rel=1e-12)
+    assert cfg.observable_names[-1] == "x4_smeared" and summary["renamed"] == {"x4_smeared": "x4 smeared"}
+    assert [p.true_value for p in cfg.parameters] == [0.0, 0.0]  # the reference benchmark's values
+    assert summary["n_events"] == x0.shape[0] and summary["dropped_nonfinite"] == 0 and not summary["skipped"]
+    with h5py.File(layout.events, "r") as f:
+        x, w, z = f[OBSERVATIONS][()], f[WEIGHTS][()], f["samples/latent"][()]
+    n_b = len(cfg.benchmarks)
+    xs, ws, zs = _sorted_rows(x, w, z)
+    xs0, ws0 = _sorted_rows(x0, w0)
+    np.testing.assert_array_equal(xs, xs0)
+    np.testing.assert_array_equal(ws[:, :n_b], ws0[:, :n_b])  # 2 w x 1/2: exact
+    np.testing.assert_allclose(ws[:, n_b: n_b + 2], ws0[:, [0, 0]] * [1.05, 1 / 1.05], rtol=1e-12)
+    np.testing.assert_allclose(ws[:, n_b + 2:], ws0[:, n_b + 2:], rtol=1e-12)
+    assert set(np.unique(zs[:, 0])) == {0.0, 2.0}  # the MadMiner sampling ids, kept as the latent column
+    again = steps.import_madminer(madminer_written, run, [
+        "training.members=1", "training.samples.train=1000", "training.samples.test=300",
+        "training.optimizer.epochs=2", "training.network.hidden=[8]", "training.methods=[benchmark_ratio]"])
+    assert again["skipped"] and again["config_hash"] == summary["config_hash"]
+
+
+def test_imported_run_opens_in_madminer_again(imported):
+    """The imported run's events file is a MadMiner file again: same observables' MadMiner definitions, and
+    MadMiner's cross sections at nu = 0 and at the nuisance points equal our sums."""
+    from madminer.sampling import SampleAugmenter
+
+    run, _ = imported
+    sa = SampleAugmenter(f"{run}/events.h5")
+    assert [o.val_expression for o in sa.observables.values()] == [f"x[{j}]" for j in range(5)]
+    with h5py.File(f"{run}/events.h5", "r") as f:
+        w = f[WEIGHTS][()]
+    np.testing.assert_allclose(sa.xsecs()[0], w.sum(axis=0), rtol=1e-12)
+
+
+def test_imported_run_goes_through_sample_train_and_fit(imported):
+    """The pipeline continues from the import: benchmark_ratio samples (the shape nuisance's variation sets too),
+    training, ensembles, pseudo-data at the reference, learned likelihood arrays and a valid fit."""
+    from sbi_core.inference import steps as inference
+    from sbi_core.ml import samples
+    from sbi_core.ml.ensemble import build_ensembles
+    from sbi_core.ml.train_step import train
+
+    run, summary = imported
+    sampled = samples.sample(run, "benchmark_ratio")
+    assert "sm/escale_up" in sampled["files"] and "sm/lumi_nuisance_param_0_up" not in sampled["files"]
+    assert train(run, sampled["networks"])["networks"] == sampled["networks"]
+    build_ensembles(run)
+    data = inference.dataset(run)
+    inference.likelihood(run, [int(b) for b in data["likelihood_batches"]])
+    inference.likelihood_join(run)
+    fit = inference.fit(run)
+    assert fit["valid"] and set(fit["values"]) == {"cW", "cHW", "lumi_nuisance_param_0", "escale"}
+    assert all(abs(fit["values"][p]) < 3 * fit["errors"][p] for p in ("cW", "cHW"))  # pseudo-data at the SM
+
+
+def _madminer_copy(src: str, dst, edit) -> str:
+    import shutil
+
+    shutil.copyfile(src, dst)
+    with h5py.File(dst, "a") as f:
+        edit(f)
+    return str(dst)
+
+
+@pytest.mark.parametrize(("edit", "group"), [
+    (lambda f: f.__delitem__("samples"), "samples/observations: missing"),
+    (lambda f: f.__delitem__("morphing"), "morphing: missing"),
+    (lambda f: f["samples/weights"].__setitem__((3, 1), np.nan), "samples/weights: event 3"),
+    (lambda f: f["morphing/morphing_matrix"].__setitem__((0, 0), 7.0), "morphing/morphing_matrix"),
+    (lambda f: f["benchmarks/is_reference"].__setitem__(0, 0), "benchmarks/is_reference"),
+    (lambda f: f["nuisance_parameters/benchmark_positive"].__setitem__(1, b"None"),
+     "nuisance_parameters/benchmark_positive"),
+    (lambda f: f["parameters/val_ranges"].__setitem__(0, [1.0, -1.0]), "parameters/val_ranges"),
+])
+def test_bad_or_partial_madminer_files_are_refused_naming_the_group(madminer_written, tmp_path, edit, group):
+    from sbi_core import steps
+    from sbi_core.errors import InputError
+
+    bad = _madminer_copy(madminer_written, tmp_path / "bad.h5", edit)
+    with pytest.raises(InputError, match=group.replace("(", r"\(")):
+        steps.import_madminer(bad, str(tmp_path / "run"))
+    assert not (tmp_path / "run").exists()  # nothing written
+
+
+def test_import_cli_exit_2_on_a_file_that_is_not_hdf5(cli, tmp_path):
+    junk = tmp_path / "junk.h5"
+    junk.write_bytes(b"not an HDF5 file")
+    res = cli("import-madminer", "--file", str(junk), "--run", str(tmp_path / "run"))
+    assert res.returncode == 2 and "not a readable HDF5 file" in res.stderr and res.stdout == ""
