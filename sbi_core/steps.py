@@ -122,8 +122,10 @@ def derive(source_run: str, run_uri: str, overrides: list[str] | None = None) ->
 
 
 
-#: What an import's --set may not change: the columns of the events file are built from them.
-_IMPORTED = ("parameter_names", "benchmark_names", "benchmark_matrix", "observable_names", "sampling_benchmark")
+#: What an import's --set may not change: the events file is built from them (parameter ranges, true values,
+#: descriptions, training and inference may change).
+_IMPORTED = ("parameter_names", "benchmarks", "observable_names", "cuts", "nuisance", "simulator", "morphing",
+             "generation")
 
 
 def import_madminer(file_uri: str, run_uri: str, overrides: list[str] | None = None) -> dict[str, Any]:
@@ -142,9 +144,7 @@ def import_madminer(file_uri: str, run_uri: str, overrides: list[str] | None = N
         mm = mmi.read_madminer(path, file_uri)
         base = validate_analysis(mmi.analysis_dict(mm, layout.root), file_uri)
         cfg = validate_analysis(apply_overrides(base.model_dump(mode="json"), overrides or []), "--set")
-        changed = [k for k in _IMPORTED if _value(cfg, k) != _value(base, k)] + \
-            (["nuisance"] if cfg.nuisance != base.nuisance else []) + (["simulator"] if cfg.simulator != base.simulator
-                                                                         else [])
+        changed = [k for k in _IMPORTED if getattr(cfg, k) != getattr(base, k)]
         if changed:
             raise InputError(f"--set may not change what the import reads from the MadMiner file: {changed}")
         digest = config_hash(cfg)
@@ -164,11 +164,6 @@ def import_madminer(file_uri: str, run_uri: str, overrides: list[str] | None = N
     storage.write_text(layout.config, config_to_yaml(cfg))
     storage.write_json(layout.plan, plan.to_json())  # last: its presence means "configured"
     return _import_summary(layout, mm, cfg, plan, t0, skipped=False)
-
-
-def _value(cfg: Any, key: str) -> Any:
-    value = getattr(cfg, key)
-    return value() if callable(value) else value
 
 
 def _import_summary(layout: RunLayout, mm: Any, cfg: Any, plan: GenerationPlan, t0: float, *, skipped: bool

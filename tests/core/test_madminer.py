@@ -341,3 +341,16 @@ def test_import_cli_exit_2_on_a_file_that_is_not_hdf5(cli, tmp_path):
     junk.write_bytes(b"not an HDF5 file")
     res = cli("import-madminer", "--file", str(junk), "--run", str(tmp_path / "run"))
     assert res.returncode == 2 and "not a readable HDF5 file" in res.stderr and res.stdout == ""
+
+
+def test_import_set_may_change_the_settings_not_the_events(madminer_written, tmp_path):
+    from sbi_core import steps
+    from sbi_core.errors import InputError
+
+    run = str(tmp_path / "run")
+    for bad in ("generation.events=10", "cuts=[{observable: x0, min: 0.0}]", "benchmarks[1].values.cW=0.5"):
+        with pytest.raises(InputError, match="may not change"):
+            steps.import_madminer(madminer_written, run, [bad])
+    summary = steps.import_madminer(madminer_written, run, ["parameters[0].true_value=0.5", "inference.luminosity=50"])
+    _, cfg, _ = steps.load_run(run)
+    assert cfg.parameters[0].true_value == 0.5 and cfg.inference.luminosity == 50 and summary["n_events"] == 6000
