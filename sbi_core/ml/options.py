@@ -40,6 +40,12 @@ class SampleOptions(ConfigSection):
         default=0.2, gt=0.0, lt=1.0, title="Validation fraction",
         description="Share of the training samples held out for validation (early stopping).",
     )
+    validation_events: Literal["separate", "shared"] = Field(
+        default="separate", title="Validation events",
+        description="separate: the validation set is drawn from events of its own, never trained on; shared "
+        "(MadMiner's): from the training events, so the training samples are drawn from more events. Test events "
+        "are always their own.",
+    )
     test: int = Field(
         default=5000, ge=2, le=10**9, title="Test samples",
         description="Unweighted samples per network set in the test set, drawn from events never used for training.",

@@ -84,11 +84,22 @@ def split_sizes(cfg: AnalysisConfig) -> dict[str, int]:
 
 
 def event_split(cfg: AnalysisConfig, rows: np.ndarray) -> np.ndarray:
-    """Split index (0 train, 1 val, 2 test) of each event row: disjoint, proportional to the rows asked."""
+    """Split index (0 train, 1 val, 2 test) of each event row: disjoint, proportional to the rows asked. With
+    `validation_events: shared` no event is a validation event: the validation rows are drawn from the training
+    events (`pool_split`), so training draws from more events (MadMiner's validation split of its samples)."""
     sizes = split_sizes(cfg)
+    if cfg.training.samples.validation_events == "shared":
+        sizes = {"train": sizes["train"] + sizes["val"], "val": 0, "test": sizes["test"]}
     total = sum(sizes.values())
     key = stream_code(f"{_SPLIT_TAG}-{cfg.training.seed}")
     return split_labels(rows, key, tuple(sizes[s] / total for s in SPLITS))
+
+
+def pool_split(cfg: AnalysisConfig, split: str) -> int:
+    """The event split a set's rows are drawn from: its own, or the training events for validation rows when
+    `validation_events` is shared."""
+    shared = split == "val" and cfg.training.samples.validation_events == "shared"
+    return SPLITS.index("train") if shared else SPLITS.index(split)
 
 
 # ------------------------------------------------------------------------------------------------ the model
@@ -280,7 +291,7 @@ def plan_rows(cfg: AnalysisConfig, model: EventModel, spec: SampleSpec, split: s
     theta1 = theta0.copy() if local else np.repeat(model.theta_ref[None, :], n, axis=0)
     order = rng.permutation(n)
     theta0, theta1, y = theta0[order], theta1[order], y[order]
-    s = SPLITS.index(split)
+    s = pool_split(cfg, split)
     pool_ids = np.array([pools.get(s, keys[i]) for i in order.tolist()], dtype=np.int64)
     u = rng.random(n)
     return SetPlan(spec, split, theta0, theta1, y, pool_ids, np.full(n, -1, dtype=np.int64)), u

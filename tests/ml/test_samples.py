@@ -323,3 +323,19 @@ def test_sally_samples_at_theta_fixed_with_the_exact_score(small_run, tmp_path):
              - grad_sigma_fid(theta) / sigma_fid(theta))
     np.testing.assert_allclose(ts.t_xz, exact, rtol=4e-7, atol=2e-6)
     assert ts.attrs["xsec_theta0"] == pytest.approx(sigma_fid(theta), rel=1e-12)
+
+
+def test_shared_validation_events_are_training_events(small_run, tmp_path):
+    """validation_events: shared (MadMiner's split of its samples): validation rows come from the training events,
+    which are then more; test events stay their own."""
+    run = derived(small_run, tmp_path, "sharedval", "training.samples.validation_events=shared")
+    samples.sample(run, "alices")
+    sets = {s: read(run, "alices", "theta", "nominal", s) for s in SPLITS}
+    train, val, test = (set(sets[s].event.tolist()) for s in SPLITS)
+    assert not train & test and not val & test and train & val
+    _, cfg, _ = steps.load_run(run)
+    labels = samples.event_split(cfg, np.arange(6000))
+    assert set(np.unique(labels)) == {0, 2} and abs(np.mean(labels == 0) - 1500 / 2000) < 0.03
+    assert np.all(labels[sorted(train | val)] == 0)  # validation rows drawn from the training events
+    separate = samples.event_split(steps.load_run(derived(small_run, tmp_path, "separate"))[1], np.arange(6000))
+    assert abs(np.mean(separate == 0) - 1200 / 2000) < 0.03  # 1200 train, 300 val, 500 test rows asked
