@@ -39,9 +39,10 @@ BEFORE = ["training.methods=[alices]", "training.variations=false", "training.de
 BASELINE_LABEL = {"alices": "RMS before (raw score units, shared theta0)", "benchmark_ratio": "RMS untrained-exact"}
 TARGET = {"alices": "<= 1 at interior theta; RMS <= 0.05 (200k events)", "benchmark_ratio": "RMS <= 0.05 (200k events)"}
 CORNER = (0.8, 0.8)
-CORNER_NOTE = ("the corner of the prior square, outside the circle of basis benchmarks: few training theta0 nearby "
-               "(the prior's corner) and few events carrying its weight (effective_events_share), with the largest "
-               "exact log r (exact_log_r_std)")
+CORNER_NOTE = ("the size of log r there: the corner has the largest exact log r of the points (exact_log_r_std, ~3x "
+               "the interior's) and relative to it is learnt as well as the interior (rms_over_exact_std alike); the "
+               "events still carry its weight (effective_events_share ~0.8), but it sits at the corner of the prior "
+               "square and outside the circle of basis benchmarks, where fewer training theta0 surround it")
 
 
 def _events(n_events: int, shards: int) -> str:
