@@ -140,6 +140,8 @@ def import_madminer(file_uri: str, run_uri: str, overrides: list[str] | None = N
 
     t0 = time.perf_counter()
     layout = RunLayout(run_uri)
+    if not storage.exists(file_uri):
+        raise InputError(f"MadMiner file {file_uri} not found")
     with storage.local_copy(file_uri) as path:
         mm = mmi.read_madminer(path, file_uri)
         base = validate_analysis(mmi.analysis_dict(mm, layout.root), file_uri)

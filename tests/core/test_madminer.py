@@ -341,6 +341,11 @@ def test_import_cli_exit_2_on_a_file_that_is_not_hdf5(cli, tmp_path):
     junk.write_bytes(b"not an HDF5 file")
     res = cli("import-madminer", "--file", str(junk), "--run", str(tmp_path / "run"))
     assert res.returncode == 2 and "not a readable HDF5 file" in res.stderr and res.stdout == ""
+    from sbi_core import steps
+    from sbi_core.errors import InputError
+
+    with pytest.raises(InputError, match="not found"):
+        steps.import_madminer(str(tmp_path / "nowhere.h5"), str(tmp_path / "run"))
 
 
 def test_import_set_may_change_the_settings_not_the_events(madminer_written, tmp_path):
