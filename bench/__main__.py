@@ -18,6 +18,7 @@ BENCHMARKS = {
     "ingest": "bench.ingest",
     "train": "bench.train",
     "learn": "bench.learn",
+    "madminer": "bench.madminer",
     "nll": "bench.nll",
     "fit": "bench.fit",
     "hessian": "bench.hessian",

@@ -1,4 +1,4 @@
-"""Subcommands of a whole run: schema, configure, derive (see `sbi_core.cli`)."""
+"""Subcommands of a whole run: schema, configure, derive, import-madminer (see `sbi_core.cli`)."""
 
 from __future__ import annotations
 
@@ -25,6 +25,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--run", required=True, help="the new run URI")
     add_set_option(s)
     s.set_defaults(handler=lambda a: _steps().derive(a.source, a.run, a.overrides))
+
+    s = sub.add_parser("import-madminer", help="a run from a MadMiner event file (after combine_and_shuffle)")
+    s.add_argument("--file", required=True, help="the MadMiner HDF5 event file (path or URI)")
+    s.add_argument("--run", required=True, help="the new run URI")
+    add_set_option(s)
+    s.set_defaults(handler=lambda a: _steps().import_madminer(a.file, a.run, a.overrides))
 
 
 def _steps() -> Any:

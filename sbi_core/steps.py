@@ -147,4 +147,73 @@ def derive(source_run: str, run_uri: str, overrides: list[str] | None = None) ->
 
 
 
-__all__ = ["combine", "combine_groups", "configure", "derive", "generate", "load_run", "run_events"]
+#: What an import's --set may not change: the events file is built from them (parameter ranges, true values,
+#: descriptions, training and inference may change).
+_IMPORTED = ("parameter_names", "benchmarks", "observable_names", "cuts", "nuisance", "simulator", "morphing",
+             "generation")
+
+
+def import_madminer(file_uri: str, run_uri: str, overrides: list[str] | None = None) -> dict[str, Any]:
+    """A run from a MadMiner 0.9.6 event file (`sbi_core.data.madminer_import`): config.yaml naming the `madminer`
+    simulator, setup.h5, events.h5, then plan.json (last); the pipeline continues with sample, train and the fit.
+
+    --set changes the generated config (e.g. `parameters[0].true_value=0.5`, `training.methods=[alices]`), not
+    the imported columns. Rerunning with the same file and settings keeps a complete run; a run holding another
+    analysis is refused. Bad or partial files are InputErrors naming the HDF5 group."""
+    from sbi_core.data import madminer_import as mmi
+    from sbi_core.data.format import verify_complete
+
+    t0 = time.perf_counter()
+    layout = RunLayout(run_uri)
+    if not storage.exists(file_uri):
+        raise InputError(f"MadMiner file {file_uri} not found")
+    with storage.local_copy(file_uri) as path:
+        mm = mmi.read_madminer(path, file_uri)
+        base = validate_analysis(mmi.analysis_dict(mm, layout.root), file_uri)
+        cfg = validate_analysis(apply_overrides(base.model_dump(mode="json"), overrides or []), "--set")
+        changed = [k for k in _IMPORTED if getattr(cfg, k) != getattr(base, k)]
+        if changed:
+            raise InputError(f"--set may not change what the import reads from the MadMiner file: {changed}")
+        digest = config_hash(cfg)
+        plan = make_plan(mm.kept, 1, 1, cfg.generation.seed, digest)
+        if storage.exists(layout.plan):
+            if storage.read_json(layout.plan).get("config_hash") != digest:
+                raise InputError(f"run {layout.root} already holds another analysis: choose a new run URI; nothing "
+                                 "was written")
+            with storage.local_copy(layout.events) as events:
+                verify_complete(events, layout.events, config_hash=digest, expected_events=mm.kept)
+            return _import_summary(layout, mm, cfg, plan, t0, skipped=True)
+        header = {"config_hash": digest, **simulator_header(cfg, make_simulator(cfg)), "seed": plan.seed}
+        with storage.atomic_write(layout.setup) as tmp, h5py.File(tmp, "w") as f:
+            write_header(f, cfg, kind="setup", chunk_rows=plan.chunk_rows, **header)
+        with storage.atomic_write(layout.events) as tmp:
+            mmi.write_events(path, mm, cfg, plan, tmp, {**header, "kind": "combined", "shards": [0]})
+    storage.write_text(layout.config, config_to_yaml(cfg))
+    storage.write_json(layout.plan, plan.to_json())  # last: its presence means "configured"
+    return _import_summary(layout, mm, cfg, plan, t0, skipped=False)
+
+
+def _import_summary(layout: RunLayout, mm: Any, cfg: Any, plan: GenerationPlan, t0: float, *, skipped: bool
+                    ) -> dict[str, Any]:
+    return {
+        "step": "import-madminer",
+        "run": layout.root,
+        "file": mm.uri,
+        "config": layout.config,
+        "events": layout.events,
+        "config_hash": plan.config_hash,
+        "n_events": mm.kept,
+        "dropped_nonfinite": mm.dropped_nonfinite,
+        "dropped_benchmarks": mm.dropped_benchmarks,
+        "unused_benchmarks": mm.unused_benchmarks,
+        "sampling_benchmark": cfg.sampling_benchmark,
+        "nuisance": {n.name: str(n.kind) for n in cfg.nuisance},
+        "renamed": cfg.simulator.options.get("renamed", {}),
+        **plan_summary(cfg),
+        "skipped": skipped,
+        "seconds": round(time.perf_counter() - t0, 3),
+    }
+
+
+__all__ = ["combine", "combine_groups", "configure", "derive", "generate", "import_madminer", "load_run",
+           "run_events"]

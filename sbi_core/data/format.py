@@ -1,9 +1,11 @@
 """The HDF5 event file: layout, writer and inspection. Documented in docs/data-format.md.
 
-Group names follow MadMiner where the concept is the same (`parameters`, `benchmarks`, `morphing`,
-`observables`, `nuisance_parameters`, `samples/observations`, `samples/weights`; strings are
-fixed-length ASCII `S256`), so MadMiner tools can read our files. Additions: `samples/latent`
-(parton-level z for joint quantities at any theta) and provenance attributes on the root.
+The header is MadMiner 0.9.6's (`parameters`, `benchmarks`, `morphing`, `observables`, `nuisance_parameters`,
+`sample_summary`, `samples/{observations,weights,sampling_benchmarks}`; strings are fixed-length
+ASCII `S256`), so MadMiner's `SampleAugmenter` opens our files (tests/data/test_madminer.py); the MadMiner
+pieces and what MadMiner cannot carry are in `sbi_core.data.madminer_layout`. Additions: `samples/latent`
+(parton-level z for joint quantities at any theta), our nuisance kinds and sizes, observable descriptions and
+provenance attributes on the root.
 
 Every sample dataset is chunked by rows (`chunk_rows`, the same in every file of a run), compressed
 (shuffle + gzip level 1) and checksummed per chunk (fletcher32); each also carries `raw_crc32`, a
@@ -13,6 +15,7 @@ still refuse a corrupt input.
 
 from __future__ import annotations
 
+import logging
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,12 +26,14 @@ import h5py
 import numpy as np
 
 from sbi_core import __version__, storage
+from sbi_core.data import madminer_layout as madminer
 from sbi_core.errors import ShardError
 
 if TYPE_CHECKING:
     from sbi_core.config import AnalysisConfig
     from sbi_core.physics.base import EventBatch, Simulator
 
+log = logging.getLogger(__name__)
 FORMAT_NAME = "sbi-events"
 FORMAT_VERSION = 1
 OBSERVATIONS = "samples/observations"
@@ -72,11 +77,11 @@ def write_header(
     """Write the analysis description (MadMiner groups) and provenance attributes."""
     npar = len(cfg.parameters)
     f.create_dataset("parameters/names", data=_ascii(cfg.parameter_names))
-    f.create_dataset("parameters/ranges", data=np.array([p.range for p in cfg.parameters], dtype=np.float64))
-    f.create_dataset("parameters/max_power", data=np.asarray(cfg.max_powers, dtype=np.int64).reshape(npar, 1))
+    f.create_dataset("parameters/val_ranges", data=np.array([p.range for p in cfg.parameters], dtype=np.float64))
+    f.create_dataset("parameters/max_power", data=np.asarray(cfg.max_powers, dtype=np.int64).reshape(npar))
     f.create_dataset("parameters/lha_blocks", data=_ascii([""] * npar))
     f.create_dataset("parameters/lha_ids", data=np.zeros(npar, dtype=np.int64))
-    f.create_dataset("parameters/transforms", data=_ascii([""] * npar))
+    f.create_dataset("parameters/transforms", data=_ascii([madminer.EMPTY_EXPR] * npar))
     f.create_dataset(
         "parameters/true_values",
         data=np.array([np.nan if p.true_value is None else p.true_value for p in cfg.parameters]),
@@ -95,7 +100,8 @@ def write_header(
     f.create_dataset("morphing/morphing_matrix", data=np.asarray(morphing_matrix, dtype=np.float64))
 
     f.create_dataset("observables/names", data=_ascii(cfg.observable_names))
-    f.create_dataset("observables/definitions", data=_ascii([o.description for o in cfg.observables]))
+    f.create_dataset("observables/definitions", data=_ascii(madminer.observable_definitions(cfg)))
+    f.create_dataset("observables/descriptions", data=_ascii([o.description for o in cfg.observables]))
     f.create_dataset("latent/names", data=_ascii(latent_names))
 
     nn = [n.name for n in cfg.nuisance]
@@ -104,6 +110,8 @@ def write_header(
     f.create_dataset("nuisance_parameters/sizes", data=np.array([n.size for n in cfg.nuisance], dtype=np.float64))
     f.create_dataset("nuisance_parameters/benchmark_positive", data=_ascii([f"{n}_up" for n in nn]))
     f.create_dataset("nuisance_parameters/benchmark_negative", data=_ascii([f"{n}_down" for n in nn]))
+    # each its own systematic; no `systematics/*` group: MadMiner 0.9.6 cannot read ours back (madminer_layout)
+    f.create_dataset("nuisance_parameters/systematics", data=_ascii(nn))
 
     attrs = f.attrs
     attrs["format"] = FORMAT_NAME
@@ -133,9 +141,10 @@ def simulator_header(cfg: AnalysisConfig, sim: Simulator) -> dict[str, Any]:
 
 
 def copy_header(src: h5py.File, dst: h5py.File) -> None:
-    """Copy every non-sample group and the root attributes (combine keeps the shards' header)."""
+    """Copy every non-sample group and the root attributes (combine keeps the shards' header); the sample
+    summary, which counts the samples, is written again by `seal`."""
     for name in src:
-        if name != "samples":
+        if name not in ("samples", "sample_summary"):
             src.copy(src[name], dst, name=name)
     for key, val in src.attrs.items():
         dst.attrs[key] = val
@@ -185,11 +194,19 @@ def raw_crc32(ds: h5py.Dataset) -> int:
 
 
 def seal(f: h5py.File, n_generated: int) -> None:
-    """Record counts and per-dataset raw CRCs; call last, after every sample is written and flushed."""
+    """Record counts and per-dataset raw CRCs, and MadMiner's sample summary; call last, after every sample is
+    written and flushed. Logs what MadMiner cannot use of the file (sbi_core.data.madminer_layout)."""
     f.flush()
     for name in SAMPLE_DATASETS:
         f[name].attrs["raw_crc32"] = raw_crc32(f[name])
-    f.attrs["n_events"] = int(f[OBSERVATIONS].shape[0])
+    n = int(f[OBSERVATIONS].shape[0])
+    madminer.write_sample_summary(f, n, str(f.attrs["sampling_benchmark"]))
+    gaps = madminer.madminer_gaps(decode_names(f["nuisance_parameters/kinds"]),
+                                  decode_names(f["nuisance_parameters/names"]),
+                                  decode_names(f["observables/definitions"]))
+    if gaps:
+        log.warning("event file for MadMiner 0.9.6: %s (docs/data-format.md)", "; ".join(gaps))
+    f.attrs["n_events"] = n
     f.attrs["n_generated"] = int(n_generated)
 
 

@@ -95,9 +95,11 @@ def test_outputs_larger_than_the_staging_limit_stream_with_bounded_local_disk(s3
 
 
 _WRITER = """
-import os, sys
-from sbi_core import storage
+import os, sys, time
+from sbi_core import multipart, storage
 uri, mode = sys.argv[1], sys.argv[2]
+if os.environ.get("HOLD_PUBLISH"):  # the killed writer never completes its upload, however fast its parts went
+    multipart.MultipartWriter.publish = lambda self: time.sleep(3600)
 data = os.urandom(0) or bytes(range(256)) * (64 * 1024)  # 16 MiB, the same every run
 opener = storage.atomic_stream if mode == "stream" else storage.atomic_write
 with opener(uri) as out:
@@ -129,7 +131,7 @@ def test_killed_upload_leaves_no_object_and_no_staging_file_after_the_rerun(s3_b
     env = {**os.environ, "SBI_STAGING_DIR": str(staging), "SBI_S3_PART_SIZE": "5MiB", "SBI_S3_UPLOAD_EXPIRY": "0",
            "PYTHONPATH": str(REPO)}
     uri = f"s3://{s3_bucket}/killed/{mode}.bin"
-    proc = subprocess.Popen([sys.executable, "-c", _WRITER, uri, mode], env=env, cwd=REPO)
+    proc = subprocess.Popen([sys.executable, "-c", _WRITER, uri, mode], env={**env, "HOLD_PUBLISH": "1"}, cwd=REPO)
     try:
         deadline = time.monotonic() + 120
         while not _has_part(s3_bucket):
