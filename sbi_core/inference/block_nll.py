@@ -159,9 +159,9 @@ class BlockNLL:
         for part in chunks:
             lr, m = _check_part(part, where)
             w = np.asarray(part.weight, dtype=np.float64)
-            shape_sum += np.einsum("i,ikj->kj", w, part.log_ratio_var).reshape(-1)
+            shape_sum += w @ np.asarray(part.log_ratio_var, dtype=np.float64).reshape(part.n_events, -1)
             shift += float(w @ m)
-            writer.add({"e": np.exp(lr - m[:, None]).astype(opts["dtype"]), "w": w.astype(opts["dtype"])})
+            writer.add({"e": np.exp(lr - m[:, None]), "w": w})  # cast to the store's dtype as they are copied
             seen += part.n_events
         if seen != self.n_events:
             raise InputError(f"{where}: expected {self.n_events} events, read {seen}")
@@ -178,8 +178,7 @@ class BlockNLL:
         for part in chunks:
             lr, _ = _check_part(part, f"{where} (normalisation sample)")
             w = np.asarray(part.weight, dtype=np.float64)
-            writer.add({"e": (w[:, None] * np.exp(lr)).astype(opts["dtype"]),
-                        "v": np.asarray(part.log_ratio_var).reshape(part.n_events, -1).astype(opts["dtype"])})
+            writer.add({"e": w[:, None] * np.exp(lr), "v": part.log_ratio_var.reshape(part.n_events, -1)})
             seen += part.n_events
         if seen != n_mc:
             raise InputError(f"{where} (normalisation sample): expected {n_mc} events, read {seen}")

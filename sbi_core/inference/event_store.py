@@ -11,8 +11,9 @@ What to use when:
 - `plan_layout(n, row_bytes, ...)` -> `Layout`: rows per chunk (on CPU, a chunk's arrays stay in cache
   between the two reads of a pass), chunks per block, blocks.
 - `StoreWriter(layout, shapes, dtype, budget, ...)`: `add({name: rows})` in event order, then `finish()` ->
-  `EventStore`. Rows arrive event-major ((n, ...) arrays, as the likelihood files hold them); a block is
-  held event-last ((chunks, ..., rows): events are the contiguous axis of every chunk).
+  `EventStore`. A block holds each array event-major, (chunks, rows, *shape), as the likelihood files do:
+  filling a block is a copy of contiguous rows (no transpose: at 10^7 events a transpose cost more than the
+  fit), and a pass reads every chunk's rows in order.
 - `EventStore.blocks()` yields each block's device arrays, resident first; `EventStore.describe()` says
   how many bytes are resident and how many streamed.
 
@@ -75,7 +76,7 @@ def plan_layout(n: int, row_bytes: int, *, chunk_rows: int = 262144, platform: s
 
 
 class EventStore:
-    """Blocks of per-event arrays: `blocks()` yields dicts of device arrays of shape (chunks, ..., rows)."""
+    """Blocks of per-event arrays: `blocks()` yields dicts of device arrays of shape (chunks, rows, ...)."""
 
     def __init__(self, layout: Layout, shapes: dict[str, tuple[int, ...]], dtype: np.dtype,
                  resident: list[dict[str, Any]], streamed: int, fd: int | None, device: Any) -> None:
@@ -106,7 +107,8 @@ class EventStore:
                 "streamed_bytes": self.n_streamed * self.block_bytes}
 
     def blocks(self) -> Iterator[dict[str, Any]]:
-        """Every block's device arrays: the resident ones, then the streamed ones (read ahead by one block)."""
+        """Every block's device arrays (chunks, rows, ...): the resident ones, then the streamed ones (read ahead by
+        one block)."""
         yield from self._resident
         if not self._streamed:
             return
@@ -155,11 +157,11 @@ def _block_bytes(layout: Layout, shapes: dict[str, tuple[int, ...]], dtype: np.d
 
 def _views(buffer: np.ndarray, layout: Layout, shapes: dict[str, tuple[int, ...]],
            dtype: np.dtype) -> dict[str, np.ndarray]:
-    """The named arrays (chunks, *shape, rows) laid out one after the other in a block's byte buffer."""
+    """The named arrays (chunks, rows, *shape) laid out one after the other in a block's byte buffer."""
     out, offset = {}, 0
     itemsize = np.dtype(dtype).itemsize
     for name, shape in shapes.items():
-        full = (layout.chunks, *shape, layout.rows)
+        full = (layout.chunks, layout.rows, *shape)
         size = int(np.prod(full, dtype=np.int64)) * itemsize
         out[name] = buffer[offset : offset + size].view(dtype).reshape(full)
         offset += size
@@ -199,16 +201,9 @@ class StoreWriter:
                 self._flush()
 
     def _copy(self, rows: dict[str, np.ndarray], start: int, take: int) -> None:
-        r = self.layout.rows
-        done = 0
-        while done < take:
-            pos = self._filled + done
-            q, i = divmod(pos, r)
-            m = min(take - done, r - i)
-            for name, arr in rows.items():
-                seg = arr[start + done : start + done + m]
-                self._host[name][q, ..., i : i + m] = np.moveaxis(seg, 0, -1)
-            done += m
+        for name, arr in rows.items():
+            flat = self._host[name].reshape(-1, *self.shapes[name])
+            flat[self._filled : self._filled + take] = arr[start : start + take]
 
     def _flush(self) -> None:
         import jax
@@ -234,11 +229,8 @@ class StoreWriter:
         self._filled = 0
 
     def _zero_tail(self) -> None:
-        r = self.layout.rows
-        q, i = divmod(self._filled, r)
-        for arr in self._host.values():
-            arr[q, ..., i:] = 0
-            arr[q + 1 :] = 0
+        for name, arr in self._host.items():
+            arr.reshape(-1, *self.shapes[name])[self._filled :] = 0
 
     def finish(self) -> EventStore:
         """Flush the last (padded) block; the store of every block. The writer is spent afterwards."""
