@@ -36,6 +36,7 @@ COMMAND_MODULES = (
     "sbi_core.ml.eval_commands",
     "sbi_core.inference.commands",
     "sbi_core.inference.stats_commands",
+    "sbi_core.publish.commands",
 )
 
 
