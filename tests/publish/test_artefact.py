@@ -164,3 +164,78 @@ def test_export_without_a_fit_is_bad_input(small_run, tmp_path, cli):
     result = cli("export-likelihood", "--run", str(run))
     assert result.returncode == 2 and "no fit result" in result.stderr and "fit.json" in result.stderr
     assert not (run / "export").exists()
+
+
+def _random_ensembles(run: Path, seed: int = 3) -> None:
+    """Untrained benchmark_ratio ensembles (2 members each, random weights, standardised on the run's events)
+    for every non-reference benchmark and the energy-scale variations: real networks, saved as training does."""
+    import torch
+
+    from sbi_core import storage
+    from sbi_core.config import load_config
+    from sbi_core.data.format import read_samples
+    from sbi_core.layout import RunLayout
+    from sbi_core.ml.export import export_network, save_export
+    from sbi_core.ml.mlp import MLP
+    from sbi_core.ml.model_io import save_model
+
+    layout = RunLayout(str(run))
+    cfg = load_config(layout.config)
+    x = torch.from_numpy(read_samples(run / "events.h5", 0, 1500)["samples/observations"].astype(np.float32))
+    torch.manual_seed(seed)
+    keys = [("benchmark_ratio", b, "nominal") for b in cfg.benchmark_names if b != cfg.sampling_benchmark]
+    keys += [("benchmark_ratio", cfg.sampling_benchmark, f"energy_scale_{d}") for d in ("up", "down")]
+    for method, head, variation in keys:
+        ids = [f"{method}-{head}-{variation}-m{i:02d}" for i in range(2)]
+        for nid in ids:
+            model = MLP(n_x=x.shape[1], n_theta=0, n_out=1, hidden=[8], activation="tanh")
+            model.set_standardisation(x)
+            save_model(layout.network_file(nid, "model.pt"), model, network_id=nid, method=method,
+                       parametrised=False, output="log_ratio")
+            save_export(layout.network_file(nid, "export.npz"), export_network(model, network_id=nid, method=method))
+        storage.write_json(layout.ensemble(method, head, variation), {"status": "ok", "members": ids})
+    storage.write_json(layout.ensembles_index, {"ensembles": [dict(zip(("method", "head", "variation"), k,
+                                                                       strict=True)) for k in keys]})
+
+
+def test_a_learned_artefact_evaluates_new_events_with_its_networks(small_run, tmp_path):
+    from nsbi_likelihood import FormatError, load
+    from sbi_core.data.format import read_samples
+    from sbi_core.data.likelihood_arrays import LikelihoodArrays
+    from sbi_core.inference.datasets import DatasetInfo
+    from sbi_core.inference.nll import NLLModel
+    from sbi_core.ml import evaluate
+    from sbi_core.runs import load_run
+
+    run = tmp_path / "run"
+    # every parameter fixed: the export needs a fit result, not a fit of untrained networks
+    steps.derive(str(small_run), str(run), ["inference.source=learned", "inference.chunk_rows=4096",
+                                            "inference.fix={cW: 0.1, cHW: -0.1, lumi: 0.0, energy_scale: 0.0}"])
+    shutil.copy(small_run / "events.h5", run / "events.h5")  # the networks are standardised on these events
+    _random_ensembles(run)
+    evaluate._load_cached.cache_clear()
+    summary = inference.dataset(str(run))
+    inference.likelihood(str(run), [int(b) for b in summary["likelihood_batches"]])
+    inference.likelihood_join(str(run))
+    inference.fit(str(run))
+    art = export_likelihood(str(run), str(tmp_path / "lik"))
+    assert art["networks"] == 14  # 5 benchmarks + 2 variations, 2 members each
+    lik = load(art["archive"])
+    layout, cfg, _ = load_run(str(run))
+    events = read_samples(small_run / "events.h5", 4500, 6000)  # events the dataset was not made from
+    x, names = events["samples/observations"], cfg.observable_names
+    reader = lik.per_event(x, observables=names)
+    dinfo = DatasetInfo.load(layout, cfg.inference.dataset.kind)
+    pipeline: LikelihoodArrays = evaluate.learned_arrays(layout, cfg, {"observations": x, "weight": np.ones(len(x))},
+                                                         np.asarray(dinfo.xsec), np.asarray(dinfo.xsec_var))
+    # torch evaluates the networks in float32, the reader in float64: equal to float32 rounding
+    np.testing.assert_allclose(reader["log_ratio"], pipeline.log_ratio, atol=2e-6)
+    np.testing.assert_allclose(reader["log_ratio_var"][..., 0], pipeline.log_ratio_var, atol=2e-6)
+    _, norm = inference.load_arrays(layout, cfg)
+    model = NLLModel.from_arrays(pipeline, luminosity=cfg.inference.luminosity, normalization=norm,
+                                 interpolation=cfg.inference.interpolation)
+    p = np.array([0.2, -0.1, 0.3, -0.4])
+    assert lik.nll(p, events=x, observables=names) == pytest.approx(model.value(p), rel=1e-6)
+    assert lik.nll(p) == pytest.approx(inference.load_model(layout, cfg).value(p), rel=1e-10)
+    with pytest.raises(FormatError, match="observables .* do not match"):
+        lik.per_event(x[:, :4], observables=names[:4])
