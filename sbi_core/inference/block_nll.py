@@ -44,11 +44,14 @@ READ_ROWS = 1 << 16  # events per read from a likelihood file while building
 EventSource = tuple[LikelihoodArrays, Iterable[LikelihoodArrays], int]
 
 
-def _check_part(part: LikelihoodArrays, where: str) -> tuple[np.ndarray, np.ndarray]:
+def _check_part(part: LikelihoodArrays, where: str, variations_sum: float | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(log_ratio float64, row maxima) of a chunk; InputError naming the file when values are unusable.
-    Finiteness of the (n, K, 2) variations is checked through their float64 sum (one cheap pass)."""
+    Finiteness of the (n, K, 2) variations is checked through a float64 sum over them (`variations_sum`, when
+    the caller has one already; NaN or inf anywhere makes it non-finite)."""
     lr = np.asarray(part.log_ratio, dtype=np.float64)
-    if not (np.all(np.isfinite(part.weight)) and np.isfinite(np.sum(part.log_ratio_var, dtype=np.float64))):
+    if variations_sum is None:
+        variations_sum = float(np.sum(part.log_ratio_var, dtype=np.float64))
+    if not (np.all(np.isfinite(part.weight)) and np.isfinite(variations_sum)):
         raise InputError(f"{where}: events/weight and events/log_ratio_var must be finite")
     if np.any(np.isnan(lr)) or np.any(np.isposinf(lr)):
         raise InputError(f"{where}: events/log_ratio must not be NaN or +inf (-inf: a benchmark with zero rate)")
@@ -71,14 +74,16 @@ def _memory_source(arrays: LikelihoodArrays) -> EventSource:
 
 def _read_chunks(path: Path | str, header: LikelihoodArrays, n: int, rows: int) -> Iterator[LikelihoodArrays]:
     """The file's events in chunks of `rows`, read with one open file into reused buffers (`read_direct`:
-    no per-chunk reopening or reallocation; at 10^7 events x 100 nuisances this is most of the loading)."""
+    no per-chunk reopening or reallocation; at 10^7 events x 100 nuisances this is most of the loading).
+    A chunk is valid until the next one is read: the builders copy what they keep."""
     import h5py
 
     with h5py.File(path, "r") as f:
         ds = {name: f[f"events/{name}"] for name in ("log_ratio", "log_ratio_var", "weight")}
+        buffers = {name: np.empty((min(rows, n), *d.shape[1:]), dtype=d.dtype) for name, d in ds.items()}
         for start in range(0, n, rows):
             m = min(rows, n - start)
-            out = {name: np.empty((m, *d.shape[1:]), dtype=d.dtype) for name, d in ds.items()}
+            out = {name: buf[:m] for name, buf in buffers.items()}  # reused: valid until the next chunk
             for name, d in ds.items():
                 if m:
                     d.read_direct(out[name], np.s_[start : start + m])
@@ -176,10 +181,12 @@ class BlockNLL:
         writer = StoreWriter(layout, {"e": (n_b,), "w": ()}, budget=budget, **opts)
         shape_sum, shift, seen = np.zeros(2 * n_k), 0.0, 0
         for part in chunks:
-            lr, m = _check_part(part, where)
             w = np.asarray(part.weight, dtype=np.float64)
-            # float64 sums without a float64 copy of the variations (einsum casts in buffered pieces)
-            shape_sum += np.einsum("i,ij->j", w, part.log_ratio_var.reshape(part.n_events, -1), dtype=np.float64)
+            # float64 sums without a float64 copy of the variations (einsum casts in buffered pieces); a NaN or
+            # inf variation makes them non-finite whatever its weight (0 x inf is NaN)
+            part_sum = np.einsum("i,ij->j", w, part.log_ratio_var.reshape(part.n_events, -1), dtype=np.float64)
+            lr, m = _check_part(part, where, float(part_sum.sum()))
+            shape_sum += part_sum
             shift += float(w @ m)
             writer.add({"e": np.exp(lr - m[:, None]), "w": w})  # cast to the store's dtype as they are copied
             seen += part.n_events
