@@ -102,6 +102,18 @@ def _file_source(path: Path | str, where: str | None) -> EventSource:
     return header, _read_chunks(path, header, n, READ_ROWS), n
 
 
+def _accumulate(parts: Iterable[dict[str, Any]]) -> dict[str, Any]:
+    """Sum the passes' dicts, waiting for the one before each new pass (bounded memory in flight)."""
+    total: Any = None
+    previous: Any = None
+    for part in parts:
+        if previous is not None:
+            jax.block_until_ready(previous)
+        total = part if total is None else jax.tree.map(jnp.add, total, part)
+        previous = part
+    return total
+
+
 class BlockNLL:
     """The contract's NLL of one dataset, its events in blocks (see the module doc)."""
 
@@ -236,19 +248,13 @@ class BlockNLL:
         return arr
 
     def _sums(self, p: np.ndarray, order: int) -> dict[str, Any]:
-        """Every block's pass at p, summed (on the device, one transfer at the end)."""
+        """Every block's pass at p, summed on the device (one transfer at the end). At most two passes are in
+        flight: JAX dispatches asynchronously, and a streamed block's device copy lives until its pass is done."""
         alpha, f, d = prepare(jnp.asarray(p), self._const["matrix"], self._st)
-        data: Any = None
-        for block in self._data.blocks():
-            part = data_pass(alpha, block["e"], block["w"], eps=self._st.eps_rel, tiny=self._st.tiny, order=order)
-            data = part if data is None else jax.tree.map(jnp.add, data, part)
-        sums = {"data": data}
+        kw = {"eps": self._st.eps_rel, "tiny": self._st.tiny, "order": order}
+        sums = {"data": _accumulate(data_pass(alpha, b["e"], b["w"], **kw) for b in self._data.blocks())}
         if self._mc is not None:
-            mc: Any = None
-            for block in self._mc.blocks():
-                part = mc_pass(alpha, f, d, block["e"], block["v"], order=order)
-                mc = part if mc is None else jax.tree.map(jnp.add, mc, part)
-            sums["mc"] = mc
+            sums["mc"] = _accumulate(mc_pass(alpha, f, d, b["e"], b["v"], order=order) for b in self._mc.blocks())
         return sums
 
     def evaluate(self, p: Any, order: int = 1) -> dict[str, Any]:
