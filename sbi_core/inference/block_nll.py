@@ -190,7 +190,7 @@ class BlockNLL:
         itemsize = opts["dtype"].itemsize
         layout = plan_layout(self.n_events, (n_b + 1) * itemsize, chunk_rows=chunk_rows, platform=platform,
                              budget=budget)
-        writer = StoreWriter(layout, {"e": (n_b,), "w": ()}, budget=budget, **opts)
+        writer = StoreWriter(layout, {"e": (n_b,), "w": ()}, budget=budget, transposed=frozenset({"e"}), **opts)
         shape_sum, shift, seen = np.zeros(2 * n_k), 0.0, 0
         for part in chunks:
             w = np.asarray(part.weight, dtype=np.float64)
@@ -212,7 +212,8 @@ class BlockNLL:
         itemsize = opts["dtype"].itemsize
         layout = plan_layout(n_mc, (n_b + 2 * n_k) * itemsize, chunk_rows=chunk_rows, platform=platform,
                              budget=budget)
-        writer = StoreWriter(layout, {"e": (n_b,), "v": (2 * n_k,)}, budget=budget, **opts)
+        writer = StoreWriter(layout, {"e": (n_b,), "v": (2 * n_k,)}, budget=budget, transposed=frozenset({"e"}),
+                             **opts)
         seen = 0
         for part in chunks:
             lr, _ = _check_part(part, f"{where} (normalisation sample)")
@@ -298,6 +299,15 @@ class BlockNLL:
     def n_floored(self, p: Any) -> int:
         """Data events whose morphed rate at p is at or below the rounding floor (`nll` module doc)."""
         return int(self.evaluate(p)["n_floored"])
+
+    @property
+    def event_arrays(self) -> dict[str, Any]:
+        """The resident per-event device arrays a pass reads (benchmarks compare against reading them once)."""
+        out = {}
+        for part, store in (("data", self._data), ("mc", self._mc)):
+            for i, block in enumerate(store.blocks() if store is not None and not store.n_streamed else ()):
+                out.update({f"{part}_{name}_{i}": arr for name, arr in block.items()})
+        return out
 
     def describe(self) -> dict[str, Any]:
         """Where the arrays are: resident and streamed bytes of the data and of the normalisation sample."""

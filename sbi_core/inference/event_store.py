@@ -12,8 +12,10 @@ What to use when:
   between the two reads of a pass), chunks per block, blocks.
 - `StoreWriter(layout, shapes, dtype, budget, ...)`: `add({name: rows})` in event order, then `finish()` ->
   `EventStore`. A block holds each array event-major, (chunks, rows, *shape), as the likelihood files do:
-  filling a block is a copy of contiguous rows (no transpose: at 10^7 events a transpose cost more than the
-  fit), and a pass reads every chunk's rows in order.
+  filling a block is a copy of contiguous rows (no transpose: at 10^7 events x 200 variations a transpose
+  cost more than the fit), and a pass reads every chunk's rows in order. Arrays named in `transposed` (a
+  few columns, e.g. the B benchmark columns) are held (chunks, *shape, rows) instead, so that products over
+  their few columns run along the events (vectorised) rather than over 6-number rows.
 - `EventStore.blocks()` yields each block's device arrays, resident first; `EventStore.describe()` says
   how many bytes are resident and how many streamed.
 
@@ -79,9 +81,11 @@ class EventStore:
     """Blocks of per-event arrays: `blocks()` yields dicts of device arrays of shape (chunks, rows, ...)."""
 
     def __init__(self, layout: Layout, shapes: dict[str, tuple[int, ...]], dtype: np.dtype,
-                 resident: list[dict[str, Any]], streamed: int, fd: int | None, device: Any) -> None:
+                 resident: list[dict[str, Any]], streamed: int, fd: int | None, device: Any,
+                 transposed: frozenset[str] = frozenset()) -> None:
         self.layout = layout
         self.shapes = shapes
+        self.transposed = transposed
         self.dtype = np.dtype(dtype)
         self._resident = resident
         self._streamed = streamed
@@ -120,7 +124,7 @@ class EventStore:
             buffer = pending.result()
             if k + 1 < self._streamed:
                 pending = self._pool.submit(self._read, k + 1)
-            host = _views(buffer, self.layout, self.shapes, self.dtype)
+            host = _views(buffer, self.layout, self.shapes, self.dtype, self.transposed)
             yield {name: jax.device_put(arr, self._device) for name, arr in host.items()}
 
     def _read(self, k: int) -> np.ndarray:
@@ -155,13 +159,14 @@ def _block_bytes(layout: Layout, shapes: dict[str, tuple[int, ...]], dtype: np.d
     return layout.chunks * layout.rows * per_row * np.dtype(dtype).itemsize
 
 
-def _views(buffer: np.ndarray, layout: Layout, shapes: dict[str, tuple[int, ...]],
-           dtype: np.dtype) -> dict[str, np.ndarray]:
-    """The named arrays (chunks, rows, *shape) laid out one after the other in a block's byte buffer."""
+def _views(buffer: np.ndarray, layout: Layout, shapes: dict[str, tuple[int, ...]], dtype: np.dtype,
+           transposed: frozenset[str] = frozenset()) -> dict[str, np.ndarray]:
+    """The named arrays (chunks, rows, *shape), or (chunks, *shape, rows) for the `transposed` ones, laid out one
+    after the other in a block's byte buffer."""
     out, offset = {}, 0
     itemsize = np.dtype(dtype).itemsize
     for name, shape in shapes.items():
-        full = (layout.chunks, layout.rows, *shape)
+        full = (layout.chunks, *shape, layout.rows) if name in transposed else (layout.chunks, layout.rows, *shape)
         size = int(np.prod(full, dtype=np.int64)) * itemsize
         out[name] = buffer[offset : offset + size].view(dtype).reshape(full)
         offset += size
@@ -172,13 +177,15 @@ class StoreWriter:
     """Fills blocks from event-major rows, in event order; full blocks go to the device or the scratch file."""
 
     def __init__(self, layout: Layout, shapes: dict[str, tuple[int, ...]], dtype: str | np.dtype, *,
-                 budget: int | None = None, scratch_dir: str | None = None, device: Any = None) -> None:
+                 budget: int | None = None, scratch_dir: str | None = None, device: Any = None,
+                 transposed: frozenset[str] = frozenset()) -> None:
         self.layout, self.shapes, self.dtype = layout, dict(shapes), np.dtype(dtype)
+        self.transposed = frozenset(transposed)
         self.budget = budget
         self.scratch_dir = scratch_dir
         self.device = device
         self._buffer = np.zeros(_block_bytes(layout, self.shapes, self.dtype), dtype=np.uint8)
-        self._host = _views(self._buffer, layout, self.shapes, self.dtype)
+        self._host = _views(self._buffer, layout, self.shapes, self.dtype, self.transposed)
         self._filled = 0  # rows in the current block
         self._resident: list[dict[str, Any]] = []
         self._streamed = 0
@@ -202,8 +209,16 @@ class StoreWriter:
 
     def _copy(self, rows: dict[str, np.ndarray], start: int, take: int) -> None:
         for name, arr in rows.items():
-            flat = self._host[name].reshape(-1, *self.shapes[name])
-            flat[self._filled : self._filled + take] = arr[start : start + take]
+            if name not in self.transposed:
+                flat = self._host[name].reshape(-1, *self.shapes[name])
+                flat[self._filled : self._filled + take] = arr[start : start + take]
+                continue
+            done, r = 0, self.layout.rows
+            while done < take:  # a transposed array (a few columns): chunk by chunk
+                q, i = divmod(self._filled + done, r)
+                m = min(take - done, r - i)
+                self._host[name][q, ..., i : i + m] = np.moveaxis(arr[start + done : start + done + m], 0, -1)
+                done += m
 
     def _flush(self) -> None:
         import jax
@@ -218,7 +233,7 @@ class StoreWriter:
             self._resident.append({name: jax.device_put(arr, self.device) for name, arr in self._host.items()})
             # a new buffer for the next block: JAX may alias this one, or copy it asynchronously (see _read)
             self._buffer = np.zeros(nbytes, dtype=np.uint8)
-            self._host = _views(self._buffer, self.layout, self.shapes, self.dtype)
+            self._host = _views(self._buffer, self.layout, self.shapes, self.dtype, self.transposed)
         else:
             if self._fd is None:
                 self._fd = _scratch_file(self.scratch_dir)
@@ -229,8 +244,13 @@ class StoreWriter:
         self._filled = 0
 
     def _zero_tail(self) -> None:
+        q, i = divmod(self._filled, self.layout.rows)
         for name, arr in self._host.items():
-            arr.reshape(-1, *self.shapes[name])[self._filled :] = 0
+            if name in self.transposed:
+                arr[q, ..., i:] = 0
+                arr[q + 1 :] = 0
+            else:
+                arr.reshape(-1, *self.shapes[name])[self._filled :] = 0
 
     def finish(self) -> EventStore:
         """Flush the last (padded) block; the store of every block. The writer is spent afterwards."""
@@ -240,7 +260,7 @@ class StoreWriter:
         if got != expected:
             raise ValueError(f"StoreWriter: {got} blocks written, the layout has {expected}")
         store = EventStore(self.layout, self.shapes, self.dtype, self._resident, self._streamed, self._fd,
-                           self.device)
+                           self.device, self.transposed)
         self._buffer = np.zeros(0, dtype=np.uint8)
         self._host = {}
         return store

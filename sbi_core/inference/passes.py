@@ -92,7 +92,7 @@ def prepare(p: Any, matrix: Any, st: Structure) -> tuple[Any, Any, Any]:
 
 @partial(jax.jit, static_argnames=("eps", "tiny", "order"))
 def data_pass(alpha: Any, e: Any, w: Any, *, eps: float, tiny: float, order: int) -> dict[str, Any]:
-    """Sums over a block of data events, e (chunks, rows, B) = exp(log_ratio - max), w (chunks, rows)."""
+    """Sums over a block of data events, e (chunks, B, rows) = exp(log_ratio - max), w (chunks, rows)."""
     dt = e.dtype
     n_b = alpha.shape[0]
     floor = jnp.maximum(eps * jnp.sum(jnp.abs(alpha)), tiny).astype(dt)
@@ -100,16 +100,16 @@ def data_pass(alpha: Any, e: Any, w: Any, *, eps: float, tiny: float, order: int
 
     def body(carry: dict[str, Any], xs: tuple[Any, Any]) -> tuple[dict[str, Any], None]:
         ec, wc = xs
-        s = ec @ a
+        s = a @ ec
         ok = s > floor
         safe = jnp.where(ok, s, floor)
         u = jnp.where(ok, wc / safe, 0.0)
         out = {"value": jnp.sum(wc.astype(F64) * jnp.log(safe).astype(F64)),
-               "grad": (u @ ec).astype(F64),
+               "grad": (ec @ u).astype(F64),
                "w_floored": jnp.sum(jnp.where(ok, 0.0, wc)).astype(F64),
                "n_floored": jnp.sum((~ok) & (wc != 0))}
         if order >= 2:
-            out["hess"] = (-(ec.T * (u / safe)) @ ec).astype(F64)
+            out["hess"] = (-(ec * (u / safe)) @ ec.T).astype(F64)
         return {k: carry[k] + v for k, v in out.items()}, None
 
     init = {"value": jnp.zeros((), F64), "grad": jnp.zeros(n_b, F64), "w_floored": jnp.zeros((), F64),
@@ -121,21 +121,21 @@ def data_pass(alpha: Any, e: Any, w: Any, *, eps: float, tiny: float, order: int
 
 @partial(jax.jit, static_argnames=("order",))
 def mc_pass(alpha: Any, f: Any, d: Any, e: Any, v: Any, *, order: int) -> dict[str, Any]:
-    """Sums over a block of the normalisation sample: e (chunks, rows, B) = W, v (chunks, rows, 2K) = V."""
+    """Sums over a block of the normalisation sample: e (chunks, B, rows) = W, v (chunks, rows, 2K) = V."""
     dt = e.dtype
     n_b, n_k = alpha.shape[0], d.shape[0]
     a, fa, da = alpha.astype(dt), f.astype(dt), d.astype(dt)
 
     def body(carry: dict[str, Any], xs: tuple[Any, Any]) -> tuple[dict[str, Any], None]:
         ec, vc = xs
-        rate = ec @ a
+        rate = a @ ec
         shape = jnp.exp(vc @ fa)
         c = rate * shape
-        out = {"value": jnp.sum(c.astype(F64)), "grad_alpha": (shape @ ec).astype(F64),
+        out = {"value": jnp.sum(c.astype(F64)), "grad_alpha": (ec @ shape).astype(F64),
                "grad_f": (c @ vc).astype(F64)}
         if order >= 2:
             vd = vc[:, 0::2] * da[:, 0] + vc[:, 1::2] * da[:, 1]  # (rows, K): u f_up' + d f_down'
-            out["hess_an"] = ((ec.T * shape) @ vd).astype(F64)
+            out["hess_an"] = ((ec * shape) @ vd).astype(F64)
             out["hess_nn"] = (vd.T @ (vd * c[:, None])).astype(F64)
         return {k: carry[k] + val for k, val in out.items()}, None
 
