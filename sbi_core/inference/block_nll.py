@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,7 @@ import numpy as np
 
 from sbi_core.data.likelihood_arrays import LikelihoodArrays
 from sbi_core.errors import InputError
-from sbi_core.inference.event_store import EventStore, StoreWriter, plan_layout
+from sbi_core.inference.event_store import EventStore, StoreWriter, block_nbytes, plan_layout
 from sbi_core.inference.interpolation import INTERPOLATIONS
 from sbi_core.inference.passes import Structure, assemble, data_pass, mc_pass, prepare
 
@@ -130,6 +131,7 @@ class BlockNLL:
         scratch_dir: str | None = None,
         device: Any = None,
         where: str = "likelihood arrays",
+        normalization_where: str | None = None,
     ) -> None:
         """events: the dataset; normalization: the MC sample whose weighted sum is sigma(theta, nu) (None: the
         contract's cross-section interpolation); memory_budget: bytes of per-event arrays kept on the device
@@ -153,21 +155,14 @@ class BlockNLL:
         self.normalization = "xsec" if normalization is None else "mc"
         np_dtype = np.dtype(dtype)
         n_b, n_k = len(header.benchmarks), len(header.nuisance)
-        platform = self.device.platform
-        opts = {"dtype": np_dtype, "scratch_dir": scratch_dir, "device": self.device}
-        self._data, shape_sum, weight_shift = self._build_data(chunks, n_b, n_k, chunk_rows, platform,
-                                                               memory_budget, opts, where)
-        left = None if memory_budget is None else max(0, memory_budget - self._data.n_resident
-                                                      * self._data.block_bytes)
-        self._mc: EventStore | None = None
-        self.n_normalization = 0
-        if normalization is not None:
-            n_header, n_chunks, n_mc = normalization
-            if not _same_model(header, n_header):
-                raise InputError(f"{where}: the normalisation sample's arrays describe another model than the "
-                                 "dataset's")
-            self._mc = self._build_mc(n_chunks, int(n_mc), n_b, n_k, chunk_rows, platform, left, opts, where)
-            self.n_normalization = int(n_mc)
+        opts = {"dtype": np_dtype, "scratch_dir": scratch_dir, "device": self.device, "chunk_rows": chunk_rows,
+                "platform": self.device.platform, "where": where,
+                "norm_where": normalization_where or f"{where} (normalisation sample)"}
+        if normalization is not None and not _same_model(header, normalization[0]):
+            raise InputError(f"{where}: the normalisation sample's arrays describe another model than the dataset's")
+        self.n_normalization = 0 if normalization is None else int(normalization[2])
+        self._data, self._mc, shape_sum, weight_shift = self._build_stores(chunks, normalization, n_b, n_k,
+                                                                           memory_budget, opts)
         xsec = np.asarray(header.xsec, dtype=np.float64)
         xsec_log = np.log(np.asarray(header.xsec_var, dtype=np.float64) / xsec[None, None, :])  # (K, 2, B)
         self._st = Structure(
@@ -183,14 +178,31 @@ class BlockNLL:
         self._cache: tuple[bytes, dict[str, Any]] | None = None
 
     # ------------------------------------------------------------------ building
-    def _build_data(self, chunks: Iterable[LikelihoodArrays], n_b: int, n_k: int, chunk_rows: int, platform: str,
-                    budget: int | None, opts: dict[str, Any], where: str) -> tuple[EventStore, np.ndarray, float]:
+    def _build_stores(self, chunks: Iterable[LikelihoodArrays], normalization: EventSource | None, n_b: int,
+                      n_k: int, budget: int | None, opts: dict[str, Any]) -> tuple[Any, ...]:
+        """(data store, normalisation store or None, S, sum_i w_i max_i): the two files are read at once, in two
+        threads (reading and numpy release the GIL for most of the time). The budget goes to the data first."""
+        data_shapes = {"e": (n_b,), "w": ()}
+        data_layout = plan_layout(self.n_events, (n_b + 1) * opts["dtype"].itemsize, chunk_rows=opts["chunk_rows"],
+                                  platform=opts["platform"], budget=budget)
+        left = None
+        if budget is not None:
+            nbytes = block_nbytes(data_layout, data_shapes, opts["dtype"])
+            left = max(0, budget - min(data_layout.blocks, budget // nbytes) * nbytes)
+        with ThreadPoolExecutor(2, thread_name_prefix="nll-load") as pool:
+            data = pool.submit(self._build_data, chunks, data_layout, data_shapes, n_k, budget, opts)
+            mc = None if normalization is None else \
+                pool.submit(self._build_mc, normalization[1], n_b, n_k, left, opts)
+            store, shape_sum, shift = data.result()
+            return store, None if mc is None else mc.result(), shape_sum, shift
+
+    def _build_data(self, chunks: Iterable[LikelihoodArrays], layout: Any, shapes: dict[str, tuple[int, ...]],
+                    n_k: int, budget: int | None, opts: dict[str, Any]) -> tuple[EventStore, np.ndarray, float]:
         """The data store (E = exp(log_ratio - max), w) and the sums kept aside: S = sum_i w_i log_ratio_var[i]
         (the events' shape terms, linear in F) and sum_i w_i max_i."""
-        itemsize = opts["dtype"].itemsize
-        layout = plan_layout(self.n_events, (n_b + 1) * itemsize, chunk_rows=chunk_rows, platform=platform,
-                             budget=budget)
-        writer = StoreWriter(layout, {"e": (n_b,), "w": ()}, budget=budget, transposed=frozenset({"e"}), **opts)
+        where = opts["where"]
+        writer = StoreWriter(layout, shapes, opts["dtype"], budget=budget, scratch_dir=opts["scratch_dir"],
+                             device=opts["device"], transposed=frozenset({"e"}))
         shape_sum, shift, seen = np.zeros(2 * n_k), 0.0, 0
         for part in chunks:
             w = np.asarray(part.weight, dtype=np.float64)
@@ -206,22 +218,22 @@ class BlockNLL:
             raise InputError(f"{where}: expected {self.n_events} events, read {seen}")
         return writer.finish(), shape_sum, shift
 
-    def _build_mc(self, chunks: Iterable[LikelihoodArrays], n_mc: int, n_b: int, n_k: int, chunk_rows: int,
-                  platform: str, budget: int | None, opts: dict[str, Any], where: str) -> EventStore:
+    def _build_mc(self, chunks: Iterable[LikelihoodArrays], n_b: int, n_k: int, budget: int | None,
+                  opts: dict[str, Any]) -> EventStore:
         """The normalisation store: W = weight x exp(log_ratio) (the sample's weight at every benchmark), V."""
-        itemsize = opts["dtype"].itemsize
-        layout = plan_layout(n_mc, (n_b + 2 * n_k) * itemsize, chunk_rows=chunk_rows, platform=platform,
-                             budget=budget)
-        writer = StoreWriter(layout, {"e": (n_b,), "v": (2 * n_k,)}, budget=budget, transposed=frozenset({"e"}),
-                             **opts)
+        n_mc, where = self.n_normalization, opts["norm_where"]
+        layout = plan_layout(n_mc, (n_b + 2 * n_k) * opts["dtype"].itemsize, chunk_rows=opts["chunk_rows"],
+                             platform=opts["platform"], budget=budget)
+        writer = StoreWriter(layout, {"e": (n_b,), "v": (2 * n_k,)}, opts["dtype"], budget=budget,
+                             scratch_dir=opts["scratch_dir"], device=opts["device"], transposed=frozenset({"e"}))
         seen = 0
         for part in chunks:
-            lr, _ = _check_part(part, f"{where} (normalisation sample)")
+            lr, _ = _check_part(part, where)
             w = np.asarray(part.weight, dtype=np.float64)
             writer.add({"e": w[:, None] * np.exp(lr), "v": part.log_ratio_var.reshape(part.n_events, -1)})
             seen += part.n_events
         if seen != n_mc:
-            raise InputError(f"{where} (normalisation sample): expected {n_mc} events, read {seen}")
+            raise InputError(f"{where}: expected {n_mc} events, read {seen}")
         return writer.finish()
 
     @classmethod
@@ -237,7 +249,8 @@ class BlockNLL:
         """The NLL of a likelihood file (and of a normalisation sample's file), read chunk by chunk."""
         where = where or str(path)
         norm = None if normalization is None else _file_source(normalization, str(normalization))
-        return cls(_file_source(path, where), luminosity=luminosity, normalization=norm, where=where, **kwargs)
+        return cls(_file_source(path, where), luminosity=luminosity, normalization=norm, where=where,
+                   normalization_where=None if normalization is None else str(normalization), **kwargs)
 
     # ------------------------------------------------------------------ evaluation
     def _p(self, p: Any, name: str = "p") -> np.ndarray:

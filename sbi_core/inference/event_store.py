@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["CPU_CHUNK_BYTES", "EventStore", "Layout", "StoreWriter", "plan_layout"]
+__all__ = ["CPU_CHUNK_BYTES", "EventStore", "Layout", "StoreWriter", "block_nbytes", "plan_layout"]
 
 CPU_CHUNK_BYTES = 1 << 21  # per-event bytes of one chunk on CPU: read twice per pass, the second time from cache
 BLOCK_BYTES = 1 << 28  # at most this many bytes per block (the host buffer a block goes through)
@@ -152,6 +152,11 @@ class EventStore:
             self.close()
         except Exception:  # noqa: BLE001, S110 - interpreter shutdown
             pass
+
+
+def block_nbytes(layout: Layout, shapes: dict[str, tuple[int, ...]], dtype: np.dtype) -> int:
+    """Bytes of one block of the named arrays (what a resident block costs against a budget)."""
+    return _block_bytes(layout, shapes, dtype)
 
 
 def _block_bytes(layout: Layout, shapes: dict[str, tuple[int, ...]], dtype: np.dtype) -> int:
