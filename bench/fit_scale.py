@@ -12,8 +12,13 @@ Rows:
 - `fit_scale_cache`: a second process on the same shapes, compile seconds against the first's (cold cache,
   a fresh cache directory): target <= 0.10;
 - `fit_scale_streamed`: the same fit with a memory budget of 1 GiB for the arrays (the rest streamed from
-  a scratch file at every pass): its peak memory against the arrays' resident size (8.5 GB).
-The files are made once (`bench.scale_data`, ~8.4 GB on disk); making them is not timed.
+  a scratch file at every pass): its peak memory against the arrays' resident size (8.5 GB). The peak is
+  the budget + about four blocks in flight (two read ahead, two on the device) + the interpreter and JAX
+  (~0.5 GB); every pass then reads 7.5 GB from the scratch file (the page cache, or the disk).
+The files are made once (`bench.scale_data`, ~8.4 GB on disk); making them is not timed. What limits the
+whole fit on 2 cores: loading (reading 16.6 GB of float32 variations from the two HDF5 files, one pass for
+the dataset's shape sums and one for the normalisation sample) more than the fit (3 NLL+gradient passes
+and 2 exact-Hessian passes over 8.5 GB).
 """
 
 from __future__ import annotations
