@@ -36,9 +36,8 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _unpack(archive: Path) -> Path:
-    """Extract a .tar.gz into a new temporary directory (plain files and folders only, nothing outside it)."""
-    out = Path(tempfile.mkdtemp(prefix="nsbi-likelihood-"))
+def _unpack(archive: Path, out: Path) -> Path:
+    """Extract a .tar.gz into `out` (plain files and folders only, nothing outside it); the artefact's folder."""
     with tarfile.open(archive, "r:gz") as tar:
         for member in tar.getmembers():
             name = Path(member.name)
@@ -109,7 +108,9 @@ def _arrays(root: Path, entry: Mapping[str, Any], shapes: Mapping[str, tuple[int
             raise FormatError(f"{entry['file']}: missing array {name!r}")
         if out[name].shape != (n, *tail):
             raise FormatError(f"{entry['file']}: array {name!r} has shape {out[name].shape}, expected {(n, *tail)}")
-        if not np.all(np.isfinite(out[name]) | (name == "log_ratio")) or np.any(np.isnan(out[name])):
+        arr = out[name]
+        bad = np.isnan(arr).any() or np.isposinf(arr).any() or (name != "log_ratio" and np.isneginf(arr).any())
+        if bad:  # log_ratio may be -inf (a column with zero rate at that event), nothing else may be infinite
             raise FormatError(f"{entry['file']}: array {name!r} has NaN or infinite values")
     return out
 
@@ -119,10 +120,18 @@ def load(path: str | Path) -> Likelihood:
     src = Path(path)
     if not src.exists():
         raise FormatError(f"{src}: no such artefact")
-    root = _unpack(src) if src.is_file() else src
-    desc = _description(root)
-    _check_files(root, desc["files"])
-    return Likelihood(root, desc)
+    if src.is_dir():
+        desc = _description(src)
+        _check_files(src, desc["files"])
+        return Likelihood(src, desc)
+    with tempfile.TemporaryDirectory(prefix="nsbi-likelihood-") as tmp:  # everything is read into memory
+        try:
+            root = _unpack(src, Path(tmp))
+        except (tarfile.TarError, OSError) as exc:
+            raise FormatError(f"{src}: not a readable .tar.gz ({exc})") from None
+        desc = _description(root)
+        _check_files(root, desc["files"])
+        return Likelihood(root, desc)
 
 
 class Likelihood:
