@@ -130,7 +130,12 @@ def configure_jax() -> CacheSettings:
         jax.config.update("jax_compilation_cache_dir", settings.directory)
         jax.config.update("jax_persistent_cache_min_compile_time_secs", settings.min_compile_s)
         jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)  # no size floor: every program counts
-        jax.config.update("jax_compilation_cache_max_size", settings.max_bytes)
+        import importlib.util
+
+        if importlib.util.find_spec("filelock") is not None:  # JAX needs it for a bounded (locked) cache
+            jax.config.update("jax_compilation_cache_max_size", settings.max_bytes)
+        else:
+            log.warning("JAX compilation cache unbounded and unlocked: install `filelock` to bound it")
     _configured = settings
     return settings
 
