@@ -4,7 +4,7 @@ Imported only when `SBI_BACKEND=kubernetes` (the provider costs ~2 s to import).
 same argument list as the local backend (see `operators.command.pod_command`), writes its summary to
 `/airflow/xcom/return.json` for the XCom sidecar, gets S3 credentials from a Kubernetes Secret and
 runs as a non-root user. Sizes (the XCom sidecar's too, with limits), images and timeouts come from the
-profile, read at pod build.
+profile, read at pod build; a profile's `compile_cache` mounts a volume for JAX's persistent compilation cache.
 
 Exit codes: a pod whose step exits 2 (bad input) fails the task at once, without retries, as the local
 backend does (`cleanup` maps the base container's exit code); any other failure stays retryable.
@@ -28,10 +28,11 @@ from airflow.sdk.exceptions import AirflowException, AirflowFailException, Airfl
 from kubernetes.client import models as k8s
 
 from operators.command import BAD_INPUT_EXIT, pod_command, step_arguments
-from operators.profiles import Profile, get_profile
+from operators.profiles import CacheVolume, Profile, get_profile
 
 LABEL_PREFIX = "sbi.dev"
 SIDECAR_NAME = PodDefaults.SIDECAR_CONTAINER_NAME
+COMPILE_CACHE_VOLUME = "jax-compile-cache"
 #: Environment every step pod gets, rendered per task instance (what the local backend inherits).
 CONTEXT_ENV = {"AIRFLOW_CTX_DAG_ID": "{{ dag.dag_id }}", "AIRFLOW_CTX_DAG_RUN_ID": "{{ run_id }}"}
 
@@ -90,6 +91,8 @@ class SbiPodOperator(KubernetesPodOperator):
         forwarded = {k: os.environ[k] for k in profile.forward_env if os.environ.get(k)}  # the worker's settings
         self.env_vars = [*(k8s.V1EnvVar(name=k, value=v) for k, v in {**profile.env, **forwarded}.items()),
                          *_env_list(self.env_vars)]
+        if profile.compile_cache is not None:
+            self._mount_compile_cache(profile.compile_cache)
         if profile.s3_secret:
             self.secrets = [*self.secrets, Secret(deploy_type="env", deploy_target=None, secret=profile.s3_secret)]
         self.security_context = k8s.V1PodSecurityContext(
@@ -111,6 +114,16 @@ class SbiPodOperator(KubernetesPodOperator):
         self.schedule_timeout_seconds = profile.schedule_timeout_seconds
         self.startup_timeout_seconds = profile.startup_timeout_seconds
         self.on_finish_action = OnFinishAction(profile.on_finish_action)
+
+    def _mount_compile_cache(self, cache: CacheVolume) -> None:
+        """The profile's PVC mounted at its path, and SBI_JAX_CACHE_DIR pointing there
+        (sbi_core/inference/compilation.py)."""
+        self.volumes = [*self.volumes, k8s.V1Volume(
+            name=COMPILE_CACHE_VOLUME,
+            persistent_volume_claim=k8s.V1PersistentVolumeClaimVolumeSource(claim_name=cache.claim))]
+        self.volume_mounts = [*self.volume_mounts,
+                              k8s.V1VolumeMount(name=COMPILE_CACHE_VOLUME, mount_path=cache.mount_path)]
+        self.env_vars = [*self.env_vars, k8s.V1EnvVar(name="SBI_JAX_CACHE_DIR", value=cache.mount_path)]
 
 
 def container_exit_code(pod: Any, container: str) -> int | None:

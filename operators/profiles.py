@@ -24,6 +24,15 @@ class ProfileError(ValueError):
 
 
 @dataclass(frozen=True)
+class CacheVolume:
+    """A PersistentVolumeClaim mounted in every pod of a profile as JAX's compilation cache
+    (`SBI_JAX_CACHE_DIR` points there), so a task loads what an earlier task of the run compiled."""
+
+    claim: str
+    mount_path: str = "/var/cache/sbi-core/jax"
+
+
+@dataclass(frozen=True)
 class Profile:
     """Everything about a step's pod that depends on what the step needs, not on what it does."""
 
@@ -50,6 +59,7 @@ class Profile:
     #: with a LimitRange or quota admits the pod and the sidecar cannot grow.
     xcom_sidecar_requests: dict[str, str] = field(default_factory=lambda: {"cpu": "1m", "memory": "10Mi"})
     xcom_sidecar_limits: dict[str, str] = field(default_factory=lambda: {"cpu": "50m", "memory": "32Mi"})
+    compile_cache: CacheVolume | None = None
 
 
 @dataclass(frozen=True)
@@ -64,6 +74,7 @@ class Pool:
 _KEYS = {f.name for f in fields(Profile)} - {"name"}
 _EMPTY_BY_DEFAULT = ("env", "requests", "limits", "node_selector")
 _POOL_KEYS = {"slots", "description"}
+_CACHE_KEYS = {"claim", "mount_path"}
 
 
 def get_profile(name: str, path: Path | None = None) -> Profile:
@@ -145,5 +156,18 @@ def _build(name: str, spec: dict[str, Any], path: str) -> Profile:
     forward = spec.get("forward_env") or []
     if not isinstance(forward, list) or not all(isinstance(v, str) and v for v in forward):
         raise ProfileError(f"{path}: profile {name!r}: `forward_env` must be a list of variable names")
+    cache = _cache_volume(name, spec.get("compile_cache"), path)
     return Profile(name=name, **{**spec, **as_str, "tolerations": list(spec.get("tolerations") or []),
-                                 "forward_env": list(forward)})
+                                 "forward_env": list(forward), "compile_cache": cache})
+
+
+def _cache_volume(name: str, spec: Any, path: str) -> CacheVolume | None:
+    """`compile_cache: {claim: PVC, mount_path: /dir}` (or null: no volume; the pod's own disk caches)."""
+    if spec is None:
+        return None
+    ok = isinstance(spec, dict) and not set(spec) - _CACHE_KEYS and isinstance(spec.get("claim"), str) \
+        and spec["claim"] and isinstance(spec.get("mount_path", "/"), str) and spec.get("mount_path", "/").startswith("/")
+    if not ok:
+        raise ProfileError(f"{path}: profile {name!r}: `compile_cache` must be {{claim: <PVC name>, mount_path: "
+                           f"<absolute path>}} or null, got {spec!r}")
+    return CacheVolume(**spec)

@@ -38,6 +38,7 @@ COMMAND_MODULES = (
     "sbi_core.inference.commands",
     "sbi_core.inference.stats_commands",
     "sbi_core.studies.commands",
+    "sbi_core.publish.commands",
 )
 
 

@@ -53,6 +53,7 @@ ROOMS_BELOW = {
     "sbi_core.inference": {"sbi_core.physics", "sbi_core.data", "sbi_core.ml"},
     # iterative studies run the stages' own functions (fits, toys, training, generation) and the searches
     "sbi_core.studies": {"sbi_core.physics", "sbi_core.data", "sbi_core.ml", "sbi_core.inference", "sbi_core.search"},
+    "sbi_core.publish": {"sbi_core.physics", "sbi_core.data", "sbi_core.ml", "sbi_core.inference"},
 }
 
 
