@@ -147,7 +147,8 @@ def _join(uris: list[str], out: str, expected: int, meta: dict[str, Any]) -> Non
     if total != expected:
         raise InputError(f"likelihood --join: the parts of {meta['dataset']} hold {total} events, {expected} expected")
     names = ["log_ratio", "log_ratio_var", "weight"] + (["log_ratio_std"] if has_std else [])
-    shapes = {"log_ratio": (len(headers[0].benchmarks),), "log_ratio_var": (len(headers[0].nuisance), 2),
+    shapes = {"log_ratio": (len(headers[0].benchmarks),),
+              "log_ratio_var": (len(headers[0].nuisance), 2, headers[0].n_samples),
               "weight": (), "log_ratio_std": (len(headers[0].benchmarks),)}
     with storage.atomic_write(out) as tmp:
         write_arrays(tmp, replace(headers[0], log_ratio_std=None, meta=meta))

@@ -350,9 +350,9 @@ def learned_arrays(layout: RunLayout, cfg: AnalysisConfig, events: Mapping[str, 
         morphing_components=np.asarray(sim.morphing_powers, dtype=np.int64), morphing_matrix=morphing.matrix.copy(),
         nuisance=[n.name for n in cfg.nuisance], nuisance_kinds=[str(n.kind) for n in cfg.nuisance],
         nuisance_sizes=np.array([n.size for n in cfg.nuisance], dtype=np.float64), xsec=xs, xsec_var=xv,
-        log_ratio=log_ratio, log_ratio_var=log_ratio_var, weight=w, log_ratio_std=std,
+        log_ratio=log_ratio, log_ratio_var=log_ratio_var[..., None], weight=w, log_ratio_std=std,
         config_hash=config_hash(cfg), meta={"networks": used, **(meta or {})},
-    )
+    )  # contract version 2 with one sample ("total"): every nuisance acts on the summed rate
 
 
 def _training_normalisation(layout: RunLayout, key: tuple[str, str, str]) -> float | None:

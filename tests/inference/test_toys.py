@@ -54,13 +54,12 @@ def test_numpy_interpolation_basis_is_the_nll_one():
     import jax.numpy as jnp
 
     from sbi_core.inference import nll  # noqa: F401 - switches JAX to float64
-    from sbi_core.inference.interpolation import basis_functions
-    from sbi_core.inference.toys import _basis
+    from sbi_core.inference.interpolation import basis_functions, basis_numpy
 
     nu = np.linspace(-2.5, 2.5, 101)
-    for kind in ("exponential", "polyexp"):
+    for kind in ("exponential", "polyexp", "linear"):
         up, down = basis_functions(kind)(jnp.asarray(nu))
-        assert np.allclose(_basis(kind, nu), np.stack([np.asarray(up), np.asarray(down)], 1), rtol=0, atol=1e-15)
+        assert np.allclose(basis_numpy(kind, nu), np.stack([np.asarray(up), np.asarray(down)], 1), rtol=0, atol=1e-15)
 
 
 def test_fit_toy_statistic(gen, small_run):
@@ -154,3 +153,31 @@ def test_wilks_interval_agrees_with_the_neyman_interval(gen, small_run):
               f"Neyman critical value {crit['value']:.3f} [{crit['lo']:.3f}, {crit['hi']:.3f}]")
         assert sum(not f.valid for f in fits) <= 2
         assert abs(frac - 0.68) <= 2 * se, (end, frac)
+
+
+def test_toys_and_asimov_of_a_two_sample_model_carry_auxiliary_data():
+    """Version 2: the generator's per-event rates are the NLL's (per-sample and additive modifiers, both
+    normalisations); a toy draws its aux from N(nu, 1) after its events; the Asimov aux are the nuisance values."""
+    from dataclasses import replace
+
+    from sbi_core.inference.nll import NLLModel
+    from sbi_core.inference.synthetic import two_sample_arrays
+    from sbi_core.inference.toys import ToyGenerator
+
+    pool = two_sample_arrays(1500, seed=8)
+    pool = replace(pool, weight=np.full(pool.n_events, 5.0 / pool.n_events))
+    schemes = {"sig_shape": "linear"}
+    p = np.array([0.2, -0.3, 0.4, -1.1, 0.6])
+    for norm in ("mc", "xsec"):
+        gen = ToyGenerator(pool, luminosity=40.0, normalization=norm, schemes=schemes)
+        asimov = gen.asimov(p)
+        np.testing.assert_array_equal(asimov.aux, p[2:])
+        nll = NLLModel.from_arrays(asimov, luminosity=40.0, normalization=pool if norm == "mc" else None,
+                                   schemes=schemes)
+        assert gen.expected_events(p) == pytest.approx(nll.expected_events(p), rel=1e-12)
+        if norm == "mc":  # the Asimov data of the model itself: the NLL is stationary at its generating point
+            assert np.max(np.abs(nll.grad(p))) < 1e-8 * gen.expected_events(p)
+    aux = np.array([gen.toy(p, seed=4, index=i).aux for i in range(300)])
+    np.testing.assert_array_equal(aux[7], gen.toy(p, seed=4, index=7).aux)
+    assert np.all(np.abs(aux.mean(axis=0) - p[2:]) < 3 / np.sqrt(300))  # centred on nu (3 standard errors)
+    assert np.all(np.abs(aux.std(axis=0) - 1.0) < 0.15)  # unit width (300 draws: ~4% spread)
