@@ -76,7 +76,7 @@ class _Context:
         from sbi_core.inference.toys import ToyGenerator
 
         return ToyGenerator(pool, luminosity=self.info.luminosity, interpolation=self.inf.interpolation,
-                            normalization=self.normalization)
+                            normalization=self.normalization, schemes=self.inf.nuisance_interpolation)
 
     @property
     def normalization(self) -> str:
