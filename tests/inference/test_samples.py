@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import h5py
 import numpy as np
 import pytest
 
@@ -114,8 +115,9 @@ def test_background_normalisation_is_measured_on_the_background(bkg_run):
     assert wrong.valid and shift > 0.2
 
 
-def test_pipeline_fit_of_pseudo_data_recovers_the_truth(bkg_run, tmp_path):
-    """dataset -> likelihood -> join -> fit on pseudo-data at the truth (nu = 0): the POIs within 3 errors."""
+def test_pipeline_fit_of_pseudo_data_recovers_the_truth(bkg_run, tmp_path, cli):
+    """dataset -> likelihood -> join -> fit on pseudo-data at the truth (nu = 0): the POIs within 3 errors. Then
+    the joined file loses its per-sample modifier mask: `sbi-core fit` exits 2 naming the file and the array."""
     run, _, _ = bkg_run
     derived = str(tmp_path / "fit")
     data_steps.derive(run, derived, ["inference.luminosity=150"])
@@ -127,3 +129,11 @@ def test_pipeline_fit_of_pseudo_data_recovers_the_truth(bkg_run, tmp_path):
     for name, value in TRUTH.items():
         assert abs(out["values"][name] - value) < 3 * out["errors"][name], (name, out["values"], out["errors"])
     assert abs(out["values"]["bkg_norm"]) < 3
+    layout, cfg, _ = data_steps.load_run(derived)
+    uri = layout.likelihood("pseudo", "exact")
+    with h5py.File(uri, "a") as f:
+        assert f["events/log_ratio_var"].shape[1:] == (3, 2, 2)
+        del f["nuisance/samples"]
+    res = cli("fit", "--run", derived)
+    assert res.returncode == 2 and res.stdout == "", res.stderr
+    assert f"{uri}: format_version 2 file lacks nuisance/samples" in res.stderr
