@@ -214,13 +214,21 @@ _SHARDED = """
 import json, sys, numpy as np, jax
 from sbi_core.inference.nll import NLLModel
 from sbi_core.inference.synthetic import synthetic_arrays, two_sample_arrays
+from dataclasses import replace
 a = synthetic_arrays(5001, 4, truth=(0.3, -0.2), seed=2)
 p = np.array([0.25, -0.1, 0.3, -0.5, 1.2, 0.0])
+b = two_sample_arrays(3001, seed=3)
+q = np.array([0.2, -0.1, 0.3, -0.6, 0.9])
 out = {"devices": len(jax.devices())}
 for name, devs in (("one", jax.devices()[:1]), ("all", jax.devices())):
     m = NLLModel.from_arrays(a, luminosity=200.0, chunk_rows=2048, devices=devs)
     v, g = m.value_and_grad(p)
     out[name] = [v, g.tolist(), m.hvp(p, np.arange(6.0)).tolist()]
+    # version 2: per-sample and additive modifiers (their per-event arrays sharded too), MC normalisation
+    m2 = NLLModel.from_arrays(b, luminosity=100.0, normalization=replace(b, weight=np.full(3001, 5.0 / 3001)),
+                              schemes={"sig_shape": "linear"}, chunk_rows=1024, devices=devs)
+    v2, g2 = m2.value_and_grad(q)
+    out[name + "_v2"] = [v2, g2.tolist()]
 print(json.dumps(out))
 """
 
@@ -237,3 +245,6 @@ def test_two_devices_equal_one():
     assert v2 == pytest.approx(v1, rel=1e-10)
     np.testing.assert_allclose(g2, g1, rtol=1e-10, atol=1e-10 * np.abs(g1).max())
     np.testing.assert_allclose(h2, h1, rtol=1e-10, atol=1e-10 * np.abs(h1).max())
+    (v1, g1), (v2, g2) = out["one_v2"], out["all_v2"]
+    assert v2 == pytest.approx(v1, rel=1e-10)
+    np.testing.assert_allclose(g2, g1, rtol=1e-10, atol=1e-10 * np.abs(g1).max())
