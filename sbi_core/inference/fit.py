@@ -179,85 +179,39 @@ def minimize(
     Without steps, a parameter starts with max(1% of |start|, 0.1): iminuit's own default (1% of the value)
     is tiny for a start near 0 (a warm start at 1e-14 gets a 1e-16 step), and with strategy 0 and no
     Hessian seed Migrad then sees a tiny EDM and stops before it has moved."""
-    from iminuit import Minuit
-
     names = check_objective(objective)
     fixed = dict(fixed or {})
     bounds = dict(bounds or {})
     x0 = _start(names, start, fixed, bounds)
     if not (0 <= strategy <= 2 and tol > 0):
         raise ValueError(f"strategy must be 0, 1 or 2 and tol > 0, got {strategy}, {tol}")
-
-    def fcn(p: np.ndarray) -> float:
-        return float(objective.value(np.asarray(p, dtype=np.float64)))
-
-    def grad(p: np.ndarray) -> np.ndarray:
-        return np.asarray(objective.grad(np.asarray(p, dtype=np.float64)), dtype=np.float64)
-
     hess_fn = getattr(objective, "hessian", None)
     # Not with fixed parameters: Minuit2 maps a user Hessian's rows to the floating parameters by position, so
     # with a parameter fixed the seed is the wrong block (root-project/root#20954; seen with iminuit 2.33: cHW
     # fixed, Migrad stopped "valid" 0.007 above the minimum in 5 calls). Profile points and toys fix parameters.
     seeded = use_hessian and callable(hess_fn) and not fixed
-
-    def build(start: np.ndarray, with_hessian: bool, strat: int, tolerance: float | None) -> Any:
-        extra = {}
-        if with_hessian:
-            extra["hessian"] = lambda p: np.asarray(hess_fn(np.asarray(p, dtype=np.float64)), dtype=np.float64)
-        m = Minuit(fcn, start, grad=grad, name=names, **extra)
-        m.errors = [max(0.01 * abs(v), 0.1) for v in start]
-        for name, step in (steps or {}).items():
-            if name in names and math.isfinite(step) and step > 0:
-                m.errors[name] = float(step)
-        m.errordef = Minuit.LIKELIHOOD
-        m.strategy = strat
-        if tolerance is not None:
-            m.tol = tolerance
-        for name, (lo, hi) in bounds.items():
-            m.limits[name] = (lo, hi)
-        for name in fixed:
-            m.fixed[name] = True
-        return m
-
+    runner = _Migrad(objective, names, fixed, bounds, steps)
     free = [n for n in names if n not in fixed]
-    attempts: list[dict[str, Any]] = []
-    m = build(x0, seeded, strategy, tol)
-    polished: dict[str, Any] = {}
-    if free:
-        cap = 200 + 20 * len(free)  # a tight attempt that has not converged by then is at a kink or a bad start
-        m.migrad(ncall=min(ncall, cap) if ncall else cap)
-        attempts.append(_attempt(m, strategy, seeded, tol))
-        strat, with_seed, start_from = strategy, seeded, x0
-        while not m.valid:
-            # Migrad's default tolerance, from the start (first) or from where the last attempt stopped, with
-            # the next strategy (numerical second derivatives, no Hessian seed)
-            m = build(start_from, with_seed, strat, None)
-            m.migrad(ncall=ncall)
-            attempts.append(_attempt(m, strat, with_seed, None))
-            if m.valid or strat >= 2:
-                break
-            strat, with_seed, start_from = strat + 1, False, np.array(m.values, dtype=np.float64)
+    m, attempts = runner.attempts(x0, strategy, seeded, tol, ncall) if free else (runner.build(x0, False, 0, tol), [])
     x = np.array(m.values, dtype=np.float64)
+    polished: dict[str, Any] = {}
     if free and m.valid and polish and callable(hess_fn):
         x, polished = _polish(objective, x, [names.index(n) for n in free], bounds, names)
-    nll = fcn(x)
     fmin = m.fmin  # Migrad's verdict, before a numerical Hesse (no exact Hessian) replaces m.fmin
     valid = bool(m.valid) if free else True
     problems = _problems(m, None)
     cov = _covariance(objective, m, x, names, free) if errors and free else None
     if cov is not None and not np.all(np.isfinite(cov)):
         problems.append("Hessian not positive definite: errors are not reliable")
-    errs = {n: (float(math.sqrt(cov[i, i])) if cov is not None and cov[i, i] >= 0 else float("nan"))
-            if n in free else 0.0 for i, n in enumerate(names)}
     if valid and len(attempts) > 1 and not problems:
         problems.append(f"valid at Migrad's default tolerance only (the tolerance {tol:g} was not reached: a kink "
                         "of the NLL at the minimum, or its rounding)")
-    message = "valid" if valid and not problems else ("; ".join(problems) or "Migrad did not converge")
     return FitResult(
         names=names,
         values={n: float(v) for n, v in zip(names, x, strict=True)},
-        errors=errs,
-        nll=nll,
+        errors={n: (float(math.sqrt(cov[i, i])) if cov is not None and cov[i, i] >= 0 else float("nan"))
+                if n in free else 0.0 for i, n in enumerate(names)},
+        nll=runner.fcn(x),
         valid=valid,
         edm=float(fmin.edm) if fmin is not None else 0.0,
         calls=sum(a["calls"] for a in attempts),
@@ -266,12 +220,68 @@ def minimize(
         call_limit_reached=bool(fmin.has_reached_call_limit) if fmin is not None else False,
         above_max_edm=bool(fmin.is_above_max_edm) if fmin is not None else False,
         strategy=int(m.strategy.strategy) if hasattr(m.strategy, "strategy") else int(m.strategy),
-        message=message,
+        message="valid" if valid and not problems else ("; ".join(problems) or "Migrad did not converge"),
         covariance=cov,
         attempts=attempts,
         tolerance=float(tol),
         polish=polished,
     )
+
+
+class _Migrad:
+    """Migrad runs of one objective with the fit's fixed parameters, bounds and steps (see `minimize`)."""
+
+    def __init__(self, objective: Objective, names: list[str], fixed: dict[str, float],
+                 bounds: dict[str, tuple[float, float]], steps: Mapping[str, float] | None) -> None:
+        self.objective, self.names, self.fixed, self.bounds, self.steps = objective, names, fixed, bounds, steps
+
+    def fcn(self, p: np.ndarray) -> float:
+        return float(self.objective.value(np.asarray(p, dtype=np.float64)))
+
+    def grad(self, p: np.ndarray) -> np.ndarray:
+        return np.asarray(self.objective.grad(np.asarray(p, dtype=np.float64)), dtype=np.float64)
+
+    def build(self, start: np.ndarray, with_hessian: bool, strategy: int, tolerance: float | None) -> Any:
+        """A Minuit object: the exact Hessian as its seed or not, a strategy, a tolerance (None: Migrad's 0.1)."""
+        from iminuit import Minuit
+
+        extra = {}
+        if with_hessian:
+            hess = self.objective.hessian  # type: ignore[attr-defined]
+            extra["hessian"] = lambda p: np.asarray(hess(np.asarray(p, dtype=np.float64)), dtype=np.float64)
+        m = Minuit(self.fcn, start, grad=self.grad, name=self.names, **extra)
+        m.errors = [max(0.01 * abs(v), 0.1) for v in start]
+        for name, step in (self.steps or {}).items():
+            if name in self.names and math.isfinite(step) and step > 0:
+                m.errors[name] = float(step)
+        m.errordef = Minuit.LIKELIHOOD
+        m.strategy = strategy
+        if tolerance is not None:
+            m.tol = tolerance
+        for name, (lo, hi) in self.bounds.items():
+            m.limits[name] = (lo, hi)
+        for name in self.fixed:
+            m.fixed[name] = True
+        return m
+
+    def attempts(self, x0: np.ndarray, strategy: int, seeded: bool, tol: float,
+                 ncall: int | None) -> tuple[Any, list[dict[str, Any]]]:
+        """The tight attempt; while not valid: Migrad's default tolerance from the start, then the next strategies
+        (numerical second derivatives, no seed) from where the last attempt stopped. (last Minuit, attempts)."""
+        n_free = len(self.names) - len(self.fixed)
+        cap = 200 + 20 * n_free  # a tight attempt that has not converged by then is at a kink or a bad start
+        m = self.build(x0, seeded, strategy, tol)
+        m.migrad(ncall=min(ncall, cap) if ncall else cap)
+        out = [_attempt(m, strategy, seeded, tol)]
+        strat, with_seed, start_from = strategy, seeded, x0
+        while not m.valid:
+            m = self.build(start_from, with_seed, strat, None)
+            m.migrad(ncall=ncall)
+            out.append(_attempt(m, strat, with_seed, None))
+            if m.valid or strat >= 2:
+                break
+            strat, with_seed, start_from = strat + 1, False, np.array(m.values, dtype=np.float64)
+        return m, out
 
 
 def _polish(objective: Any, x: np.ndarray, idx: list[int], bounds: Mapping[str, tuple[float, float]],

@@ -425,7 +425,7 @@ class _Accumulator:
         self.total = n
         self.rows, self.chunks, self.dtype = rows, chunks, dtype
 
-    def _per_sample_arrays(self, k: int, n_samples: int) -> None:
+    def _per_sample_arrays(self, n_samples: int) -> None:
         size = self.chunks * self.rows
         if self.st.mult and self.vm is None:
             self.vm = np.zeros((size, n_samples, 2 * len(self.st.mult)), dtype=self.dtype)
@@ -457,7 +457,7 @@ class _Accumulator:
             self.w[sl] = w
             self.shape_sum += w @ common
             self.weight_shift += float(w @ m)
-        self._per_sample_arrays(k, lrv.shape[3])
+        self._per_sample_arrays(lrv.shape[3])
         if self.vm is not None:
             self.vm[sl] = _per_sample(lrv, self.st.mult)
         if self.da is not None:
