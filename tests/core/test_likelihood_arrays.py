@@ -103,6 +103,11 @@ def test_version_1_files_read_as_one_sample(tmp_path):
     assert b.samples == ["total"] and b.log_ratio_var.shape == (12, 1, 2, 1)
     np.testing.assert_array_equal(b.log_ratio_var, a.log_ratio_var)
     assert b.modifier_mask.all() and not b.aux.any()
+    from sbi_core.inference.nll import NLLModel  # the fit reads a version-1 file as the model it always was
+
+    p = np.array([0.3, -0.4])
+    v1 = NLLModel.from_file(tmp_path / "v1.h5", luminosity=2.0, chunk_rows=4).value(p)
+    assert v1 == NLLModel.from_arrays(a, luminosity=2.0, chunk_rows=4).value(p)
 
 
 def test_bad_version_2_files_are_refused_naming_file_and_array(tmp_path):
