@@ -38,7 +38,7 @@ class NumpyNLL:
         self.lumi = luminosity
         self.e = np.exp(data.log_ratio)
         self.w = data.weight
-        self.shape_sum = np.einsum("i,ikj->kj", data.weight, data.log_ratio_var).reshape(-1)
+        self.shape_sum = np.einsum("i,ikj->kj", data.weight, data.log_ratio_var[..., 0]).reshape(-1)  # one sample
         self.mc_e = np.exp(mc.log_ratio)
         self.mc_v = mc.log_ratio_var.reshape(mc.n_events, -1)
         self.mc_w = mc.weight

@@ -10,7 +10,7 @@ nuisances. Two normalisations of the expected rate:
   normalisation sample's weights folded into one array per benchmark).
 The floor is a plain reduction (`jnp.sum`, jitted, and `numpy.sum`; the faster counts) over exactly the
 arrays one call reads; `floor_all_arrays_s` also reads the contract's full float32 arrays (log_ratio,
-log_ratio_var (N, K, 2), weight) once, for reference.
+log_ratio_var (N, K, 2, 1), weight) once, for reference.
 """
 
 from __future__ import annotations

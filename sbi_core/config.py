@@ -128,11 +128,20 @@ class Nuisance(_Strict):
         title="Observables",
         description="For observable_scale: the observables it scales (default: all).",
     )
+    samples: list[str] | None = Field(
+        default=None,
+        min_length=1,
+        title="Samples",
+        description="The samples of the model it acts on (default: all; the simulator names its samples, e.g. "
+        "the benchmark's signal and background): a systematic on one part of the model, as a HistFactory modifier.",
+    )
 
     @model_validator(mode="after")
     def _observables_only_for_scale(self) -> Nuisance:
         if self.observables is not None and self.kind is not NuisanceKind.OBSERVABLE_SCALE:
             raise ValueError("observables is only allowed for kind observable_scale")
+        if self.samples is not None and len(set(self.samples)) != len(self.samples):
+            raise ValueError(f"samples: names must be unique, got {self.samples}")
         return self
 
 

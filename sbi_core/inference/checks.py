@@ -24,6 +24,11 @@ def check_inference(cfg: AnalysisConfig) -> list[tuple[str, str]]:
     for name in inf.bounds:
         if name not in known:
             issues.append((f"inference.bounds.{name}", f"unknown parameter {name!r} (known: {known})"))
+    nuisance = [n.name for n in cfg.nuisance]
+    for name in inf.nuisance_interpolation:
+        if name not in nuisance:
+            issues.append((f"inference.nuisance_interpolation.{name}",
+                           f"unknown nuisance parameter {name!r} (known: {nuisance})"))
     for i, entry in enumerate(inf.scan.parameters or []):
         for name in entry:
             if name not in pois:

@@ -5,7 +5,8 @@ What to use when:
   dataset (`inference.dataset.kind`, one builder per kind in `BUILDERS`) and returns a `DatasetInfo`,
   which the step writes to `RunLayout.dataset_info(kind)`; every later inference step reads it back.
 - `fiducial_cross_sections(events_uri, ...)` sums a run's weights: sigma_b per basis benchmark and at
-  every nuisance variation (the `xsec` / `xsec_var` of the likelihood contract).
+  every nuisance variation (the `xsec` / `xsec_var` of the likelihood contract, one sample);
+  `column_cross_sections(events_uri, cfg)` the same per column of a simulator with several samples (exact source).
 - `read_events(info, start, stop)` reads a batch of the dataset's events with their dataset weights.
 
 Kinds:
@@ -45,7 +46,7 @@ if TYPE_CHECKING:
     from sbi_core.layout import RunLayout
     from sbi_core.plan import GenerationPlan
 
-__all__ = ["BUILDERS", "DatasetInfo", "build_dataset", "fiducial_cross_sections", "read_events"]
+__all__ = ["BUILDERS", "DatasetInfo", "build_dataset", "column_cross_sections", "fiducial_cross_sections", "read_events"]
 
 _READ_ROWS = 1 << 16  # rows per read when streaming a run's events
 #: Name of the likelihood arrays of the normalisation sample (the run's events at their MC weights).
@@ -73,6 +74,9 @@ class DatasetInfo:
     n_mc: int = 0
     seed: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    #: The exact source's columns when the simulator's model has several samples (`column_cross_sections`):
+    #: {"names", "samples", "owner", "xsec", "xsec_var"}; None: one sample, the columns are the benchmarks.
+    columns: dict[str, Any] | None = None
 
     @property
     def n_data_batches(self) -> int:
@@ -197,6 +201,65 @@ def fiducial_cross_sections(events_uri: str, cfg: AnalysisConfig) -> tuple[np.nd
         raise InputError(f"{events_uri}: a fiducial cross section (sum of weights) is not positive: "
                          f"xsec {xsec.tolist()}; the morphing basis or the events are unusable")
     return xsec, xsec_var
+
+
+def column_cross_sections(events_uri: str, cfg: AnalysisConfig) -> dict[str, Any] | None:
+    """The per-sample columns of a simulator with several samples and their fiducial cross sections; None for one.
+
+    Columns: the basis benchmarks of the (one) theta-dependent sample, then one per theta-independent sample
+    (named after it). Each event's weight at the sampling benchmark is split by the simulator's
+    `sample_fractions(latent)`; a theta-independent sample's weight is the same in every benchmark column, so the
+    morphed sample's weight at benchmark b is the column minus theirs. At nu_k = +-1 a column's cross section is
+    its weights times the sample's ratio: (1 + size)^+-1 for a normalization nuisance acting on the sample, 1 for
+    a nuisance not acting on it, else the event's stored variation ratio (a shape nuisance acts on every sample
+    with one joint ratio: the detector; the simulator refuses anything else)."""
+    import h5py
+
+    from sbi_core.data.format import LATENT, WEIGHTS
+    from sbi_core.physics.registry import make_simulator, simulator_samples
+
+    names, fixed = simulator_samples(cfg)
+    if len(names) == 1:
+        return None
+    morphed = [s for s in names if s not in fixed]
+    if len(morphed) != 1:
+        raise InputError(f"simulator {cfg.simulator.name!r}: the exact arrays support one theta-dependent sample, "
+                         f"got {morphed}")
+    sim = make_simulator(cfg)
+    n_b, n_k, n_s = len(cfg.benchmarks), len(cfg.nuisance), len(names)
+    ref = cfg.benchmark_names.index(cfg.sampling_benchmark)
+    mask = np.array([[nu.samples is None or name in nu.samples for name in names] for nu in cfg.nuisance],
+                    dtype=bool).reshape(n_k, n_s)
+    for k, nu in enumerate(cfg.nuisance):
+        if str(nu.kind) != "normalization" and not mask[k].all():
+            raise InputError(f"nuisance {nu.name!r}: a {nu.kind} nuisance on some samples only needs per-sample "
+                             "event weights, which the events file does not hold")
+    owner = np.array([names.index(morphed[0])] * n_b + [names.index(f) for f in fixed])
+    fixed_idx = [names.index(f) for f in fixed]
+    xsec, xsec_var = np.zeros(owner.size), np.zeros((n_k, 2, owner.size))
+    with storage.open_for_inspection(events_uri) as src, h5py.File(src, "r") as f:
+        ds, lat = f[WEIGHTS], f[LATENT]
+        for start in range(0, ds.shape[0], _READ_ROWS):
+            w = ds[start : start + _READ_ROWS]
+            w_ref = w[:, ref]
+            share = sim.sample_fractions(lat[start : start + _READ_ROWS])  # type: ignore[attr-defined]
+            w_fixed = w_ref[:, None] * share[:, fixed_idx]
+            cols = np.concatenate([w[:, :n_b] - w_fixed.sum(axis=1, keepdims=True), w_fixed], axis=1)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                total = np.where(w_ref[:, None] != 0, w[:, n_b:] / w_ref[:, None], 1.0).reshape(-1, n_k, 2)
+            xsec += cols.sum(axis=0)
+            for k, nu in enumerate(cfg.nuisance):
+                if str(nu.kind) == "normalization":
+                    ratio = np.broadcast_to([1.0 + nu.size, 1.0 / (1.0 + nu.size)], (w.shape[0], 2))
+                else:
+                    ratio = total[:, k]
+                xsec_var[k] += (cols.T @ ratio).T * mask[k, owner][None, :]
+    for k in range(n_k):
+        xsec_var[k][:, ~mask[k, owner]] = xsec[~mask[k, owner]]  # exactly unchanged where the nuisance does not act
+    if not (np.all(xsec > 0) and np.all(xsec_var > 0)):
+        raise InputError(f"{events_uri}: a column's fiducial cross section is not positive: {xsec.tolist()}")
+    return {"names": [*cfg.benchmark_names, *fixed], "samples": list(names), "owner": owner.tolist(),
+            "xsec": xsec.tolist(), "xsec_var": xsec_var.tolist()}
 
 
 # ---------------------------------------------------------------------------------------------- builders
@@ -324,5 +387,6 @@ def build_dataset(layout: RunLayout, cfg: AnalysisConfig, plan: GenerationPlan) 
         "xsec_var": xsec_var.tolist(),
         "batch_rows": cfg.inference.chunk_rows,
         "config_hash": plan.config_hash,
+        "columns": column_cross_sections(events_uri, cfg) if cfg.inference.source == "exact" else None,
     }
     return BUILDERS[cfg.inference.dataset.kind](layout, cfg, events_uri, base)

@@ -19,7 +19,11 @@ What to use when:
 `objective` is any `Objective` (`names`, `value(p)`, `grad(p)`: an NLL, not 2 NLL) - the pipeline's
 `NLLModel` or a model of your own. `asimov` is the Objective of the background-only Asimov dataset, or a
 callable that builds it from the observed data's fit with mu held at null (pyhf generates its Asimov data
-from exactly that fit: nuisances at their conditional best values).
+from exactly that fit: nuisances at their conditional best values, and the auxiliary data - the global
+observables - moved to those values too). `pool_asimov(generator, build)` is that callable for the pipeline's
+likelihood arrays: the `ToyGenerator`'s Asimov dataset at the conditional fit (its aux at the fitted nuisance
+values), its NLL built by `build`; the `limits` step uses it, tests/inference/test_pyhf_limits.py checks it
+against pyhf.
 """
 
 from __future__ import annotations
@@ -37,9 +41,16 @@ from sbi_core.inference.fit import FitResult, minimize
 from sbi_core.inference.objective import Objective, check_objective
 from sbi_core.inference.profile import Profiler
 
-__all__ = ["AsymptoticCLs", "HypoTest", "UpperLimit", "hypotest", "upper_limit"]
+__all__ = ["AsymptoticCLs", "HypoTest", "UpperLimit", "hypotest", "pool_asimov", "upper_limit"]
 
 AsimovSource = Objective | Callable[[FitResult], Objective]
+
+
+def pool_asimov(generator: Any, build: Callable[[Any], Objective]) -> Callable[[FitResult], Objective]:
+    """The background-only Asimov objective from the conditional fit, pyhf's and RooStats' convention: the
+    generator's (`toys.ToyGenerator`) Asimov dataset at the fit's parameters - expected counts, and auxiliary data
+    at the fitted nuisance values - and `build(arrays)` its NLL."""
+    return lambda fit: build(generator.asimov(fit.x))
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,9 @@
-"""The extended unbinned NLL of the likelihood contract (docs/likelihood-model.md), in JAX.
+"""The extended unbinned NLL of the likelihood contract (docs/likelihood-model.md, version 2), in JAX.
 
 What to use when:
 - `NLLModel.from_arrays(arrays, luminosity=...)` builds the model from one dataset's `LikelihoodArrays`
   held in memory; `NLLModel.from_file(path, ...)` streams a likelihood file chunk by chunk, so only the
-  arrays the NLL keeps (n x B numbers) are ever held, never the (n, K, 2) variations.
+  arrays the NLL keeps are ever held.
 - `model.value(p)`, `grad(p)`, `value_and_grad(p)`, `hvp(p, v)`, `hvp_rows(p, V)` take the parameter
   vector p: the parameters of interest (config order), then the nuisance parameters (config order);
   `model.names` and `model.n_pois` say which is which. Any of them is an `Objective`
@@ -11,42 +11,54 @@ What to use when:
 - `model.hessian(p)` builds the Hessian from HVP row blocks (`sbi_core.inference.hessian`: bounded
   memory, what the fit's errors use); `model.hessian_autodiff(p)` is `jax.hessian` of the whole NLL at once.
 
-The model (theta = POIs, nu = nuisances, w_b(theta) = monomials(theta) @ morphing_matrix = alpha_b):
+The model (theta = POIs, nu = nuisances, alpha_b(theta) = monomials(theta) @ morphing_matrix, samples s
+owning columns b, F_k(nu_k) = (f_up, f_down) the interpolation basis of nuisance k, `interpolation.py`):
 
-    NLL = L sum_b alpha_b sigma_b exp(X_b . F(nu)) - sum_i weight_i log(sum_b alpha_b exp(log_ratio[i, b]))
-          - S . F(nu) + sum_k nu_k^2 / 2
+    rate_i = exp(C_i . F_c) * sum_s [ sum_{b in s} alpha_b exp(log_ratio[i, b]) ] * t_is(nu)
+    t_is   = exp(V_is . F_m) * (1 + D_is . F_a)
+    NLL    = L sigma(theta, nu) - sum_i weight_i log rate_i + sum_k (nu_k - aux_k)^2 / 2
 
-F(nu) = (f_up(nu_k), f_down(nu_k))_k are the interpolation basis functions (`interpolation.py`): both
-schemes interpolate the log of a variation linearly in its +-1 log ratios, so the per-event shape factor
-prod_k G_k(x_i, nu_k) contributes sum_i weight_i log_ratio_var[i] . F(nu) = S . F(nu) with
-S = sum_i weight_i log_ratio_var[i] summed once when the model is built: exact, and it makes one pass over
-the data cost O(n B), independent of the number of nuisance parameters K.
+The nuisance parameters fall into three groups, decided once when the model is built:
+- common (c): a multiplicative scheme (`exponential`, `polyexp`) and the same per-event log ratios on every
+  sample (always the case with one sample). log rate_i is linear in their F, so the events contribute
+  S . F_c with S = sum_i weight_i C_i summed once: one pass over the data costs O(n B), independent of
+  their number. This is the whole model of a version-1 file.
+- per-sample multiplicative (m): a multiplicative scheme on some samples only, or with other log ratios per
+  sample; V_is their per-sample log ratios (0 where the nuisance does not act).
+- additive (a): the `linear` scheme (HistFactory code 0); D_is = exp(log ratio) - 1, the changes of all
+  additive nuisances of a sample add up, as HistFactory adds histosys deltas.
+With any m or a nuisance, each call evaluates the per-sample factors per event: O(n (B + S (|m| + |a|))).
+
+The auxiliary data aux_k (global observables) are the dataset's (`LikelihoodArrays.aux`: 0 for observed
+data, the conditional fit's nuisance values in an Asimov dataset, a draw from the constraint in a toy);
+every constraint is a unit Gaussian, (nu_k - aux_k)^2 / 2 (constants dropped).
 
 The expected rate sigma(theta, nu) (`normalization`):
-- None (the contract's formula, above): X_b holds log(xsec_var / sigma_b), interpolated like the events.
-  Cheap, but inconsistent with the per-event model between the +-1 points: the integral of
-  dsigma(x) exp(u(x) . F(nu)) is not (integral of dsigma e^u)^nu when the per-event log ratio u varies, so a
-  shape nuisance gets a spurious pull of order n var(u) / 2 and loses its shape information (seen on the
-  benchmark's energy scale: -3.9 sigma with 1300 events).
+- None (the contract's cross sections): sum_b alpha_b sigma_b exp(X_b . F_mult) (1 + Y_b . F_a) with
+  X = log(xsec_var / sigma_b) and Y = xsec_var / sigma_b - 1 per column (so per sample). Cheap, but
+  inconsistent with the per-event model between the +-1 points for shape nuisances (the integral of
+  dsigma(x) exp(u(x) . F(nu)) is not (integral of dsigma e^u)^nu when u varies; seen on the benchmark's
+  energy scale: a -3.9 sigma pull with 1300 events).
 - an MC sample (`normalization=` arrays of the run's events, weights = their MC weights at the reference):
-  sigma(theta, nu) = sum_j m_j sum_b alpha_b exp(log_ratio[j, b]) exp(log_ratio_var[j] . F(nu)), the same
-  per-event model summed over the MC: normalised at every nu, so an Asimov dataset of the same events has
-  its minimum exactly at its truth. One pass over the MC sample per call: O(M (B + 2K)).
+  sigma(theta, nu) = sum_j m_j rate_j(theta, nu), the same per-event model summed over the MC: normalised at
+  every nu, so an Asimov dataset of the same events has its minimum exactly at its truth.
 
 How it is computed: per event the shifted ratios E[i, b] = exp(log_ratio[i, b] - m_i), m_i = max_b, are
 stored once (dtype float64 or float32) with sum_i weight_i m_i kept aside, in chunks of at most
 `chunk_rows` events (on CPU also at most ~2 MiB of arrays, to stay in cache; the last chunk padded with
-weight-0 rows), benchmark-major (B, rows), scanned by `lax.scan`, so the working memory is one chunk.
-The event term has a custom JVP that returns its value and its gradient in alpha from the same pass over
-a chunk; second derivatives (HVP, `jax.hessian`) differentiate that pass again. Chunk sums are
-accumulated in float64 whatever the dtype (x64 is switched on when this module is imported). One
-compiled function serves every model with the same shapes: compiled once per shape, never per call.
+weight-0 rows), events on the last axis, scanned by `lax.scan`, so the working memory is one chunk.
+Without per-sample or additive nuisances the event term has a custom JVP that returns its value and its
+gradient in alpha from the same pass over a chunk; otherwise JAX differentiates the scan (its body
+rematerialised, so memory stays one chunk). Second derivatives (HVP, `jax.hessian`) differentiate that
+pass again. Chunk sums are accumulated in float64 whatever the dtype (x64 is switched on when this module is
+imported). One compiled function serves every model with the same shapes and structure: compiled once per
+shape, never per call (the auxiliary data and the luminosity are data, not structure).
 
-Signed morphing: alpha_b(theta) can be negative, so the per-event rate r_i = E_i . alpha can round to
-<= 0 (or be negative where theta leaves the physical region of a learned model). Such an event's rate is
-floored at the rounding-error bound of the sum, B eps_dtype sum_b |alpha_b| (E <= 1; and at least the
-dtype's smallest normal number): the NLL stays finite and differentiable and pays a large -log(floor) for
-it, which pushes a fit back to where every observed event has a positive rate. `n_floored(p)` counts them.
+Signed morphing: alpha_b(theta) can be negative, so an event's rate can round to <= 0 (or be negative where
+theta leaves the physical region of a learned model, or an additive variation overshoots). Such an event's
+rate is floored at the rounding-error bound of its sum, B eps_dtype sum_s sum_b |alpha_b E_ib t_is| (at least
+the dtype's smallest normal number): the NLL stays finite and differentiable and pays a large -log(floor)
+for it, which pushes a fit back to where every observed event has a positive rate. `n_floored(p)` counts them.
 
 Devices: with several JAX devices (or `devices=`), the event axis of every chunk is sharded across them
 (`NamedSharding` on a 1-D mesh); the result equals the single-device one up to summation order.
@@ -56,7 +68,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -68,11 +80,11 @@ import numpy as np
 
 from sbi_core.data.likelihood_arrays import LikelihoodArrays, iter_event_chunks
 from sbi_core.inference.compilation import configure_jax
-from sbi_core.inference.interpolation import INTERPOLATIONS, basis_functions
+from sbi_core.inference.interpolation import ADDITIVE, basis_functions, schemes_for
 
 configure_jax()  # float64 on, the persistent compilation cache: before the first compile of any inference step
 
-__all__ = ["DTYPES", "NLLModel", "trace_count"]
+__all__ = ["DTYPES", "EventSource", "NLLModel", "trace_count"]
 
 DTYPES = ("float64", "float32")
 _TRACES: Counter[str] = Counter()
@@ -92,10 +104,22 @@ class _Structure:
     powers: tuple[tuple[int, ...], ...]
     n_pois: int
     n_nuis: int
-    interpolation: str
+    schemes: tuple[str, ...]
     eps_rel: float
     tiny: float
     mc_norm: bool = False
+    common: tuple[int, ...] = ()  # nuisances in the separable term (multiplicative, alike on every sample)
+    mult: tuple[int, ...] = ()  # multiplicative, per sample
+    add: tuple[int, ...] = ()  # additive (linear scheme)
+
+    @property
+    def general(self) -> bool:
+        """Whether per-sample factors are evaluated per event (any per-sample or additive nuisance)."""
+        return bool(self.mult or self.add)
+
+    @property
+    def multiplicative(self) -> tuple[int, ...]:
+        return tuple(sorted(self.common + self.mult))
 
 
 # ---------------------------------------------------------------------------------------------- pure functions
@@ -211,19 +235,102 @@ def _norm_term_jvp(primals: tuple[Any, ...], tangents: tuple[Any, ...]) -> tuple
 _norm_term.defjvp(_norm_term_jvp, symbolic_zeros=True)
 
 
+# ---------------------------------------------------------------------------------------------- per-sample path
+def _sample_factors(fm: Any, fa: Any, vmc: Any, dac: Any, shape: tuple[int, int], dtype: Any) -> Any:
+    """t (S, R): exp(V_s . F_m) (1 + D_s . F_a) per sample and event of a chunk (vmc (S, 2Km, R), dac (S, 2Ka, R))."""
+    t = jnp.ones(shape, dtype)
+    if vmc is not None:
+        t = t * jnp.exp(jnp.einsum("f,sfr->sr", fm.astype(vmc.dtype), vmc))
+    if dac is not None:
+        t = t * (1.0 + jnp.einsum("f,sfr->sr", fa.astype(dac.dtype), dac))
+    return t
+
+
+def _general_rates(alpha: Any, fm: Any, fa: Any, owner: Any, ec: Any, vmc: Any, dac: Any,
+                   eps: float, tiny: float) -> tuple[Any, Any]:
+    """(rate (R,), floor (R,)) of one chunk: sum_s (sum_{b in s} alpha_b E_b) t_s, and its rounding bound."""
+    r = (owner * alpha[None, :]).astype(ec.dtype) @ ec  # (S, R)
+    r_abs = (owner * jnp.abs(alpha)[None, :]).astype(ec.dtype) @ ec
+    t = _sample_factors(fm, fa, vmc, dac, r.shape, ec.dtype)
+    rate = jnp.sum(r * t, axis=0)
+    floor = jnp.maximum(eps * jnp.sum(r_abs * jnp.abs(t), axis=0), tiny)
+    return rate, floor
+
+
+def _event_general(alpha: Any, fm: Any, fa: Any, owner: Any, e: Any, w: Any, vm: Any, da: Any,
+                   eps: float, tiny: float) -> Any:
+    """sum_i w_i log max(rate_i, floor_i) over the chunks, differentiated by JAX (body rematerialised)."""
+
+    @jax.checkpoint
+    def body(carry: Any, xs: Any) -> tuple[Any, None]:
+        ec, wc, vmc, dac = xs
+        rate, floor = _general_rates(alpha, fm, fa, owner, ec, vmc, dac, eps, tiny)
+        # padded rows (weight 0) take log(1): their 0 x log(tiny) would make second derivatives 0 x inf
+        safe = jnp.where(wc != 0, jnp.where(rate > floor, rate, floor), 1.0)
+        return carry + jnp.sum(wc * jnp.log(safe)).astype(jnp.float64), None
+
+    return jax.lax.scan(body, jnp.zeros((), jnp.float64), (e, w, vm, da))[0]
+
+
+def _norm_general(alpha: Any, fc: Any, fm: Any, fa: Any, owner: Any, e: Any, m: Any, v: Any, vm: Any,
+                  da: Any) -> Any:
+    """sum_j m_j exp(C_j . F_c) sum_s R_js t_js over the chunks of a normalisation sample."""
+
+    @jax.checkpoint
+    def body(carry: Any, xs: Any) -> tuple[Any, None]:
+        ec, mc, vc, vmc, dac = xs
+        r = (owner * alpha[None, :]).astype(ec.dtype) @ ec
+        t = _sample_factors(fm, fa, vmc, dac, r.shape, ec.dtype)
+        per_event = jnp.sum(r * t, axis=0)
+        if vc is not None:
+            per_event = per_event * jnp.exp(fc.astype(vc.dtype) @ vc)
+        return carry + jnp.sum(mc * per_event).astype(jnp.float64), None
+
+    return jax.lax.scan(body, jnp.zeros((), jnp.float64), (e, m, v, vm, da))[0]
+
+
+# ---------------------------------------------------------------------------------------------- the NLL
+def _basis(nu: Any, st: _Structure) -> Any:
+    """F (K, 2): every nuisance's (f_up, f_down) with its own scheme."""
+    if len(set(st.schemes)) == 1:  # one scheme for all: no gather/scatter in the compiled graph
+        up, down = basis_functions(st.schemes[0])(nu)
+        return jnp.stack([up, down], axis=1)
+    out = jnp.zeros((st.n_nuis, 2), dtype=nu.dtype)
+    for scheme in sorted(set(st.schemes)):
+        idx = np.array([k for k, s in enumerate(st.schemes) if s == scheme])
+        up, down = basis_functions(scheme)(nu[idx])
+        out = out.at[idx].set(jnp.stack([up, down], axis=1))
+    return out
+
+
+def _flat(f: Any, idx: tuple[int, ...]) -> Any:
+    """The (2 len(idx),) slice of F for the nuisances idx, indexed 2k + j."""
+    if not idx:
+        return jnp.zeros((0,), dtype=f.dtype)
+    if idx == tuple(range(f.shape[0])):
+        return f.reshape(-1)
+    return f[np.array(idx)].reshape(-1)
+
+
 def _alpha_f(p: Any, data: dict[str, Any], st: _Structure) -> tuple[Any, Any]:
-    """Morphing weights alpha(theta) and the interpolation basis F(nu), (2K,) indexed 2k + j."""
+    """Morphing weights alpha(theta) and the interpolation basis F(nu), (K, 2)."""
     alpha = _alpha(p[: st.n_pois], data["matrix"], st.powers)
-    f_up, f_down = basis_functions(st.interpolation)(p[st.n_pois :])
-    return alpha, jnp.stack([f_up, f_down], axis=1).reshape(-1)
+    return alpha, _basis(p[st.n_pois :], st)
 
 
 def _sigma(p: Any, data: dict[str, Any], st: _Structure) -> Any:
     """sigma(theta, nu): the contract's interpolated cross sections, or the normalisation sample's sum."""
     alpha, f = _alpha_f(p, data, st)
+    fc, fm, fa = _flat(f, st.common), _flat(f, st.mult), _flat(f, st.add)
+    if st.mc_norm and st.general:
+        return _norm_general(alpha, fc, fm, fa, data["owner"], data["mc_e"], data["mc_w"], data.get("mc_v"),
+                             data.get("mc_vm"), data.get("mc_da"))
     if st.mc_norm:
-        return _norm_term(alpha, f, data["mc_e"], data["mc_v"], data["mc_w"])
-    return jnp.sum(alpha * data["xsec"] * jnp.exp(data["xsec_log"] @ f))
+        return _norm_term(alpha, fc, data["mc_e"], data["mc_v"], data["mc_w"])
+    per_b = data["xsec"] * jnp.exp(data["xsec_log"] @ _flat(f, st.multiplicative))
+    if st.add:
+        per_b = per_b * (1.0 + data["xsec_add"] @ fa)
+    return jnp.sum(alpha * per_b)
 
 
 def _nll(p: Any, data: dict[str, Any], st: _Structure) -> Any:
@@ -232,20 +339,31 @@ def _nll(p: Any, data: dict[str, Any], st: _Structure) -> Any:
     nu = p[st.n_pois :]
     alpha, f = _alpha_f(p, data, st)
     sigma = _sigma(p, data, st)
-    events = _event_term(alpha, data["e"], data["w"], st.eps_rel, st.tiny)
-    return data["lumi"] * sigma - events - data["shape_sum"] @ f - data["weight_shift"] + 0.5 * jnp.sum(nu * nu)
+    if st.general:
+        events = _event_general(alpha, _flat(f, st.mult), _flat(f, st.add), data["owner"], data["e"], data["w"],
+                                data.get("vm"), data.get("da"), st.eps_rel, st.tiny)
+    else:
+        events = _event_term(alpha, data["e"], data["w"], st.eps_rel, st.tiny)
+    constraint = 0.5 * jnp.sum((nu - data["aux"]) ** 2)
+    return data["lumi"] * sigma - events - data["shape_sum"] @ _flat(f, st.common) - data["weight_shift"] + constraint
 
 
 def _n_floored(p: Any, data: dict[str, Any], st: _Structure) -> Any:
-    alpha = _alpha(p[: st.n_pois], data["matrix"], st.powers)
+    alpha, f = _alpha_f(p, data, st)
+    fm, fa = _flat(f, st.mult), _flat(f, st.add)
 
     def body(carry: Any, xs: Any) -> tuple[Any, None]:
-        ec, wc = xs
-        s = alpha.astype(ec.dtype) @ ec
-        bad = (s <= jnp.maximum(st.eps_rel * jnp.sum(jnp.abs(alpha)), st.tiny)) & (wc != 0)
+        ec, wc, vmc, dac = xs
+        if st.general:
+            s, floor = _general_rates(alpha, fm, fa, data["owner"], ec, vmc, dac, st.eps_rel, st.tiny)
+        else:
+            s = alpha.astype(ec.dtype) @ ec
+            floor = jnp.maximum(st.eps_rel * jnp.sum(jnp.abs(alpha)), st.tiny)
+        bad = (s <= floor) & (wc != 0)
         return carry + jnp.sum(bad), None
 
-    return jax.lax.scan(body, jnp.zeros((), jnp.int64), (data["e"], data["w"]))[0]
+    xs = (data["e"], data["w"], data.get("vm"), data.get("da"))
+    return jax.lax.scan(body, jnp.zeros((), jnp.int64), xs)[0]
 
 
 def _hvp(p: Any, v: Any, data: dict[str, Any], st: _Structure) -> Any:
@@ -277,28 +395,47 @@ def _chunk_layout(n: int, chunk_rows: int, n_devices: int, row_bytes: int = 0,
     return rows, max(1, -(-n // rows))
 
 
+def _per_sample(lrv: np.ndarray, idx: tuple[int, ...]) -> np.ndarray:
+    """(k, S, 2 len(idx)) per-sample values of the nuisances idx from (k, K, 2, S) log ratios."""
+    sel = lrv[:, list(idx)]  # (k, m, 2, S)
+    return sel.transpose(0, 3, 1, 2).reshape(lrv.shape[0], lrv.shape[3], 2 * len(idx))
+
+
 class _Accumulator:
-    """Builds the arrays the NLL keeps from event chunks.
+    """Builds the arrays the NLL keeps from event chunks (see the module doc for the three nuisance groups).
 
-    Data (`normalization=False`): E = exp(log_ratio - m) and weights, with S = sum_i w_i log_ratio_var[i] and
-    sum_i w_i m_i kept aside. Normalisation sample (`True`): E, V = log_ratio_var (flattened to 2K) and the
-    weight times exp(m), so sum_j weight_j exp(log_ratio_j) . alpha exp(V_j . F) = sum_j mw_j E_j . alpha ..."""
+    Data (`normalization=False`): E = exp(log_ratio - m) and weights, with S = sum_i w_i C_i and sum_i w_i m_i
+    kept aside. Normalisation sample (`True`): E, C (the common log ratios, flattened to 2|c|) and the weight
+    times exp(m). Both: V (per-sample log ratios of the m group) and D (exp(log ratio) - 1 of the a group)."""
 
-    def __init__(self, n: int, n_benchmarks: int, n_nuis: int, rows: int, chunks: int, dtype: np.dtype,
+    def __init__(self, n: int, n_benchmarks: int, st: _Structure, rows: int, chunks: int, dtype: np.dtype,
                  normalization: bool = False) -> None:
-        self.e = np.zeros((chunks * rows, n_benchmarks), dtype=dtype)
-        self.w = np.zeros(chunks * rows, dtype=dtype)
-        self.v = np.zeros((chunks * rows, 2 * n_nuis), dtype=dtype) if normalization else None
-        self.shape_sum = np.zeros(2 * n_nuis)
+        size = chunks * rows
+        self.st = st
+        self.e = np.zeros((size, n_benchmarks), dtype=dtype)
+        self.w = np.zeros(size, dtype=dtype)
+        self.v = np.zeros((size, 2 * len(st.common)), dtype=dtype) if normalization else None
+        self.vm: np.ndarray | None = None
+        self.da: np.ndarray | None = None
+        self.normalization = normalization
+        self.shape_sum = np.zeros(2 * len(st.common))
         self.weight_shift = 0.0
         self.n = 0
         self.total = n
-        self.rows, self.chunks = rows, chunks
+        self.rows, self.chunks, self.dtype = rows, chunks, dtype
+
+    def _per_sample_arrays(self, n_samples: int) -> None:
+        size = self.chunks * self.rows
+        if self.st.mult and self.vm is None:
+            self.vm = np.zeros((size, n_samples, 2 * len(self.st.mult)), dtype=self.dtype)
+        if self.st.add and self.da is None:
+            self.da = np.zeros((size, n_samples, 2 * len(self.st.add)), dtype=self.dtype)
 
     def add(self, part: LikelihoodArrays) -> None:
         lr = np.asarray(part.log_ratio, dtype=np.float64)
         w = np.asarray(part.weight, dtype=np.float64)
-        if not (np.all(np.isfinite(w)) and np.all(np.isfinite(part.log_ratio_var))):
+        lrv = np.asarray(part.log_ratio_var, dtype=np.float64)
+        if not (np.all(np.isfinite(w)) and np.all(np.isfinite(lrv))):
             raise ValueError("likelihood arrays: weight and log_ratio_var must be finite")
         if np.any(np.isnan(lr)) or np.any(np.isposinf(lr)):
             raise ValueError("likelihood arrays: log_ratio must not be NaN or +inf (-inf: a benchmark with zero rate)")
@@ -310,40 +447,44 @@ class _Accumulator:
             raise ValueError(f"likelihood arrays: more than the expected {self.total} events")
         sl = slice(self.n, self.n + k)
         self.e[sl] = np.exp(lr - m[:, None])
-        if self.v is not None:
-            self.v[sl] = part.log_ratio_var.reshape(k, -1)
+        common = lrv[:, :, :, 0][:, list(self.st.common)].reshape(k, 2 * len(self.st.common))
+        if self.normalization:
+            assert self.v is not None
+            self.v[sl] = common
             self.w[sl] = w * np.exp(m)
         else:
             self.w[sl] = w
-            self.shape_sum += np.einsum("i,ikj->kj", w, part.log_ratio_var).reshape(-1)
+            self.shape_sum += w @ common
             self.weight_shift += float(w @ m)
+        self._per_sample_arrays(lrv.shape[3])
+        if self.vm is not None:
+            self.vm[sl] = _per_sample(lrv, self.st.mult)
+        if self.da is not None:
+            self.da[sl] = np.expm1(_per_sample(lrv, self.st.add))
         self.n += k
 
-    def done(self) -> tuple[np.ndarray, ...]:
+    def _chunked(self, arr: np.ndarray | None) -> np.ndarray | None:
+        """(rows total, *shape) -> (chunks, *shape, rows): events on the last axis."""
+        if arr is None:
+            return None
+        out = arr.reshape(self.chunks, self.rows, *arr.shape[1:])
+        return np.ascontiguousarray(np.moveaxis(out, 1, -1))
+
+    def done(self) -> dict[str, np.ndarray | None]:
         if self.n != self.total:
             raise ValueError(f"likelihood arrays: expected {self.total} events, got {self.n}")
-        b = self.e.shape[1]
-        # benchmark-major chunks (chunks, B, R), variation-major (chunks, 2K, R): events are the last axis
-        out = [np.ascontiguousarray(self.e.reshape(self.chunks, self.rows, b).transpose(0, 2, 1)),
-               self.w.reshape(self.chunks, self.rows)]
-        if self.v is not None:
-            out.append(np.ascontiguousarray(self.v.reshape(self.chunks, self.rows, -1).transpose(0, 2, 1)))
-        return tuple(out)
+        return {"e": self._chunked(self.e), "w": self.w.reshape(self.chunks, self.rows), "v": self._chunked(self.v),
+                "vm": self._chunked(self.vm), "da": self._chunked(self.da)}
 
 
-def _same_model(a: LikelihoodArrays, b: LikelihoodArrays) -> bool:
-    return (a.parameters == b.parameters and a.benchmarks == b.benchmarks and a.nuisance == b.nuisance
-            and a.reference == b.reference and np.array_equal(a.morphing_matrix, b.morphing_matrix)
-            and np.array_equal(a.morphing_components, b.morphing_components))
-
-
-#: (header, chunks, number of events): events read chunk by chunk.
-EventSource = tuple[LikelihoodArrays, Iterable[LikelihoodArrays], int]
+#: (header, chunks, number of events): events read chunk by chunk. `chunks` is an iterable, or a callable that
+#: returns a fresh one (needed when the nuisance groups depend on the data: several samples).
+EventSource = tuple[LikelihoodArrays, Iterable[LikelihoodArrays] | Callable[[], Iterable[LikelihoodArrays]], int]
 
 
 def _memory_source(arrays: LikelihoodArrays, chunk_rows: int) -> EventSource:
     step = max(1, chunk_rows)
-    return arrays, (arrays.select(slice(s, s + step)) for s in range(0, arrays.n_events, step)), arrays.n_events
+    return arrays, lambda: (arrays.select(slice(s, s + step)) for s in range(0, arrays.n_events, step)), arrays.n_events
 
 
 def _file_source(path: Path | str, chunk_rows: int, where: str | None) -> EventSource:
@@ -354,7 +495,35 @@ def _file_source(path: Path | str, chunk_rows: int, where: str | None) -> EventS
     header = read_arrays(path, where=where, rows=slice(0, 0))
     with h5py.File(path, "r") as f:
         n = int(f["events/weight"].shape[0])
-    return header, iter_event_chunks(path, max(1, chunk_rows), where=where), n
+    return header, lambda: iter_event_chunks(path, max(1, chunk_rows), where=where), n
+
+
+def _chunks(source: EventSource) -> Iterable[LikelihoodArrays]:
+    chunks = source[1]
+    return chunks() if callable(chunks) else chunks
+
+
+def _groups(header: LikelihoodArrays, schemes: tuple[str, ...],
+            sources: Sequence[EventSource]) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...], list[Any]]:
+    """(common, per-sample multiplicative, additive) nuisance indices, and the sources' chunks to read next.
+
+    A multiplicative nuisance is common when it acts on every sample with the same per-event log ratios: with
+    one sample always; with several, checked on every event of every source (one extra pass over them)."""
+    mask = np.asarray(header.modifier_mask)
+    add = tuple(k for k, s in enumerate(schemes) if s in ADDITIVE)
+    mult_all = [k for k, s in enumerate(schemes) if s not in ADDITIVE]
+    if header.n_samples == 1:
+        return tuple(mult_all), (), add, [_chunks(s) for s in sources]
+    candidates = {k for k in mult_all if mask[k].all()}
+    if candidates:
+        for source in sources:
+            for part in _chunks(source):
+                lrv = part.log_ratio_var
+                for k in list(candidates):
+                    if not np.all(lrv[:, k] == lrv[:, k, :, :1]):
+                        candidates.discard(k)
+    common = tuple(k for k in mult_all if k in candidates)
+    return common, tuple(k for k in mult_all if k not in candidates), add, [_chunks(s) for s in sources]
 
 
 class NLLModel:
@@ -367,19 +536,22 @@ class NLLModel:
         luminosity: float,
         normalization: EventSource | None = None,
         interpolation: str = "polyexp",
+        schemes: Mapping[str, str] | None = None,
+        aux: Sequence[float] | np.ndarray | None = None,
         dtype: str = "float64",
         chunk_rows: int = 262144,
         devices: Sequence[Any] | None = None,
     ) -> None:
         """Prefer `from_arrays` / `from_file`. events: the dataset; normalization: an optional MC sample whose
-        weighted sum gives sigma(theta, nu) (see the module doc; None: the contract's xsec interpolation)."""
-        if interpolation not in INTERPOLATIONS:
-            raise ValueError(f"interpolation: expected one of {INTERPOLATIONS}, got {interpolation!r}")
+        weighted sum gives sigma(theta, nu) (see the module doc; None: the contract's xsec interpolation);
+        interpolation: the scheme of every nuisance, `schemes` {name: scheme} overriding it for some;
+        aux: the auxiliary data (default: the dataset's `aux`)."""
         if dtype not in DTYPES:
             raise ValueError(f"dtype: expected one of {DTYPES}, got {dtype!r}")
         if not (math.isfinite(luminosity) and luminosity > 0):
             raise ValueError(f"luminosity: expected a finite value > 0, got {luminosity}")
-        header, chunks, n_events = events
+        header, _, n_events = events
+        self.schemes = schemes_for(header.nuisance, interpolation, schemes)
         self.devices = list(devices) if devices is not None else jax.devices()
         self.names = list(header.parameters) + list(header.nuisance)
         self.n_pois = len(header.parameters)
@@ -389,27 +561,56 @@ class NLLModel:
         self.interpolation = interpolation
         self.dtype = dtype
         self.normalization = "xsec" if normalization is None else "mc"
+        self.samples = list(header.samples or ())
+        n_k = len(header.nuisance)
+        self.aux = self._aux(header.aux if aux is None else aux, n_k)
         np_dtype = np.dtype(dtype)
-        n_b, n_k = len(header.benchmarks), len(header.nuisance)
-        platform = self.devices[0].platform
-        rows, n_chunks = _chunk_layout(self.n_events, chunk_rows, len(self.devices), (n_b + 1) * np_dtype.itemsize,
-                                       platform)
-        self.chunk_rows, self.n_chunks = rows, n_chunks
-        acc = _Accumulator(self.n_events, n_b, n_k, rows, n_chunks, np_dtype)
-        for part in chunks:
-            acc.add(part)
-        e, w = acc.done()
-        xsec = np.asarray(header.xsec, dtype=np.float64)
-        xsec_log = np.log(np.asarray(header.xsec_var, dtype=np.float64) / xsec[None, None, :])  # (K, 2, B)
+        sources = [self._reiterable(events)]
+        if normalization is not None:
+            if not header.same_model(normalization[0]):
+                raise ValueError("normalization sample: its arrays describe another model than the dataset's")
+            sources.append(self._reiterable(normalization))
+        common, mult, add, chunk_iters = _groups(header, self.schemes, sources)
         self._st = _Structure(
             powers=tuple(tuple(int(x) for x in row) for row in np.asarray(header.morphing_components)),
-            n_pois=self.n_pois,
-            n_nuis=n_k,
-            interpolation=interpolation,
-            eps_rel=float(n_b * np.finfo(np_dtype).eps),
-            tiny=float(np.finfo(np_dtype).tiny),
-            mc_norm=normalization is not None,
+            n_pois=self.n_pois, n_nuis=n_k, schemes=self.schemes, eps_rel=float(len(header.benchmarks)
+                                                                                 * np.finfo(np_dtype).eps),
+            tiny=float(np.finfo(np_dtype).tiny), mc_norm=normalization is not None, common=common, mult=mult, add=add,
         )
+        self.groups = {"common": [header.nuisance[k] for k in common], "per_sample": [header.nuisance[k] for k in mult],
+                       "additive": [header.nuisance[k] for k in add]}
+        put, put_events = self._placement()
+        data = self._accumulate(header, self.n_events, chunk_iters[0], chunk_rows, np_dtype, False)
+        self.chunk_rows, self.n_chunks = data.pop("rows"), data.pop("chunks")
+        self._data = {name: put_events(arr) for name, arr in data.items() if isinstance(arr, np.ndarray)
+                      and name not in ("shape_sum", "weight_shift")}
+        self._data.update(self._model_arrays(header, put, data))
+        self.n_normalization = 0
+        if normalization is not None:
+            n_mc = int(normalization[2])
+            norm = self._accumulate(header, n_mc, chunk_iters[1], chunk_rows, np_dtype, True)
+            self._data.update({f"mc_{name}": put_events(arr) for name, arr in norm.items()
+                               if name in ("e", "w", "v", "vm", "da") and arr is not None})
+            self.n_normalization = n_mc
+        self._cache: tuple[bytes, float, np.ndarray] | None = None
+
+    @staticmethod
+    def _aux(aux: Any, n_k: int) -> np.ndarray:
+        arr = np.asarray(aux, dtype=np.float64)
+        if arr.shape != (n_k,) or not np.all(np.isfinite(arr)):
+            raise ValueError(f"aux: expected {n_k} finite auxiliary data, got {arr.tolist()}")
+        return arr
+
+    @staticmethod
+    def _reiterable(source: EventSource) -> EventSource:
+        """A source whose chunks can be read twice (a plain iterable is kept in memory)."""
+        if callable(source[1]):
+            return source
+        parts = list(source[1])
+        return source[0], lambda: parts, source[2]
+
+    def _placement(self) -> tuple[Callable[[Any], Any], Callable[[Any], Any]]:
+        """(put a model array, put a per-event array): device_put, sharded over the event axis with several devices."""
         if len(self.devices) > 1:
             from jax.sharding import Mesh, NamedSharding
             from jax.sharding import PartitionSpec as P
@@ -419,53 +620,71 @@ class NLLModel:
             def put_events(x: np.ndarray) -> Any:
                 return jax.device_put(x, NamedSharding(mesh, P(*([None] * (x.ndim - 1)), "events")))
 
-            put = partial(jax.device_put, device=NamedSharding(mesh, P()))
-        else:
-            put = put_events = partial(jax.device_put, device=self.devices[0])
-        self._data = {
-            "e": put_events(e),
-            "w": put_events(w),
+            return partial(jax.device_put, device=NamedSharding(mesh, P())), put_events
+        put = partial(jax.device_put, device=self.devices[0])
+        return put, put
+
+    def _accumulate(self, header: LikelihoodArrays, n: int, chunks: Iterable[LikelihoodArrays], chunk_rows: int,
+                    np_dtype: np.dtype, normalization: bool) -> dict[str, Any]:
+        st = self._st
+        n_b, n_s = len(header.benchmarks), header.n_samples
+        row_bytes = (n_b + 1 + (2 * len(st.common) if normalization else 0)
+                     + n_s * 2 * (len(st.mult) + len(st.add))) * np_dtype.itemsize
+        rows, n_chunks = _chunk_layout(n, chunk_rows, len(self.devices), row_bytes, self.devices[0].platform)
+        acc = _Accumulator(n, n_b, st, rows, n_chunks, np_dtype, normalization=normalization)
+        for part in chunks:
+            acc.add(part)
+        out: dict[str, Any] = acc.done()
+        out.update(shape_sum=acc.shape_sum, weight_shift=acc.weight_shift, rows=rows, chunks=n_chunks)
+        return out
+
+    def _model_arrays(self, header: LikelihoodArrays, put: Callable[[Any], Any], data: dict[str, Any]) -> dict[str, Any]:
+        """The model's small arrays: morphing, cross sections, sample ownership, the constant sums, aux, L."""
+        st = self._st
+        n_b = len(header.benchmarks)
+        xsec = np.asarray(header.xsec, dtype=np.float64)
+        ratio = np.asarray(header.xsec_var, dtype=np.float64) / xsec[None, None, :]  # (K, 2, B)
+
+        def per_column(values: np.ndarray, idx: tuple[int, ...]) -> np.ndarray:
+            return np.ascontiguousarray(values[list(idx)].transpose(2, 0, 1).reshape(n_b, 2 * len(idx)))
+
+        owner = np.zeros((header.n_samples, n_b))
+        owner[np.asarray(header.benchmark_sample), np.arange(n_b)] = 1.0
+        return {
             "matrix": put(np.asarray(header.morphing_matrix, dtype=np.float64)),
             "xsec": put(xsec),
-            "xsec_log": put(np.ascontiguousarray(xsec_log.transpose(2, 0, 1).reshape(n_b, 2 * n_k))),
-            "shape_sum": put(acc.shape_sum),
-            "weight_shift": put(np.float64(acc.weight_shift)),
+            "xsec_log": put(per_column(np.log(ratio), st.multiplicative)),
+            "xsec_add": put(per_column(ratio - 1.0, st.add)),
+            "owner": put(owner),
+            "shape_sum": put(np.asarray(data["shape_sum"], dtype=np.float64)),
+            "weight_shift": put(np.float64(data["weight_shift"])),
             "lumi": put(np.float64(self.luminosity)),
+            "aux": put(self.aux),
         }
-        self.n_normalization = 0
-        if normalization is not None:
-            n_header, n_chunks_iter, n_mc = normalization
-            if not _same_model(header, n_header):
-                raise ValueError("normalization sample: its arrays describe another model than the dataset's")
-            mrows, mchunks = _chunk_layout(int(n_mc), chunk_rows, len(self.devices),
-                                           (n_b + 1 + 2 * n_k) * np_dtype.itemsize, platform)
-            macc = _Accumulator(int(n_mc), n_b, n_k, mrows, mchunks, np_dtype, normalization=True)
-            for part in n_chunks_iter:
-                macc.add(part)
-            me, mw, mv = macc.done()
-            self._data.update(mc_e=put_events(me), mc_w=put_events(mw), mc_v=put_events(mv))
-            self.n_normalization = int(n_mc)
-        self._cache: tuple[bytes, float, np.ndarray] | None = None
 
     # ------------------------------------------------------------------ builders
     @classmethod
     def from_arrays(cls, arrays: LikelihoodArrays, *, luminosity: float,
                     normalization: LikelihoodArrays | None = None, interpolation: str = "polyexp",
+                    schemes: Mapping[str, str] | None = None, aux: Sequence[float] | np.ndarray | None = None,
                     dtype: str = "float64", chunk_rows: int = 262144,
                     devices: Sequence[Any] | None = None) -> NLLModel:
         """The NLL of arrays held in memory (normalization: the MC sample's arrays, weights = MC weights)."""
         norm = None if normalization is None else _memory_source(normalization, chunk_rows)
         return cls(_memory_source(arrays, chunk_rows), luminosity=luminosity, normalization=norm,
-                   interpolation=interpolation, dtype=dtype, chunk_rows=chunk_rows, devices=devices)
+                   interpolation=interpolation, schemes=schemes, aux=aux, dtype=dtype, chunk_rows=chunk_rows,
+                   devices=devices)
 
     @classmethod
     def from_file(cls, path: Path | str, *, luminosity: float, normalization: Path | str | None = None,
-                  interpolation: str = "polyexp", dtype: str = "float64", chunk_rows: int = 262144,
+                  interpolation: str = "polyexp", schemes: Mapping[str, str] | None = None,
+                  aux: Sequence[float] | np.ndarray | None = None, dtype: str = "float64", chunk_rows: int = 262144,
                   devices: Sequence[Any] | None = None, where: str | None = None) -> NLLModel:
         """The NLL of a likelihood file (`write_arrays` format), read chunk by chunk (bounded memory)."""
         norm = None if normalization is None else _file_source(normalization, chunk_rows, None)
         return cls(_file_source(path, chunk_rows, where), luminosity=luminosity, normalization=norm,
-                   interpolation=interpolation, dtype=dtype, chunk_rows=chunk_rows, devices=devices)
+                   interpolation=interpolation, schemes=schemes, aux=aux, dtype=dtype, chunk_rows=chunk_rows,
+                   devices=devices)
 
     # ------------------------------------------------------------------ evaluation
     def _p(self, p: Any, name: str = "p") -> jax.Array:
@@ -519,7 +738,7 @@ class NLLModel:
         return np.asarray(_hessian_jit(self._p(p), self._data, self._st))
 
     def n_floored(self, p: Any) -> int:
-        """Events whose morphed rate at p is at or below the rounding floor (see the module doc)."""
+        """Events whose rate at p is at or below the rounding floor (see the module doc)."""
         return int(_n_floored_jit(self._p(p), self._data, self._st))
 
     def expected_events(self, p: Any) -> float:
@@ -529,11 +748,13 @@ class NLLModel:
     @property
     def event_arrays(self) -> dict[str, Any]:
         """The per-event device arrays one NLL call reads (benchmarks compare against reading them once)."""
-        return {k: v for k, v in self._data.items() if k in ("e", "w", "mc_e", "mc_w", "mc_v")}
+        keys = ("e", "w", "vm", "da", "mc_e", "mc_w", "mc_v", "mc_vm", "mc_da")
+        return {k: v for k, v in self._data.items() if k in keys}
 
     def __call__(self, p: Any) -> float:
         return self.value(p)
 
     def __repr__(self) -> str:
         return (f"NLLModel({self.n_events} events, {self.n_pois} POIs + {self.n_params - self.n_pois} nuisances, "
-                f"{self.dtype}, {self.n_chunks} x {self.chunk_rows} rows, {len(self.devices)} device(s))")
+                f"{len(self.samples)} sample(s), {self.dtype}, {self.n_chunks} x {self.chunk_rows} rows, "
+                f"{len(self.devices)} device(s))")

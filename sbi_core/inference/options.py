@@ -122,12 +122,18 @@ class InferenceConfig(_Strict):
         "per-event model as the data (consistent at every nu: the default); xsec interpolates the fiducial cross "
         "sections between nu = -1, 0, +1 (cheaper; biases shape nuisances whose per-event effect varies).",
     )
-    interpolation: Literal["exponential", "polyexp"] = Field(
+    interpolation: Literal["exponential", "polyexp", "linear"] = Field(
         default="polyexp",
         title="Interpolation",
         description="How per-event and cross-section variations at nu = -1, 0, +1 are interpolated: "
-        "exponential (log-linear on each side, kink at 0) or polyexp (log of the ratio a 6th-order polynomial "
-        "inside [-1, 1], smooth, linear outside).",
+        "exponential (log-linear on each side, kink at 0: HistFactory code 1) or polyexp (log of the ratio a "
+        "6th-order polynomial inside [-1, 1], smooth, linear outside) or linear (additive: HistFactory code 0).",
+    )
+    nuisance_interpolation: dict[str, Literal["exponential", "polyexp", "linear"]] = Field(
+        default_factory=dict,
+        title="Interpolation per nuisance",
+        description="Nuisance name -> its interpolation, overriding `interpolation` (e.g. linear for a "
+        "histosys-like shape, exponential for a normalisation, as HistFactory models set them per modifier).",
     )
     dtype: Literal["float64", "float32"] = Field(
         default="float64",

@@ -44,7 +44,7 @@ def pool_info(layout: RunLayout, cfg: AnalysisConfig, plan: GenerationPlan) -> D
 
     from sbi_core.data.format import OBSERVATIONS
     from sbi_core.errors import InputError
-    from sbi_core.inference.datasets import DatasetInfo, fiducial_cross_sections
+    from sbi_core.inference.datasets import DatasetInfo, column_cross_sections, fiducial_cross_sections
     from sbi_core.runs import run_events
 
     events_uri = run_events(layout, plan)
@@ -59,6 +59,7 @@ def pool_info(layout: RunLayout, cfg: AnalysisConfig, plan: GenerationPlan) -> D
         theta=ref.tolist(), luminosity=1.0, reference=cfg.sampling_benchmark,
         xsec=xsec.tolist(), xsec_var=xsec_var.tolist(), batch_rows=cfg.inference.chunk_rows,
         config_hash=plan.config_hash,
+        columns=column_cross_sections(events_uri, cfg) if cfg.inference.source == "exact" else None,
     )
 
 

@@ -76,7 +76,7 @@ class _Context:
         from sbi_core.inference.toys import ToyGenerator
 
         return ToyGenerator(pool, luminosity=self.info.luminosity, interpolation=self.inf.interpolation,
-                            normalization=self.normalization)
+                            normalization=self.normalization, schemes=self.inf.nuisance_interpolation)
 
     @property
     def normalization(self) -> str:
@@ -186,7 +186,7 @@ def _read_blocks(ctx: _Context, total: int) -> list[dict[str, Any]]:
 def limits(run_uri: str) -> dict[str, Any]:
     """Intervals and contours from the joined scan (observed and expected) and CLs upper limits: limits.json."""
     from sbi_core.inference.intervals import contours_from_grid, region_contains
-    from sbi_core.inference.limits import AsymptoticCLs
+    from sbi_core.inference.limits import AsymptoticCLs, pool_asimov
     from sbi_core.inference.profile import ProfilePoint
 
     t0 = time.perf_counter()
@@ -229,7 +229,7 @@ def limits(run_uri: str) -> dict[str, Any]:
     upper = []
     for poi, null in _limit_parameters(ctx.cfg).items():
         hi = next(p.range[1] for p in ctx.cfg.parameters if p.name == poi)
-        calc = AsymptoticCLs(observed_model, poi, lambda fit: ctx.model(gen.asimov(fit.x), pool), null=null,
+        calc = AsymptoticCLs(observed_model, poi, pool_asimov(gen, lambda a: ctx.model(a, pool)), null=null,
                              upper=hi, fixed=inf.fix, bounds={k: v for k, v in inf.bounds.items() if k != poi},
                              start=ctx.best["values"])
         upper.append(calc.upper_limit(inf.cls_level).to_json())

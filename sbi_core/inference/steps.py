@@ -147,7 +147,8 @@ def _join(uris: list[str], out: str, expected: int, meta: dict[str, Any]) -> Non
     if total != expected:
         raise InputError(f"likelihood --join: the parts of {meta['dataset']} hold {total} events, {expected} expected")
     names = ["log_ratio", "log_ratio_var", "weight"] + (["log_ratio_std"] if has_std else [])
-    shapes = {"log_ratio": (len(headers[0].benchmarks),), "log_ratio_var": (len(headers[0].nuisance), 2),
+    shapes = {"log_ratio": (len(headers[0].benchmarks),),
+              "log_ratio_var": (len(headers[0].nuisance), 2, headers[0].n_samples),
               "weight": (), "log_ratio_std": (len(headers[0].benchmarks),)}
     with storage.atomic_write(out) as tmp:
         write_arrays(tmp, replace(headers[0], log_ratio_std=None, meta=meta))
@@ -186,8 +187,8 @@ def load_model(layout: Any, cfg: Any, info: Any = None) -> Any:
         path = stack.enter_context(storage.local_copy(uris[0]))
         norm = stack.enter_context(storage.local_copy(uris[1])) if info.normalization == "mc" else None
         return NLLModel.from_file(path, luminosity=info.luminosity, normalization=norm,
-                                  interpolation=inf.interpolation, dtype=inf.dtype, chunk_rows=inf.chunk_rows,
-                                  where=uris[0])
+                                  interpolation=inf.interpolation, schemes=inf.nuisance_interpolation,
+                                  dtype=inf.dtype, chunk_rows=inf.chunk_rows, where=uris[0])
 
 
 def load_arrays(layout: Any, cfg: Any, info: Any = None) -> tuple[Any, Any]:
@@ -212,7 +213,8 @@ def model_from_arrays(cfg: Any, arrays: Any, normalization: Any = None, luminosi
 
     inf = cfg.inference
     return NLLModel.from_arrays(arrays, luminosity=luminosity or inf.luminosity, normalization=normalization,
-                                interpolation=inf.interpolation, dtype=inf.dtype, chunk_rows=inf.chunk_rows)
+                                interpolation=inf.interpolation, schemes=inf.nuisance_interpolation,
+                                dtype=inf.dtype, chunk_rows=inf.chunk_rows)
 
 
 def fit_start(cfg: Any) -> dict[str, float]:

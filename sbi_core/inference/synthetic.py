@@ -13,9 +13,9 @@ from __future__ import annotations
 import numpy as np
 
 from sbi_core.data.likelihood_arrays import LikelihoodArrays
-from sbi_core.physics.morphing import Morphing, quadratic_powers
+from sbi_core.physics.morphing import Morphing, monomials, quadratic_powers
 
-__all__ = ["synthetic_arrays"]
+__all__ = ["synthetic_arrays", "two_sample_arrays"]
 
 
 def _basis(n_pois: int, rng: np.random.Generator) -> np.ndarray:
@@ -82,4 +82,59 @@ def synthetic_arrays(
         log_ratio_var=lrv,
         weight=w,
         meta={"synthetic": f"n={n} K={n_nuisance} seed={seed}"},
+    )
+
+
+def two_sample_arrays(
+    n: int,
+    *,
+    truth: tuple[float, float] = (0.0, 0.0),
+    luminosity: float = 200.0,
+    sigma_ref: float = 5.0,
+    background: float = 0.4,
+    weights: str = "asimov",
+    seed: int = 0,
+) -> LikelihoodArrays:
+    """A version-2 model of two samples: the squared-amplitude signal of `synthetic_arrays` (2 POIs, 6 columns)
+    and a theta-independent background (one column, `background` x sigma_ref on average), with three nuisances:
+    `lumi` (5%, on both samples alike), `bkg_norm` (10%, on the background only) and `sig_shape` (a per-event
+    shape of about 5% on the signal only). Events are an MC sample of the signal at theta = 0 (weight sigma_ref
+    / n each at the reference), so the cross sections are the sample means and the model is self-consistent:
+    the Asimov dataset (`weights="asimov"`) has its NLL minimum at (truth, 0) with the MC normalisation."""
+    rng = np.random.default_rng(seed)
+    base = synthetic_arrays(n, 0, n_pois=2, seed=seed)
+    g = np.exp(rng.normal(np.log(background), 0.5, n))  # background rate over the reference rate, per event
+    g *= background / g.mean()
+    u = rng.normal(0.0, 1.0, n)
+    log_ratio = np.concatenate([base.log_ratio, np.log(g)[:, None]], axis=1)  # (n, 7)
+    lrv = np.zeros((n, 3, 2, 2))
+    lrv[:, 0, 0, :], lrv[:, 0, 1, :] = np.log1p(0.05), -np.log1p(0.05)
+    lrv[:, 1, 0, 1], lrv[:, 1, 1, 1] = np.log1p(0.10), -np.log1p(0.10)
+    lrv[:, 2, 0, 0], lrv[:, 2, 1, 0] = 0.05 * u, -0.04 * u
+    owner = np.array([0] * 6 + [1])
+    rates = np.exp(log_ratio)  # (n, 7) per column
+    xsec = sigma_ref * rates.mean(axis=0)
+    xsec_var = sigma_ref * np.einsum("ib,ikjb->kjb", rates, np.exp(lrv[:, :, :, owner])) / n
+    xsec_var[1][:, owner == 0] = xsec[owner == 0]  # exactly unchanged where the nuisance does not act
+    xsec_var[2][:, owner == 1] = xsec[owner == 1]
+    components = base.morphing_components
+    const = int(np.flatnonzero(~components.any(axis=1))[0])
+    matrix = np.concatenate([base.morphing_matrix, np.eye(components.shape[0])[:, [const]]], axis=1)
+    t = np.asarray(truth, dtype=np.float64)
+    alpha = monomials(t, components) @ matrix
+    if weights == "asimov":
+        w = luminosity * sigma_ref / n * (rates @ alpha)
+    elif weights == "unit":
+        w = np.ones(n)
+    else:
+        raise ValueError(f"weights: expected 'asimov' or 'unit', got {weights!r}")
+    return LikelihoodArrays(
+        source="exact", parameters=list(base.parameters), benchmarks=[*base.benchmarks, "background"],
+        benchmark_values=np.vstack([base.benchmark_values, np.full((1, 2), np.nan)]), reference="b0",
+        morphing_components=components, morphing_matrix=matrix, nuisance=["lumi", "bkg_norm", "sig_shape"],
+        nuisance_kinds=["normalization", "normalization", "shape_weight"], nuisance_sizes=np.array([0.05, 0.1, 0.05]),
+        xsec=xsec, xsec_var=xsec_var, log_ratio=log_ratio, log_ratio_var=lrv, weight=w,
+        samples=["signal", "background"], benchmark_sample=owner,
+        modifier_mask=np.array([[True, True], [False, True], [True, False]]),
+        meta={"synthetic": f"two samples n={n} seed={seed}"},
     )

@@ -1,22 +1,26 @@
 """Toy pseudo-experiments that resample evaluated events: no toy ever needs a new simulation or network pass.
 
 A *pool* is one dataset's likelihood arrays (`LikelihoodArrays`) whose `weight` is each event's weight at the
-reference benchmark, in pb (the run's own events, `pool.py`: the same MC sample the NLL's "mc" normalisation
-sums). The contract's per-event rate at (theta, nu) is
+reference, in pb (the run's own events, `pool.py`: the same MC sample the NLL's "mc" normalisation sums). The
+contract's per-event rate at (theta, nu) (version 2: per-sample modifiers, docs/likelihood-model.md) is
 
-    rate_i(theta, nu) = weight_i * sum_b w_b(theta) exp(log_ratio[i, b]) * prod_k G(log_ratio_var[i, k], nu_k)
+    rate_i(theta, nu) = weight_i * sum_s [ sum_{b in s} w_b(theta) exp(log_ratio[i, b]) ] * T_is(nu)
 
-(G the configured interpolation), and a toy at (theta, nu) is N ~ Poisson(L sigma(theta, nu)) events drawn from
-the pool with probability proportional to rate_i, with replacement. sigma is the model's own: sum_i rate_i for
-normalization "mc" (then toys and Asimov data are exactly the model's), the interpolated cross sections of the
-arrays for "xsec" (as `NLLModel` computes them). A toy is stored as the pool rows it drew with their multiplicities as weights,
-which gives the same NLL as the drawn events one by one. Toy i draws from SeedSequence(seed, spawn_key=(i,)),
-so any toy can be rebuilt alone, in any task.
+with T_is the product of the multiplicative nuisances' G(log_ratio_var[i, k, :, s], nu_k) times 1 + the sum of
+the additive ones' changes (`interpolation.py`), and a toy at (theta, nu) is N ~ Poisson(L sigma(theta, nu))
+events drawn from the pool with probability proportional to rate_i, with replacement, and one auxiliary datum
+per nuisance parameter drawn from its constraint at the generating value, aux_k ~ N(nu_k, 1) (the global
+observables, as pyhf's and RooStats' toys draw them). sigma is the model's own: sum_i rate_i for normalization
+"mc" (then toys and Asimov data are exactly the model's), the interpolated cross sections of the arrays for
+"xsec" (as `NLLModel` computes them). A toy is stored as the pool rows it drew with their multiplicities as
+weights, which gives the same NLL as the drawn events one by one, and its aux. Toy i draws from
+SeedSequence(seed, spawn_key=(i,)) (count, events, then aux), so any toy can be rebuilt alone, in any task.
 
 What to use when:
 - `ToyGenerator(pool, luminosity=..., interpolation=...)`: `.toy(p, seed, index)` -> a toy's arrays,
-  `.asimov(p)` -> the Asimov dataset at p (every pool event weighted by its rate, scaled to L sigma(p)),
-  `.expected_events(p)`, `.rates(p)`.
+  `.asimov(p)` -> the Asimov dataset at p (every pool event weighted by its expected count, scaled to L sigma(p),
+  and the auxiliary data set to p's nuisance values: for the CLs limits p is the conditional fit, as in
+  pyhf/RooStats), `.expected_events(p)`, `.rates(p)`.
 - `fit_toy(arrays, ...)`: the toy's global fit and its profile Delta NLL at the tested values (the test
   statistic of intervals, coverage and Neyman constructions) -> `ToyFit`.
 - `coverage(fits, key, level, ndim)`, `critical_value(fits, key, level)`, `neyman_interval(...)`: what the
@@ -34,6 +38,7 @@ import numpy as np
 
 from sbi_core.data.likelihood_arrays import LikelihoodArrays
 from sbi_core.inference.asymptotics import wilks_threshold
+from sbi_core.inference.interpolation import ADDITIVE, basis_numpy, schemes_for
 from sbi_core.physics.morphing import monomials
 
 __all__ = ["ToyFit", "ToyGenerator", "coverage", "critical_value", "fit_toy", "neyman_interval", "toy_rng"]
@@ -44,29 +49,11 @@ def toy_rng(seed: int, index: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(int(index),)))
 
 
-def _basis(interpolation: str, nu: np.ndarray) -> np.ndarray:
-    """F(nu) = (f_up(nu_k), f_down(nu_k))_k, shape (K, 2): the NLL's interpolation basis (`interpolation.py`),
-    evaluated in NumPy float64."""
-    from sbi_core.inference.interpolation import INTERPOLATIONS, polyexp_coefficients
-
-    nu = np.asarray(nu, dtype=np.float64)
-    up, down = np.maximum(nu, 0.0), np.maximum(-nu, 0.0)
-    if interpolation == "polyexp":
-        inside = np.abs(nu) <= 1.0
-        c_up, c_down = polyexp_coefficients()
-        powers = np.stack([nu**j for j in range(1, 7)], axis=-1)
-        up = np.where(inside, powers @ c_up, up)
-        down = np.where(inside, powers @ c_down, down)
-    elif interpolation != "exponential":
-        raise ValueError(f"interpolation: expected one of {INTERPOLATIONS}, got {interpolation!r}")
-    return np.stack([up, down], axis=-1)
-
-
 class ToyGenerator:
     """Toys and Asimov datasets resampled from a pool (see the module doc). Parameters: POIs then nuisances."""
 
     def __init__(self, pool: LikelihoodArrays, *, luminosity: float, interpolation: str = "polyexp",
-                 normalization: str = "mc") -> None:
+                 normalization: str = "mc", schemes: Mapping[str, str] | None = None) -> None:
         if normalization not in ("mc", "xsec"):
             raise ValueError(f"normalization: expected mc or xsec, got {normalization!r}")
         self.normalization = normalization
@@ -77,6 +64,7 @@ class ToyGenerator:
         self.pool = pool
         self.luminosity = float(luminosity)
         self.interpolation = interpolation
+        self.schemes = schemes_for(pool.nuisance, interpolation, schemes)
         self.names = list(pool.parameters) + list(pool.nuisance)
         self.n_pois = len(pool.parameters)
         lr = np.asarray(pool.log_ratio, dtype=np.float64)
@@ -84,10 +72,14 @@ class ToyGenerator:
         self._e = np.exp(lr - self._shift[:, None])  # (n, B) in (0, 1]
         with np.errstate(divide="ignore"):
             self._log_w = np.log(np.asarray(pool.weight, dtype=np.float64)) + self._shift
-        self._lrv = np.asarray(pool.log_ratio_var, dtype=np.float64).reshape(pool.n_events, -1)  # (n, 2K)
+        self._owner = np.zeros((pool.n_samples, len(pool.benchmarks)))
+        self._owner[np.asarray(pool.benchmark_sample), np.arange(len(pool.benchmarks))] = 1.0
+        lrv = np.asarray(pool.log_ratio_var, dtype=np.float64)  # (n, K, 2, S)
+        self._add = np.array([s in ADDITIVE for s in self.schemes], dtype=bool)
+        self._lrv_mult = lrv[:, ~self._add]
+        self._d_add = np.expm1(lrv[:, self._add])
         self._xsec = np.asarray(pool.xsec, dtype=np.float64)
-        self._xsec_log = np.log(np.asarray(pool.xsec_var) / self._xsec[None, None, :]).transpose(2, 0, 1).reshape(
-            self._xsec.size, -1)  # (B, 2K)
+        self._xsec_ratio = np.asarray(pool.xsec_var, dtype=np.float64) / self._xsec[None, None, :]  # (K, 2, B)
         self._prob_cache: tuple[bytes, np.ndarray] | None = None
 
     def _split(self, p: Sequence[float] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -111,21 +103,27 @@ class ToyGenerator:
         if self.normalization == "mc":
             return float(self.luminosity * np.sum(self.rates(p)))
         theta, nu = self._split(p)
-        f = _basis(self.interpolation, nu).reshape(-1)
-        return float(self.luminosity * np.sum(self._alpha(theta) * self._xsec * np.exp(self._xsec_log @ f)))
+        f = basis_numpy(self.schemes, nu)  # (K, 2)
+        mult = np.exp(np.einsum("kjb,kj->b", np.log(self._xsec_ratio[~self._add]), f[~self._add]))
+        add = 1.0 + np.einsum("kjb,kj->b", self._xsec_ratio[self._add] - 1.0, f[self._add])
+        return float(self.luminosity * np.sum(self._alpha(theta) * self._xsec * mult * add))
 
     def log_rates(self, p: Sequence[float] | np.ndarray) -> tuple[np.ndarray, int]:
-        """(log rate_i (n,), number of events whose morphed rate is <= 0 and get log rate -inf)."""
+        """(log rate_i (n,), number of events whose rate is <= 0 and get log rate -inf)."""
         theta, nu = self._split(p)
-        s = self._e @ self._alpha(theta)
+        f = basis_numpy(self.schemes, nu)  # (K, 2)
+        per_sample = self._e @ (self._owner * self._alpha(theta)[None, :]).T  # (n, S)
+        factors = np.exp(np.einsum("nkjs,kj->ns", self._lrv_mult, f[~self._add]))
+        if self._add.any():
+            factors = factors * (1.0 + np.einsum("nkjs,kj->ns", self._d_add, f[self._add]))
+        s = np.sum(per_sample * factors, axis=1)
         bad = int(np.count_nonzero(s <= 0))
         with np.errstate(divide="ignore", invalid="ignore"):
             out = self._log_w + np.where(s > 0, np.log(np.where(s > 0, s, 1.0)), -np.inf)
-        out = out + self._lrv @ _basis(self.interpolation, nu).reshape(-1)
         return out, bad
 
     def rates(self, p: Sequence[float] | np.ndarray) -> np.ndarray:
-        """Per-event cross sections at p in pb (the contract's rate; negative morphed rates clipped to 0)."""
+        """Per-event cross sections at p in pb (the contract's rate; negative rates clipped to 0)."""
         return np.exp(self.log_rates(p)[0])
 
     def _probabilities(self, p: Sequence[float] | np.ndarray) -> np.ndarray:
@@ -148,16 +146,25 @@ class ToyGenerator:
         rows, counts = np.unique(picks, return_counts=True)
         return rows, counts.astype(np.float64)
 
+    def draw_aux(self, p: Sequence[float] | np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """The auxiliary data of one toy at p: aux_k ~ N(nu_k, 1), each nuisance's Gaussian constraint."""
+        _, nu = self._split(p)
+        return nu + rng.standard_normal(nu.size)
+
     def toy(self, p: Sequence[float] | np.ndarray, seed: int, index: int) -> LikelihoodArrays:
-        """Toy `index` at p: the drawn pool rows, weight = how often each was drawn."""
-        rows, counts = self.draw(p, toy_rng(seed, index))
+        """Toy `index` at p: the drawn pool rows, weight = how often each was drawn, and its drawn aux."""
+        rng = toy_rng(seed, index)
+        rows, counts = self.draw(p, rng)
+        aux = self.draw_aux(p, rng)
         arrays = self.pool.select(rows)
-        return replace(arrays, weight=counts, meta={**self.pool.meta, "toy": int(index), "toy_seed": int(seed)})
+        return replace(arrays, weight=counts, aux=aux, meta={**self.pool.meta, "toy": int(index), "toy_seed": int(seed)})
 
     def asimov(self, p: Sequence[float] | np.ndarray) -> LikelihoodArrays:
         """The Asimov dataset at p: every pool event weighted by its expected count L rate_i, the total equal to
         L sigma(p) (for "xsec" scaled to it, so the extended term and the events agree on the count; the shapes
-        then agree up to the pool's own statistics). With "mc" its NLL minimum is exactly at p."""
+        then agree up to the pool's own statistics), and the auxiliary data at p's nuisance values. With "mc" its
+        NLL minimum is exactly at p."""
+        _, nu = self._split(p)
         r = self.rates(p)
         total = r.sum()
         if not total > 0:
@@ -165,7 +172,8 @@ class ToyGenerator:
         w = r * (self.expected_events(p) / total)
         keep = w > 0
         arrays = self.pool.select(np.flatnonzero(keep))
-        return replace(arrays, weight=w[keep], meta={**self.pool.meta, "asimov": [float(v) for v in np.asarray(p)]})
+        return replace(arrays, weight=w[keep], aux=nu.copy(),
+                       meta={**self.pool.meta, "asimov": [float(v) for v in np.asarray(p)]})
 
 
 @dataclass(frozen=True)

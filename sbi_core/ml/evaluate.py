@@ -344,15 +344,19 @@ def learned_arrays(layout: RunLayout, cfg: AnalysisConfig, events: Mapping[str, 
             used[f"{method}/{variation}"] = ",".join(ensemble.members)
     sim = make_simulator(cfg)
     morphing = Morphing(sim.morphing_powers, np.asarray(cfg.benchmark_matrix(), dtype=np.float64))
+    # no per-sample networks: a nuisance the config puts on some samples acts here on the summed rate, at its
+    # size at the reference (xsec_var's reweighted estimate); recorded so a reader knows
+    on_some = [n.name for n in cfg.nuisance if n.samples is not None]
+    restricted = {"modifiers_on_total": ",".join(on_some)} if on_some else {}
     return LikelihoodArrays(
         source="learned", parameters=cfg.parameter_names, benchmarks=cfg.benchmark_names,
         benchmark_values=np.asarray(cfg.benchmark_matrix(), dtype=np.float64), reference=cfg.sampling_benchmark,
         morphing_components=np.asarray(sim.morphing_powers, dtype=np.int64), morphing_matrix=morphing.matrix.copy(),
         nuisance=[n.name for n in cfg.nuisance], nuisance_kinds=[str(n.kind) for n in cfg.nuisance],
         nuisance_sizes=np.array([n.size for n in cfg.nuisance], dtype=np.float64), xsec=xs, xsec_var=xv,
-        log_ratio=log_ratio, log_ratio_var=log_ratio_var, weight=w, log_ratio_std=std,
-        config_hash=config_hash(cfg), meta={"networks": used, **(meta or {})},
-    )
+        log_ratio=log_ratio, log_ratio_var=log_ratio_var[..., None], weight=w, log_ratio_std=std,
+        config_hash=config_hash(cfg), meta={"networks": used, **restricted, **(meta or {})},
+    )  # contract version 2 with one sample ("total"): every nuisance acts on the summed rate
 
 
 def _training_normalisation(layout: RunLayout, key: tuple[str, str, str]) -> float | None:

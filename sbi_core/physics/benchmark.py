@@ -6,6 +6,11 @@ Model (D = `dimensions` latent and observed coordinates, n = number of parameter
 - dsigma(z|theta) = A |M|^2 = sum_c theta^powers[c] h_c(z) (powers from `quadratic_powers`). Each
   h_c = (2 - delta_kl) A g_k g_l is an unnormalised Gaussian with precision (P_k + P_l)/2, so
   sigma(theta) and p(z|theta) = dsigma/sigma are Gaussian mixtures with signed (interference) weights;
+- optional background (`options.background`): a theta-independent sample, dsigma_bkg(z) = sigma_bkg
+  N(z; mu_b, width^2 P_0^-1), a Gaussian `width` times as broad as the SM amplitude's peak, its mean `shift`
+  SM widths away along a direction drawn from `model_seed`. The model then has two samples, `signal` and
+  `background` (else one, `signal`); a `normalization` nuisance may act on some of them (`nuisance[*].samples`),
+  an `observable_scale` one (the detector) acts on both;
 - detector: x = S (z + eps), eps ~ N(0, Sigma_det), S = diag(1 + size*nu) from observable_scale
   nuisances (identity at nominal), and only the config's observables are kept.
 The geometry (means, correlated covariances, signs) is drawn once from `model_seed`, never from the
@@ -13,7 +18,9 @@ generation seed. The SM amplitude is the broadest one (P_k - P_0 positive defini
 events sampled at the SM are bounded at every theta.
 
 What to use when: `simulate` for events; `cross_section`, `log_likelihood` (p(x|theta, nu)),
-`joint_log_likelihood` / `joint_score` (p(x, z|theta)) and `observation_moments` for closure tests.
+`joint_log_likelihood` / `joint_score` (p(x, z|theta)) and `observation_moments` for closure tests;
+`log_dsigma(x, theta, nu, sample)` (one sample's differential cross section: the exact likelihood arrays) and
+`sample_fractions(z)` (each sample's share of an event's weight) for models with a background.
 """
 
 from __future__ import annotations
@@ -42,6 +49,18 @@ _CHUNK = 1 << 18  # events per rejection-sampling round trip: bounds memory for 
 _SUPPORTED_NUISANCE = ("normalization", "observable_scale")
 
 
+class BackgroundOptions(ConfigSection):
+    """`simulator.options.background`: a theta-independent background sample (Gaussian in the latent space)."""
+
+    cross_section: float = Field(gt=0.0, le=1e6, description="sigma of the background in pb before cuts.")
+    width: float = Field(
+        default=1.3, gt=0.1, le=5.0, description="Its latent spread relative to the SM amplitude's peak (covariance x width^2)."
+    )
+    shift: float = Field(
+        default=0.5, ge=0.0, le=5.0, description="Distance of its mean from the SM mean, in SM widths (direction from model_seed)."
+    )
+
+
 class BenchmarkOptions(ConfigSection):
     """`simulator.options` of the benchmark simulator (unknown keys are refused, scalars are not coerced)."""
 
@@ -58,6 +77,9 @@ class BenchmarkOptions(ConfigSection):
     sm_cross_section: float = Field(default=5.0, gt=0.0, description="sigma(SM) in pb (arbitrary fixed units).")
     bsm_amplitude: float = Field(
         default=1.0, gt=0.0, le=10.0, description="Peak size of the coupling amplitudes relative to the SM peak."
+    )
+    background: BackgroundOptions | None = Field(
+        default=None, description="An optional theta-independent background sample (omit: the signal alone)."
     )
 
     @model_validator(mode="after")
@@ -167,6 +189,10 @@ class BenchmarkSimulator:
                 issues.append(
                     (f"nuisance[{i}].size", "must be < 1 for observable_scale (the scale 1 - size must stay > 0)")
                 )
+            samples = cls.sample_names(cfg) if opts is not None else ("signal",)
+            if kind == "observable_scale" and nu.samples is not None and set(nu.samples) != set(samples):
+                issues.append((f"nuisance[{i}].samples", f"an observable_scale nuisance (the detector) acts on every "
+                                                         f"sample {list(samples)}, got {nu.samples}"))
         n = len(cfg.parameters)
         issues.extend(quadratic_morphing_issues(cfg, cls.name))
         n_comp = (n + 1) * (n + 2) // 2
@@ -187,6 +213,17 @@ class BenchmarkSimulator:
             except InputError as exc:
                 issues.append(("benchmarks", str(exc)))
         return issues
+
+    @classmethod
+    def sample_names(cls, cfg: AnalysisConfig) -> tuple[str, ...]:
+        """The model's samples: `signal` (morphed), and `background` (theta-independent) when configured."""
+        opts, _ = _validate_options(cfg)
+        return ("signal", "background") if opts is not None and opts.background is not None else ("signal",)
+
+    @classmethod
+    def fixed_samples(cls, cfg: AnalysisConfig) -> tuple[str, ...]:
+        """The samples whose rate does not depend on theta."""
+        return cls.sample_names(cfg)[1:]
 
     def __init__(self, cfg: AnalysisConfig) -> None:
         issues = self.check_config(cfg)
@@ -248,7 +285,12 @@ class BenchmarkSimulator:
         self._obs_chol = np.linalg.cholesky((self._comp_cov + self._sigma_det)[:, self._keep][:, :, self._keep])
         self._obs_logdet = 2.0 * np.log(np.diagonal(self._obs_chol, axis1=1, axis2=2)).sum(axis=1)
 
+        self._background(opts)
+
         # Nuisance bookkeeping (config order).
+        self.samples = self.sample_names(cfg)
+        self._nuis_samples = np.array([[nu.samples is None or name in nu.samples for name in self.samples]
+                                       for nu in cfg.nuisance], dtype=bool).reshape(len(cfg.nuisance), len(self.samples))
         self._nuis_kind = [str(nu.kind) for nu in cfg.nuisance]
         self._nuis_size = np.array([nu.size for nu in cfg.nuisance], dtype=np.float64)
         self._nuis_mask = np.zeros((len(cfg.nuisance), len(self._keep)), dtype=bool)  # kept columns scaled
@@ -258,6 +300,32 @@ class BenchmarkSimulator:
                 self._nuis_mask[i] = [o in names for o in cfg.observable_names]
         for arr in (self._comp_mean, self._comp_cov, self._comp_xs, self._theta_s):
             arr.setflags(write=False)
+
+    def _background(self, opts: BenchmarkOptions) -> None:
+        """The background's latent Gaussian (sigma_b, mean, covariance) and its kept-observable block; the mixture
+        of every component with the sample it belongs to (0: signal, 1: background)."""
+        bkg = opts.background
+        self._bkg_xs = 0.0 if bkg is None else float(bkg.cross_section)
+        n_comp = self._comp_xs.size
+        self._mix_sample = np.zeros(n_comp + (bkg is not None), dtype=np.int64)
+        self._mix_mean, self._mix_chol, self._mix_logdet = self._obs_mean, self._obs_chol, self._obs_logdet
+        if bkg is None:
+            return
+        d = self.dimensions
+        cov0 = np.linalg.inv(self._geo.precisions[0])
+        rng = np.random.default_rng([opts.model_seed, d, 1000])
+        u = rng.standard_normal(d)
+        mean = self._geo.means[0] + bkg.shift * np.linalg.cholesky(cov0) @ (u / np.linalg.norm(u))
+        cov = bkg.width**2 * cov0
+        self._bkg_mean, self._bkg_cov = mean, (cov + cov.T) / 2
+        self._bkg_chol = np.linalg.cholesky(self._bkg_cov)
+        self._bkg_logdet = 2.0 * np.log(np.diag(self._bkg_chol)).sum()
+        kk = np.ix_(self._keep, self._keep)
+        chol = np.linalg.cholesky((self._bkg_cov + self._sigma_det)[kk])
+        self._mix_sample[-1] = 1
+        self._mix_mean = np.vstack([self._obs_mean, mean[self._keep][None]])
+        self._mix_chol = np.concatenate([self._obs_chol, chol[None]])
+        self._mix_logdet = np.concatenate([self._obs_logdet, [2.0 * np.log(np.diag(chol)).sum()]])
 
     # ------------------------------------------------------------------ contract properties
     @property
@@ -346,10 +414,28 @@ class BenchmarkSimulator:
         return np.concatenate([[1.0], theta])
 
     def _log_dsigma(self, z: np.ndarray, theta: np.ndarray) -> np.ndarray:
+        """log dsigma(z|theta) of every sample (the signal's A |M|^2, plus the background's Gaussian)."""
         g, emax = self._scaled_amp(z)
         amp = g @ self._coeffs(theta)
         with np.errstate(divide="ignore"):
-            return math.log(self._geo.norm) + 2.0 * (emax + np.log(np.abs(amp)))
+            signal = math.log(self._geo.norm) + 2.0 * (emax + np.log(np.abs(amp)))
+        return signal if self._bkg_xs == 0.0 else np.logaddexp(signal, self._log_bkg(z))
+
+    def _log_bkg(self, z: np.ndarray) -> np.ndarray:
+        """log dsigma_bkg(z) = log sigma_bkg N(z; mean, cov) (only with a background)."""
+        y = _solve_lower(self._bkg_chol, z - self._bkg_mean)
+        return math.log(self._bkg_xs) - 0.5 * (np.einsum("ij,ij->i", y, y) + self._bkg_logdet
+                                               + self.dimensions * _LOG_2PI)
+
+    def sample_fractions(self, z: np.ndarray) -> np.ndarray:
+        """(n, S) each sample's share of dsigma(z | sampling benchmark): the split of an event's weight at the
+        sampling benchmark (columns in `samples` order; the background's share is the same at every theta'
+        weight, since its rate does not depend on theta)."""
+        za = self._rows("z", z, self.dimensions)
+        if self._bkg_xs == 0.0:
+            return np.ones((za.shape[0], 1))
+        frac = np.exp(self._log_bkg(za) - self._log_dsigma(za, self._theta_s))
+        return np.stack([1.0 - frac, frac], axis=1)
 
     def _log_detector(self, x: np.ndarray, z: np.ndarray, s: np.ndarray) -> np.ndarray:
         """log p(x|z, nu) on the kept observables: N(x/S; z, Sigma_det)/|det S|."""
@@ -360,8 +446,8 @@ class BenchmarkSimulator:
 
     # ------------------------------------------------------------------ the contract
     def cross_section(self, theta: np.ndarray) -> float:
-        """sigma(theta) in pb before cuts (nominal nuisance values)."""
-        return float(monomials(self._theta(theta), self._powers) @ self._comp_xs)
+        """sigma(theta) in pb before cuts (nominal nuisance values), every sample."""
+        return float(monomials(self._theta(theta), self._powers) @ self._comp_xs) + self._bkg_xs
 
     def cross_section_gradient(self, theta: np.ndarray) -> np.ndarray:
         """(n_parameters,) d sigma / d theta."""
@@ -381,29 +467,73 @@ class BenchmarkSimulator:
         return self.latent_log_likelihood(za, theta) + self._log_detector(xa, za, self._scale(nu))
 
     def joint_score(self, x: np.ndarray, z: np.ndarray, theta: np.ndarray) -> np.ndarray:
-        """grad_theta log p(x, z|theta) = 2 g_k(z)/M(z; theta) - grad sigma/sigma, (n, n_parameters)."""
+        """grad_theta log p(x, z|theta) = 2 A M g_k / (A M^2 + b) - grad sigma/sigma, (n, n_parameters) (b = 0
+        without a background: 2 g_k / M)."""
         _, za = self._xz(x, z)
         t = self._theta(theta)
-        g, _ = self._scaled_amp(za)
+        g, emax = self._scaled_amp(za)
         amp = g @ self._coeffs(t)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            score = 2.0 * g[:, 1:] / amp[:, None]
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            if self._bkg_xs == 0.0:
+                score = 2.0 * g[:, 1:] / amp[:, None]
+            else:  # b / (A exp(2 emax)) in the amplitudes' scale
+                rho = np.exp(self._log_bkg(za) - math.log(self._geo.norm) - 2.0 * emax)
+                score = 2.0 * g[:, 1:] * (amp / (amp**2 + rho))[:, None]
         return score - self.cross_section_gradient(t) / self.cross_section(t)
 
-    def log_likelihood(self, x: np.ndarray, theta: np.ndarray, nu: np.ndarray | None = None) -> np.ndarray:
-        """Exact log p(x|theta, nu) before cuts, (n,). Normalization nuisances change the rate only and are
-        ignored here; observable_scale ones act through p(x|nu) = p_nominal(x/S)/|det S|."""
+    def _sample_factors(self, nu: np.ndarray | None) -> np.ndarray:
+        """(S,) each sample's rate factor prod_k (1 + size_k)^nu_k over the normalization nuisances acting on it."""
+        out = np.ones(len(self.samples))
+        if nu is None:
+            return out
+        v = np.asarray(nu, dtype=np.float64)
+        for k, kind in enumerate(self._nuis_kind):
+            if kind == "normalization" and v[k] != 0.0:
+                out = np.where(self._nuis_samples[k], out * (1.0 + self._nuis_size[k]) ** v[k], out)
+        return out
+
+    def _mix_coef(self, theta: np.ndarray, nu: np.ndarray | None, sample: str | None,
+                  relative: bool = False) -> np.ndarray:
+        """Signed coefficients (pb) of the observation-level mixture components of `sample` (None: every sample);
+        relative: the samples' factors over their largest (a factor common to all is then exactly 1)."""
+        if sample is not None and sample not in self.samples:
+            raise ValueError(f"sample: expected one of {list(self.samples)}, got {sample!r}")
+        coef = monomials(theta, self._powers) * self._comp_xs
+        if self._bkg_xs:
+            coef = np.append(coef, self._bkg_xs)
+        factors = self._sample_factors(nu)
+        coef = coef * (factors / factors.max() if relative else factors)[self._mix_sample]
+        if sample is not None:
+            coef = np.where(self._mix_sample == self.samples.index(sample), coef, 0.0)
+        return coef
+
+    def log_dsigma(self, x: np.ndarray, theta: np.ndarray, nu: np.ndarray | None = None,
+                   sample: str | None = None) -> np.ndarray:
+        """Exact log dsigma(x | theta, nu)/dx of one sample (None: all) before cuts, in pb, (n,): the rate the
+        likelihood arrays are ratios of. normalization nuisances scale the rate of the samples they act on;
+        observable_scale ones act through p(x|nu) = p_nominal(x/S)/|det S|."""
+        return self._log_mixture(x, theta, nu, sample, False)
+
+    def _log_mixture(self, x: np.ndarray, theta: np.ndarray, nu: np.ndarray | None, sample: str | None,
+                     relative: bool) -> np.ndarray:
         t = self._theta(theta)
         xa = self._rows("x", x, len(self._keep))
         s = self._scale(nu)
-        coef = monomials(t, self._powers) * self._comp_xs  # signed mixture weights times sigma(theta)
+        coef = self._mix_coef(t, nu, sample, relative)
         active = np.flatnonzero(coef != 0.0)
         u = xa / s
         logn = np.empty((xa.shape[0], active.size))
         for j, c in enumerate(active):
-            y = _solve_lower(self._obs_chol[c], u - self._obs_mean[c])
-            logn[:, j] = -0.5 * (np.einsum("ij,ij->i", y, y) + self._obs_logdet[c] + len(self._keep) * _LOG_2PI)
-        return _signed_logsumexp(logn, coef[active]) - math.log(coef.sum()) - np.log(s).sum()
+            y = _solve_lower(self._mix_chol[c], u - self._mix_mean[c])
+            logn[:, j] = -0.5 * (np.einsum("ij,ij->i", y, y) + self._mix_logdet[c] + len(self._keep) * _LOG_2PI)
+        return _signed_logsumexp(logn, coef[active]) - np.log(s).sum()
+
+    def log_likelihood(self, x: np.ndarray, theta: np.ndarray, nu: np.ndarray | None = None) -> np.ndarray:
+        """Exact log p(x|theta, nu) before cuts, (n,): log_dsigma of every sample over the total rate. A
+        normalization nuisance on every sample changes the rate only and cancels; one on some samples changes
+        their mixture."""
+        t = self._theta(theta)
+        return self._log_mixture(x, t, nu, None, True) - math.log(self._mix_coef(t, nu, None, True).sum())
 
     def observation_mixture(
         self, theta: np.ndarray, nu: np.ndarray | None = None
@@ -412,9 +542,9 @@ class BenchmarkSimulator:
         means (C, n_obs); covs (C, n_obs, n_obs)."""
         t = self._theta(theta)
         s = self._scale(nu)
-        a = monomials(t, self._powers) * self._comp_xs
-        covs = (self._comp_cov + self._sigma_det)[:, self._keep][:, :, self._keep]
-        return a / a.sum(), self._obs_mean * s, covs * s[:, None] * s[None, :]
+        a = self._mix_coef(t, nu, None)
+        covs = np.einsum("cij,ckj->cik", self._mix_chol, self._mix_chol)  # (C_c + Sigma_det) on the kept block
+        return a / a.sum(), self._mix_mean * s, covs * s[:, None] * s[None, :]
 
     def observation_moments(self, theta: np.ndarray, nu: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Exact mean (n_obs,) and covariance (n_obs, n_obs) of x under p(x|theta, nu), kept observables."""
@@ -424,15 +554,22 @@ class BenchmarkSimulator:
         return mean, second - np.outer(mean, mean)
 
     def nuisance_weights(self, x: np.ndarray, z: np.ndarray) -> np.ndarray:
-        """(n, n_nuisance, 2): p(x, z|theta, nu=+-1)/p(x, z|theta, 0) per nuisance (independent of theta)."""
+        """(n, n_nuisance, 2): p(x, z|theta, nu=+-1)/p(x, z|theta, 0) per nuisance at the sampling benchmark
+        (independent of theta, except for a normalization nuisance acting on some samples only)."""
         xa, za = self._xz(x, z)
         out = np.ones((xa.shape[0], len(self._nuis_kind), 2))
         base = None
+        frac = self.sample_fractions(za)  # shares of the weight at the sampling benchmark, where these are given
         for i, kind in enumerate(self._nuis_kind):
             size = self._nuis_size[i]
-            if kind == "normalization":
-                out[:, i, 0] = 1.0 + size
-                out[:, i, 1] = 1.0 / (1.0 + size)
+            if kind == "normalization":  # the acted-on samples' share of the weight scales by (1 + size)^+-1
+                if self._nuis_samples[i].all():
+                    out[:, i, 0] = 1.0 + size
+                    out[:, i, 1] = 1.0 / (1.0 + size)
+                else:
+                    share = frac[:, self._nuis_samples[i]].sum(axis=1)
+                    out[:, i, 0] = 1.0 + share * size
+                    out[:, i, 1] = 1.0 + share * (1.0 / (1.0 + size) - 1.0)
             elif kind == "observable_scale":
                 if base is None:
                     base = self._log_detector(xa, za, np.ones(len(self._keep)))
@@ -453,6 +590,8 @@ class BenchmarkSimulator:
         if not isinstance(rng, np.random.Generator):
             raise TypeError(f"rng: expected numpy.random.Generator, got {type(rng).__name__}")
         n = int(n)
+        if self._bkg_xs:
+            return self._simulate_with_background(n, rng)
         zs, gs = [], []
         done = 0
         while done < n:
@@ -471,6 +610,27 @@ class BenchmarkSimulator:
         amp_b = g @ np.concatenate([np.ones((thetas.shape[0], 1)), thetas], axis=1).T
         weights = self.cross_section(self._theta_s) * (amp_b / amp_s[:, None]) ** 2
         return EventBatch(x, z, weights, self.nuisance_weights(x, z))
+
+    def _simulate_with_background(self, n: int, rng: np.random.Generator) -> EventBatch:
+        """n events of signal (at the sampling benchmark) + background: each from the background with probability
+        sigma_bkg / sigma_total, in random order; weight_b = sigma_total(theta_s) dsigma(z|theta_b) / dsigma(z|theta_s)
+        (both samples: the background's share is the same in every column)."""
+        d = self.dimensions
+        n_bkg = int(rng.binomial(n, self._bkg_xs / self.cross_section(self._theta_s)))
+        parts = []
+        done = 0
+        while done < n - n_bkg:
+            z_sig, _ = self._sample_latent(min(_CHUNK, n - n_bkg - done), rng)
+            parts.append(z_sig)
+            done += z_sig.shape[0]
+        parts.append(self._bkg_mean + rng.standard_normal((n_bkg, d)) @ self._bkg_chol.T)
+        z = np.concatenate(parts)[rng.permutation(n)]
+        eps = rng.standard_normal((n, d)) @ self._chol_det.T
+        x = np.ascontiguousarray((z + eps)[:, self._keep])
+        ref = self._log_dsigma(z, self._theta_s)
+        weights = np.stack([np.exp(self._log_dsigma(z, t) - ref) for t in self._morphing.basis], axis=1)
+        weights *= self.cross_section(self._theta_s)
+        return EventBatch(x, np.ascontiguousarray(z), weights, self.nuisance_weights(x, z))
 
     def _sample_latent(self, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         """Rejection sampling of exactly n latent points from |M(z; theta_s)|^2, with their scaled amplitudes.

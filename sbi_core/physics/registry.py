@@ -55,8 +55,28 @@ def check_analysis(cfg: AnalysisConfig, source: str = "") -> None:
     except ConfigError as exc:
         raise ConfigError(source, exc.issues) from None
     issues = cls.check_config(cfg)
+    if not issues:
+        names, _ = simulator_samples(cfg)
+        for i, nu in enumerate(cfg.nuisance):
+            unknown = sorted(set(nu.samples or ()) - set(names))
+            if unknown:
+                issues.append((f"nuisance[{i}].samples", f"unknown samples {unknown}: simulator "
+                                                        f"{cfg.simulator.name!r} has {list(names)}"))
     if issues:
         raise ConfigError(source, issues)
+
+
+#: The sample of a simulator that does not name its samples: the whole model.
+SINGLE_SAMPLE = "total"
+
+
+def simulator_samples(cfg: AnalysisConfig) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(every sample of the simulator's model, the theta-independent ones): its `sample_names(cfg)` and
+    `fixed_samples(cfg)` classmethods, or one sample "total" for a simulator that defines neither."""
+    cls = get_simulator_class(cfg.simulator.name)
+    names = getattr(cls, "sample_names", None)
+    fixed = getattr(cls, "fixed_samples", None)
+    return (tuple(names(cfg)) if names else (SINGLE_SAMPLE,)), (tuple(fixed(cfg)) if fixed else ())
 
 
 def make_simulator(cfg: AnalysisConfig) -> Simulator:

@@ -39,7 +39,10 @@ class Gaussian:
 
 def test_asimov_fit_recovers_the_truth(model):
     res = minimize(model)
-    assert res.valid and res.message == "valid" and res.edm < 1e-3
+    # the minimum sits on the exponential interpolation's kink (nu = 0, asymmetric variations): the tight
+    # tolerance cannot be reached there, the fit says so and is valid at Migrad's default one
+    assert res.valid and res.message.startswith("valid at Migrad's default tolerance") and res.edm < 1e-3
+    assert [a["valid"] for a in res.attempts][-1] and len(res.attempts) >= 2
     # Asimov: the minimum is the truth up to Migrad's EDM tolerance (shift << 1e-2 sigma)
     np.testing.assert_allclose(res.x[:2], [0.3, -0.2], atol=0.01 * min(res.errors["theta0"], res.errors["theta1"]))
     np.testing.assert_allclose(res.x[2:], 0.0, atol=0.02)
@@ -121,3 +124,50 @@ def test_a_start_without_positive_curvature_is_not_seeded():
     starts without it and finds a minimum at a = +-1."""
     res = minimize(DoubleWell(), start={"a": 0.05, "b": 0.3})
     assert res.valid and abs(abs(res.values["a"]) - 1.0) < 1e-2 and abs(res.values["b"]) < 1e-2  # errors ~0.25, 1
+
+
+def _trust_exact(obj, x0, free):
+    """An independent minimiser: scipy's trust-region with the exact gradient and Hessian, gradient tolerance
+    1e-10 (on the free parameters; the others held at x0)."""
+    from scipy.optimize import minimize as scipy_minimize
+
+    idx = np.array(free)
+
+    def full(y):
+        x = x0.copy()
+        x[idx] = y
+        return x
+
+    res = scipy_minimize(lambda y: obj.value(full(y)), x0[idx], jac=lambda y: obj.grad(full(y))[idx],
+                         hess=lambda y: obj.hessian(full(y))[np.ix_(idx, idx)], method="trust-exact",
+                         options={"gtol": 1e-10, "maxiter": 200})
+    return full(res.x)
+
+
+@pytest.mark.parametrize("lumi", [16.0, 160.0])  # toys of ~100 and ~1000 events
+def test_fits_agree_with_an_independent_minimiser(small_run, lumi):
+    """Best fits on the benchmark model (exact arrays of the session run, MC normalisation, both nuisances free)
+    agree with scipy's trust-exact to 1e-5 relative: |x - x_ref| <= 1e-5 max(|x_ref|, sigma) per parameter, for the
+    global fit and a profile point (cW held), on toys of two sizes; invalid fits are not allowed."""
+    from sbi_core.inference.toys import ToyGenerator
+    from tests.inference.benchmark_pool import TRUTH, exact_pool
+
+    pool = exact_pool(small_run)
+    gen = ToyGenerator(pool, luminosity=lumi)
+    p = gen.vector(TRUTH)
+    worst = 0.0
+    for i in range(3):
+        toy = gen.toy(p, seed=31, index=i)
+        obj = NLLModel.from_arrays(toy, luminosity=lumi, normalization=pool, chunk_rows=4096)
+        for fixed in ({}, {"cW": 0.25}):
+            res = minimize(obj, start=TRUTH, fixed=fixed, errors=not fixed)
+            assert res.valid, res.message
+            free = [k for k, n in enumerate(obj.names) if n not in fixed]
+            start = p.copy()  # scipy starts where Migrad did: the truth, the held value set
+            start[[obj.names.index(n) for n in fixed]] = list(fixed.values())
+            ref = _trust_exact(obj, start, free)
+            sigma = np.sqrt(np.diag(np.linalg.inv(obj.hessian(ref))))
+            rel = np.abs(res.x - ref) / np.maximum(np.abs(ref), sigma)
+            worst = max(worst, float(rel.max()))
+            assert rel.max() <= 1e-5, (i, fixed, res.x, ref, rel, res.attempts, res.polish)
+    print(f"L = {lumi}: largest relative difference to trust-exact {worst:.1e}")

@@ -325,3 +325,96 @@ def test_observations_at_moves_the_same_events_to_the_law_at_nu(sim: BenchmarkSi
     assert np.array_equal(sim.observations_at(events.observations, events.latent, np.zeros(2)), events.observations)
     with pytest.raises(ValueError, match="nu"):
         sim.observations_at(events.observations, events.latent, np.zeros(3))
+
+
+# ---------------------------------------------------------------------------------------------- the background
+BKG_NUISANCE = [
+    {"name": "lumi", "kind": "normalization", "size": 0.05},
+    {"name": "bkg_norm", "kind": "normalization", "size": 0.2, "samples": ["background"]},
+    {"name": "escale", "kind": "observable_scale", "size": 0.02},
+]
+
+
+def bkg_config(nuisance: list[dict[str, Any]] | None = None) -> AnalysisConfig:
+    options = {"detector_correlation": 0.2, "background": {"cross_section": 2.0}}
+    return config(nuisance=nuisance or BKG_NUISANCE, simulator={"name": "benchmark", "options": options})
+
+
+@pytest.fixture(scope="module")
+def bkg_sim() -> BenchmarkSimulator:
+    return BenchmarkSimulator(bkg_config())
+
+
+@pytest.fixture(scope="module")
+def bkg_events(bkg_sim: BenchmarkSimulator) -> EventBatch:
+    return bkg_sim.simulate(40_000, np.random.default_rng(17))
+
+
+def test_background_is_a_second_sample(bkg_sim: BenchmarkSimulator, bkg_events: EventBatch) -> None:
+    """Two samples; the background adds sigma_bkg at every theta; the weights integrate to the total and morph to
+    the joint ratio; the events' background share is sigma_bkg / sigma(theta_s) (5 standard errors)."""
+    sim, ev = bkg_sim, bkg_events
+    assert sim.samples == ("signal", "background") and BenchmarkSimulator.fixed_samples(bkg_config()) == ("background",)
+    signal_only = BenchmarkSimulator(config())
+    for t in map(np.array, THETAS):
+        assert sim.cross_section(t) == pytest.approx(signal_only.cross_section(t) + 2.0, rel=1e-12)
+    mean, se = ev.weights.mean(axis=0), ev.weights.std(axis=0) / np.sqrt(len(ev))
+    exact = np.array([sim.cross_section(np.array(t)) for t in PENTAGON])
+    assert np.all(np.abs(mean - exact) <= 5 * se + 1e-12), (mean, exact, se)
+    frac = sim.sample_fractions(ev.latent)
+    np.testing.assert_allclose(frac.sum(axis=1), 1.0, rtol=1e-12)
+    share = 2.0 / sim.cross_section(sim.sampling_theta)
+    assert abs(frac[:, 1].mean() - share) < 5 * frac[:, 1].std() / np.sqrt(len(ev))
+    x, z, theta = ev.observations[:5000], ev.latent[:5000], np.array([0.5, -0.8])
+    morphed = sim.morphing.morph_weights(ev.weights[:5000], theta) / ev.weights[:5000, 0]
+    exact_ratio = np.exp(sim.joint_log_likelihood(x, z, theta) - sim.joint_log_likelihood(x, z, sim.sampling_theta))
+    np.testing.assert_allclose(morphed, exact_ratio * sim.cross_section(theta) / sim.cross_section(sim.sampling_theta),
+                               rtol=1e-9)
+    _moments_agree(sim, ev.observations, sim.sampling_theta)  # events follow the signal + background mixture
+
+
+def test_per_sample_densities_and_the_background_normalisation(bkg_sim: BenchmarkSimulator,
+                                                               bkg_events: EventBatch) -> None:
+    sim, ev = bkg_sim, bkg_events
+    x, z = ev.observations[:3000], ev.latent[:3000]
+    t = np.array([0.3, -0.2])
+    total = sim.log_dsigma(x, t)
+    np.testing.assert_allclose(np.logaddexp(sim.log_dsigma(x, t, sample="signal"),
+                                            sim.log_dsigma(x, t, sample="background")), total, rtol=1e-12)
+    np.testing.assert_allclose(total - np.log(sim.cross_section(t)), sim.log_likelihood(x, t), rtol=1e-12)
+    # bkg_norm = +1.5 scales the background's rate only, so p(x) changes where the background is
+    nu = np.array([0.0, 1.5, 0.0])
+    np.testing.assert_allclose(sim.log_dsigma(x, t, nu, "background") - sim.log_dsigma(x, t, sample="background"),
+                               1.5 * np.log(1.2), rtol=1e-12)
+    np.testing.assert_array_equal(sim.log_dsigma(x, t, nu, "signal"), sim.log_dsigma(x, t, sample="signal"))
+    # the event weights' variation: the background's share of the weight scales by 1.2^+-1
+    share = sim.sample_fractions(z)[:, 1]
+    np.testing.assert_allclose(ev.nuisance_weights[:3000, 1, 0], 1.0 + 0.2 * share, rtol=1e-12)
+    np.testing.assert_allclose(ev.nuisance_weights[:3000, 1, 1], 1.0 + share * (1 / 1.2 - 1), rtol=1e-12)
+    np.testing.assert_allclose(ev.nuisance_weights[:3000, 0, 0], 1.05)  # lumi: both samples
+    for theta in (np.array([0.4, -0.7]), np.zeros(2)):  # the joint score with a background, against differences
+        h = 1e-5
+        fd = np.stack([(sim.joint_log_likelihood(x, z, theta + h * e) - sim.joint_log_likelihood(x, z, theta - h * e))
+                       / (2 * h) for e in np.eye(2)], axis=1)
+        np.testing.assert_allclose(sim.joint_score(x, z, theta), fd, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("nu", [None, (0.0, 1.0, 0.0), (1.0, -1.5, 1.0)])
+def test_likelihood_with_a_background_integrates_to_one(bkg_sim: BenchmarkSimulator, nu: Any) -> None:
+    t = np.array([0.5, 0.8])
+    mean, cov = bkg_sim.observation_moments(t)
+    q = stats.multivariate_normal(mean, 1.3 * cov)
+    x = q.rvs(100_000, random_state=np.random.default_rng(1))
+    ratio = np.exp(bkg_sim.log_likelihood(x, t, None if nu is None else np.array(nu)) - q.logpdf(x))
+    assert ratio.std() / np.sqrt(ratio.size) < 0.002 and abs(ratio.mean() - 1.0) < 0.01, ratio.mean()
+
+
+def test_samples_of_a_nuisance_are_checked() -> None:
+    from sbi_core.errors import ConfigError
+    from sbi_core.physics.registry import check_analysis
+
+    bad = [*BKG_NUISANCE[:2], {"name": "escale", "kind": "observable_scale", "size": 0.02, "samples": ["signal"]}]
+    with pytest.raises(ConfigError, match=r"nuisance\[2\].samples: an observable_scale nuisance"):
+        BenchmarkSimulator(bkg_config(nuisance=bad))
+    with pytest.raises(ConfigError, match=r"nuisance\[1\].samples: unknown samples \['background'\]"):
+        check_analysis(config(nuisance=BKG_NUISANCE))  # no background configured

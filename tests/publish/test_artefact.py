@@ -230,7 +230,7 @@ def test_a_learned_artefact_evaluates_new_events_with_its_networks(small_run, tm
                                                          np.asarray(dinfo.xsec), np.asarray(dinfo.xsec_var))
     # torch evaluates the networks in float32, the reader in float64: equal to float32 rounding
     np.testing.assert_allclose(reader["log_ratio"], pipeline.log_ratio, atol=2e-6)
-    np.testing.assert_allclose(reader["log_ratio_var"][..., 0], pipeline.log_ratio_var, atol=2e-6)
+    np.testing.assert_allclose(reader["log_ratio_var"], pipeline.log_ratio_var, atol=2e-6)  # (n, K, 2, S)
     _, norm = inference.load_arrays(layout, cfg)
     model = NLLModel.from_arrays(pipeline, luminosity=cfg.inference.luminosity, normalization=norm,
                                  interpolation=cfg.inference.interpolation)
