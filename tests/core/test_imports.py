@@ -50,6 +50,7 @@ ROOMS_BELOW = {
     "sbi_core.data": {"sbi_core.physics", "sbi_core.ml"},  # training_sets reads the method names
     "sbi_core.ml": {"sbi_core.physics", "sbi_core.data"},
     "sbi_core.inference": {"sbi_core.physics", "sbi_core.data", "sbi_core.ml"},
+    "sbi_core.search": set(),  # the searchers know points and values, nothing of the analysis
 }
 
 
