@@ -114,6 +114,8 @@ def write_header(
     attrs["analysis"] = cfg.name
     attrs["simulator"] = cfg.simulator.name
     attrs["sampling_benchmark"] = cfg.sampling_benchmark
+    if cfg.generation.sampling_point is not None:  # events drawn off the benchmarks (active learning)
+        attrs["sampling_point"] = np.asarray(cfg.sampling_theta(), dtype=np.float64)
     attrs["package_version"] = __version__
     attrs["created"] = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
     attrs["chunk_rows"] = chunk_rows

@@ -54,6 +54,9 @@ def check_analysis(cfg: AnalysisConfig, source: str = "") -> None:
     except ConfigError as exc:
         raise ConfigError(source, exc.issues) from None
     issues = cls.check_config(cfg)
+    if cfg.generation.sampling_point is not None and not getattr(cls, "samples_anywhere", False):
+        issues = [*issues, ("generation.sampling_point", f"simulator {cfg.simulator.name!r} draws no events of its "
+                            "own (it reads files): it cannot sample at a point")]
     if issues:
         raise ConfigError(source, issues)
 
