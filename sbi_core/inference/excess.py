@@ -12,7 +12,8 @@ Two statistics, for ANY objective (`sbi_core.inference.objective`: an NLL, not 2
   strength mu along the ray theta(mu) = null + mu (theta - null) at mu = 1 (`RayObjective`), observed and
   median expected; the excess in sigma is Phi^-1(1 - CLs_exp) - Phi^-1(1 - CLs_obs): > 0 where theta is less
   excluded than expected.
-`evaluate_points(run, points, statistic)` runs either on a fitted run's dataset (the fit step's likelihood
+`ExcessEvaluator(run, statistic).evaluate(point)` (or `evaluate_points(run, points, statistic)`) runs either on a
+fitted run's dataset (the fit step's likelihood
 arrays; the expected side from the Asimov dataset at the null, `toys.ToyGenerator`), one entry per point.
 """
 
@@ -30,7 +31,8 @@ from sbi_core.errors import InputError
 from sbi_core.inference.objective import Objective, check_objective
 from sbi_core.inference.profile import Profiler
 
-__all__ = ["STATISTICS", "Excess", "RayObjective", "cls_excess", "evaluate_points", "local_significance"]
+__all__ = ["STATISTICS", "Excess", "ExcessEvaluator", "RayObjective", "cls_excess", "evaluate_points",
+           "local_significance"]
 
 #: The excess statistics by name (the study's `objective.statistic`).
 STATISTICS = ("local_significance", "cls")
@@ -139,41 +141,53 @@ def cls_excess(observed: Objective, expected: Callable[[np.ndarray], Objective],
                   "" if test.valid else "a fit of the CLs test is not valid", {"mu_hat": calc.mu_hat})
 
 
+class ExcessEvaluator:
+    """The excess at points of a fitted run's dataset, the run's model and profiles built once (a mapped task
+    evaluates several points): observed NLL of the fitted dataset, expected from the background-only Asimov
+    dataset at the null (the reference benchmark, nuisances 0), the run's fixed parameters and bounds."""
+
+    def __init__(self, run_uri: str, statistic: str = "local_significance") -> None:
+        from sbi_core.inference.stats_steps import load_context
+
+        if statistic not in STATISTICS:
+            raise InputError(f"excess statistic {statistic!r}: expected one of {list(STATISTICS)}")
+        self.statistic = statistic
+        ctx = self.ctx = load_context(run_uri)
+        inf = ctx.inf
+        self.free = [p for p in ctx.cfg.parameter_names if p not in inf.fix]
+        ref = ctx.cfg.benchmark_matrix()[ctx.cfg.benchmark_names.index(ctx.cfg.sampling_benchmark)]
+        self.null = {p: float(v) for p, v in zip(ctx.cfg.parameter_names, ref, strict=True) if p in self.free}
+        self.pool = ctx.pool()
+        self.gen = ctx.generator(self.pool)
+        self.observed = ctx.observed_model()
+        null_point = {n: 0.0 for n in ctx.best["names"]}
+        null_point.update({**self.null, **{k: float(v) for k, v in inf.fix.items()}})
+        self.obs = Profiler(self.observed, fixed=inf.fix, bounds=inf.bounds, best=ctx.fit_result())
+        self.exp = Profiler(ctx.model(self.gen.asimov(self.gen.vector(null_point)), self.pool), fixed=inf.fix,
+                            bounds=inf.bounds, start=null_point) if statistic == "local_significance" else None
+
+    def evaluate(self, point: Mapping[str, float]) -> Excess:
+        """The excess at one point (the free parameters of interest); InputError for a point of other names."""
+        if set(point) != set(self.free):
+            raise InputError(f"excess point: give the free parameters of interest {self.free}, got {sorted(point)}")
+        at = {k: float(point[k]) for k in self.free}
+        if self.statistic == "local_significance":
+            return local_significance(self.obs, self.exp, at, self.null)
+        ctx, inf = self.ctx, self.ctx.inf
+        return cls_excess(self.observed, lambda x: ctx.model(self.gen.asimov(x), self.pool), at, self.null,
+                          fixed=inf.fix, bounds=inf.bounds, start=ctx.best["values"])
+
+
 def evaluate_points(run_uri: str, points: Sequence[Mapping[str, float]],
                     statistic: str = "local_significance") -> list[dict[str, Any]]:
     """The excess at each point (POI values) on a fitted run's dataset: `Excess.to_json()` per point, or
-    {"at", "valid": False, "message"} for a point whose fits failed (the study records it and goes on)."""
-    from sbi_core.inference.stats_steps import load_context
-
-    if statistic not in STATISTICS:
-        raise InputError(f"excess statistic {statistic!r}: expected one of {list(STATISTICS)}")
-    ctx = load_context(run_uri)
-    inf = ctx.inf
-    free = [p for p in ctx.cfg.parameter_names if p not in inf.fix]
-    ref = ctx.cfg.benchmark_matrix()[ctx.cfg.benchmark_names.index(ctx.cfg.sampling_benchmark)]
-    null = {p: float(v) for p, v in zip(ctx.cfg.parameter_names, ref, strict=True) if p in free}
-    pool = ctx.pool()
-    gen = ctx.generator(pool)
-    observed = ctx.observed_model()
-    null_point = {n: 0.0 for n in ctx.best["names"]}
-    null_point.update({**null, **{k: float(v) for k, v in inf.fix.items()}})
+    {"at", "valid": False, "message"} for a point whose fits raised (the study records it and goes on)."""
+    ev = ExcessEvaluator(run_uri, statistic)
     out = []
-    obs = Profiler(observed, fixed=inf.fix, bounds=inf.bounds, best=ctx.fit_result())
-    exp = Profiler(ctx.model(gen.asimov(gen.vector(null_point)), pool), fixed=inf.fix, bounds=inf.bounds,
-                   start=null_point) if statistic == "local_significance" else None
-    for i, point in enumerate(points):
-        unknown = sorted(set(point) - set(free))
-        if unknown or set(point) != set(free):
-            raise InputError(f"excess point {i}: give the free parameters of interest {free}, got {sorted(point)}")
-        at = {k: float(point[k]) for k in free}
+    for point in points:
         try:
-            if statistic == "local_significance":
-                res = local_significance(obs, exp, at, null)
-            else:
-                res = cls_excess(observed, lambda x: ctx.model(gen.asimov(x), pool), at, null, fixed=inf.fix,
-                                 bounds=inf.bounds, start=ctx.best["values"])
-            out.append(res.to_json())
+            out.append(ev.evaluate(point).to_json())
         except (ValueError, FloatingPointError, np.linalg.LinAlgError) as exc:
-            out.append({"at": at, "statistic": statistic, "value": None, "valid": False,
+            out.append({"at": dict(point), "statistic": statistic, "value": None, "valid": False,
                         "message": f"{type(exc).__name__}: {exc}"})
     return out

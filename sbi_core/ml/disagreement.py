@@ -9,7 +9,8 @@ spread averaged over p(x|theta, cuts). A parametrised ensemble (alices, rascal, 
 directly; the benchmark_ratio ensembles are morphed to theta member by member (member m of every head: its
 morphed log r, `closure.morphed_log_ratio`).
 
-What to use when: `DisagreementSample.from_run(layout, cfg, plan, n)` once (the first n test-split events of the
+What to use when: `trained_ensemble(layout, cfg, method, head)` for the trained members of a run (no ensemble
+files needed); `DisagreementSample.from_run(layout, cfg, plan, n)` once (the first n test-split events of the
 run's events file: never trained on, the same for every round of a study on the same events), then
 `disagreement(layout, cfg, method, thetas, sample)` for a batch of points.
 """
@@ -29,7 +30,7 @@ if TYPE_CHECKING:
     from sbi_core.layout import RunLayout
     from sbi_core.plan import GenerationPlan
 
-__all__ = ["DisagreementSample", "disagreement"]
+__all__ = ["DisagreementSample", "disagreement", "trained_ensemble"]
 
 #: Events of the evaluation sample (test split of the run's events).
 SAMPLE_EVENTS = 20_000
@@ -81,16 +82,32 @@ class DisagreementSample:
         return np.maximum(self.basis_weights @ self.morphing.basis_coefficients(theta), 0.0)
 
 
+def trained_ensemble(layout: RunLayout, cfg: AnalysisConfig, method: str, head: str,
+                     variation: str = "nominal") -> Any:
+    """The members of (method, head, variation) whose result.json says ok, as an `Ensemble`, read from the
+    networks' own files (no `sbi-core ensemble` needed, nothing written: mapped tasks may call it at once)."""
+    from sbi_core.data.training_sets import SampleSpec
+    from sbi_core.ml.ensemble import Ensemble
+    from sbi_core.ml.model_io import load_model
+
+    ids = SampleSpec(method, head, variation).network_ids(cfg.training.members)
+    ok = [nid for nid in ids if storage.exists(layout.network_file(nid, "result.json"))
+          and storage.read_json(layout.network_file(nid, "result.json")).get("status") == "ok"]
+    if not ok:
+        raise InputError(f"run {layout.root} has no trained member of {method}/{head}/{variation} ({ids})")
+    loaded = [load_model(layout.network_file(nid, "model.pt")) for nid in ok]
+    return Ensemble(method, head, variation, ok, [m for m, _ in loaded], [i for _, i in loaded])
+
+
 def _members_log_ratio(layout: RunLayout, cfg: AnalysisConfig, method: str, x: np.ndarray,
                        thetas: np.ndarray, sample: DisagreementSample) -> np.ndarray:
     """(points, members, n) log r of every member at every point."""
     from sbi_core.ml.closure import morphed_log_ratio
-    from sbi_core.ml.ensemble import load_ensemble
 
     if method == "benchmark_ratio":
         names = cfg.benchmark_names
         ref = names.index(cfg.sampling_benchmark)
-        heads = {b: load_ensemble(layout, method, name) for b, name in enumerate(names) if b != ref}
+        heads = {b: trained_ensemble(layout, cfg, method, name) for b, name in enumerate(names) if b != ref}
         members = min(len(e.models) for e in heads.values())
         per = {b: e.member_log_ratio(x)[:members] for b, e in heads.items()}
         sigma = sample.basis_weights.sum(axis=0)
@@ -102,7 +119,7 @@ def _members_log_ratio(layout: RunLayout, cfg: AnalysisConfig, method: str, x: n
             for k, theta in enumerate(thetas):
                 out[k, m] = morphed_log_ratio(lr, sample.morphing.basis_coefficients(theta), sigma)
         return out
-    ens = load_ensemble(layout, method, "theta")
+    ens = trained_ensemble(layout, cfg, method, "theta")
     if not ens.parametrised:
         raise InputError(f"disagreement: method {method!r} is not parametrised in theta (use a parametrised method "
                          "or benchmark_ratio)")

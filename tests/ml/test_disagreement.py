@@ -8,7 +8,7 @@ import pytest
 
 from sbi_core import steps
 from sbi_core.errors import InputError
-from sbi_core.ml import ensemble
+from sbi_core.ml import disagreement as module
 from sbi_core.ml.disagreement import DisagreementSample, disagreement
 from sbi_core.ml.samples import event_split
 
@@ -34,7 +34,7 @@ def test_the_formula_on_members_with_known_outputs(small_run, monkeypatch):
 
     events = read_samples(small_run / "events.h5")
     assert np.array_equal(sample.x, events["samples/observations"][rows])  # the first 500 test-split events
-    monkeypatch.setattr(ensemble, "load_ensemble", lambda *a, **k: Known(0.2))
+    monkeypatch.setattr(module, "trained_ensemble", lambda *a, **k: Known(0.2))
     thetas = np.array([[0.5, 0.0], [-0.3, 0.6]])
     got = disagreement(layout, cfg, "alices", thetas, sample)
     basis = events["samples/weights"][rows, : len(cfg.benchmarks)]
@@ -50,6 +50,28 @@ def test_one_member_has_no_spread(small_run, monkeypatch):
     sample = DisagreementSample.from_run(layout, cfg, plan, n=50)
     one = Known(0.2)
     one.member_log_ratio = lambda x, theta0=None: np.zeros((1, len(x)))
-    monkeypatch.setattr(ensemble, "load_ensemble", lambda *a, **k: one)
+    monkeypatch.setattr(module, "trained_ensemble", lambda *a, **k: one)
     with pytest.raises(InputError, match="at least 2"):
         disagreement(layout, cfg, "alices", np.array([[0.1, 0.1]]), sample)
+
+
+def test_trained_ensemble_reads_the_members_without_ensemble_files(tmp_path):
+    """The trained members straight from their result.json and model.pt equal what `sbi-core ensemble` builds."""
+    import torch
+
+    from sbi_core.layout import RunLayout
+    from sbi_core.ml.ensemble import build_ensembles, load_ensemble
+    from sbi_core.ml.train_step import train
+    from tests.ml.synthetic_run import synthetic_run
+
+    torch.set_num_threads(1)
+    run = synthetic_run(tmp_path / "run")
+    train(run, ["alices-theta-nominal-m00", "alices-theta-nominal-m01"])
+    layout, cfg, _ = steps.load_run(run)
+    direct = module.trained_ensemble(layout, cfg, "alices", "theta")
+    build_ensembles(run)
+    built = load_ensemble(RunLayout(run), "alices", "theta")
+    x = np.random.default_rng(0).normal(size=(50, 5))
+    assert direct.members == built.members == ["alices-theta-nominal-m00", "alices-theta-nominal-m01"]
+    assert np.array_equal(direct.member_log_ratio(x, np.array([0.2, -0.1])),
+                          built.member_log_ratio(x, np.array([0.2, -0.1])))
