@@ -1,11 +1,13 @@
 """How much an ensemble's members disagree on log r at a parameter point: where the learned likelihood is least
 certain, what the active-learning `disagreement` objective evaluates at each point it asks.
 
-    D(theta) = sqrt( sum_i w_i(theta) s_i(theta)^2 / sum_i w_i(theta) )
+    D(theta) = sqrt( sum_i w_i s_i(theta)^2 / sum_i w_i )
 
-s_i(theta) is the standard deviation over the members of log r(x_i|theta, theta_ref) at event i, w_i(theta) the
-event's weight at theta (its basis weights morphed to theta; negative morphed weights count as 0): the members'
-spread averaged over p(x|theta, cuts). A parametrised ensemble (alices, rascal, ...) is evaluated at theta
+s_i(theta) is the standard deviation over the members of log r(x_i|theta, theta_ref) at event i of the evaluation
+sample. `weighting="events"` (the default): w_i = 1, the spread over the run's own (test-split) events, the same
+events the closure RMS of the learning stage is computed on, so D is a proxy of that RMS at theta (and of the
+likelihood's error on data like the run's); `weighting="theta"`: w_i the event's weight at theta (its basis
+weights morphed to theta, negative ones as 0), the spread averaged over p(x|theta, cuts). A parametrised ensemble (alices, rascal, ...) is evaluated at theta
 directly; the benchmark_ratio ensembles are morphed to theta member by member (member m of every head: its
 morphed log r, `closure.morphed_log_ratio`).
 
@@ -32,6 +34,8 @@ if TYPE_CHECKING:
 
 __all__ = ["DisagreementSample", "disagreement", "trained_ensemble"]
 
+#: How the events' spreads are averaged (see the module docstring).
+WEIGHTINGS = ("events", "theta")
 #: Events of the evaluation sample (test split of the run's events).
 SAMPLE_EVENTS = 20_000
 
@@ -127,9 +131,11 @@ def _members_log_ratio(layout: RunLayout, cfg: AnalysisConfig, method: str, x: n
 
 
 def disagreement(layout: RunLayout, cfg: AnalysisConfig, method: str, thetas: np.ndarray,
-                 sample: DisagreementSample) -> list[dict[str, float]]:
+                 sample: DisagreementSample, weighting: str = "events") -> list[dict[str, float]]:
     """D(theta) per point (see the module docstring), with the mean spread and the events' total weight at theta.
     InputError when the ensemble has a single member (no spread) or a point has no positive weight."""
+    if weighting not in WEIGHTINGS:
+        raise ValueError(f"weighting: expected one of {WEIGHTINGS}, got {weighting!r}")
     t = np.atleast_2d(np.asarray(thetas, dtype=np.float64))
     if t.shape[1] != len(cfg.parameters):
         raise ValueError(f"thetas: expected (k, {len(cfg.parameters)}), got {t.shape}")
@@ -140,7 +146,7 @@ def disagreement(layout: RunLayout, cfg: AnalysisConfig, method: str, thetas: np
     spread = values.std(axis=1, ddof=1)  # (points, n)
     out = []
     for k, theta in enumerate(t):
-        w = sample.weights_at(theta)
+        w = sample.weights_at(theta) if weighting == "theta" else np.ones(sample.x.shape[0])
         if not w.sum() > 0:
             raise InputError(f"disagreement at {theta.tolist()}: no event has a positive weight there")
         out.append({"disagreement": float(np.sqrt(np.sum(w * spread[k] ** 2) / w.sum())),

@@ -42,6 +42,8 @@ TRIAL_PARAMETERS = ("layers", "width", "hidden", "activation", "learning_rate", 
 #: Test rows the closure RMS is computed on (the first ones: the sets are shuffled when written).
 TEST_ROWS = 20_000
 TRIAL_FORMAT = "sbi-trial"
+#: Fiducial sums per run root, per process: a mapped task scores several trials of one run with one events pass.
+_SUMS: dict[str, Any] = {}
 
 
 def trial_training(cfg: AnalysisConfig, params: Mapping[str, Any], where: str = "params") -> AnalysisConfig:
@@ -98,12 +100,13 @@ def closure_rms(layout: RunLayout, cfg: AnalysisConfig, spec: NetworkSpec, model
     sim = make_simulator(cfg)
     if not ExactTargets.available_for(cfg, sim):
         return None
-    if storage.exists(layout.evaluation_fiducial):
-        sums = FiducialSums.from_json(storage.read_json(layout.evaluation_fiducial))
-    else:
-        _, _, plan = runs.load_run(layout.root)
-        sums = FiducialSums.from_events(cfg, sim, runs.run_events(layout, plan))
-    targets = ExactTargets(cfg, sim, sums)
+    if layout.root not in _SUMS:
+        if storage.exists(layout.evaluation_fiducial):
+            _SUMS[layout.root] = FiducialSums.from_json(storage.read_json(layout.evaluation_fiducial))
+        else:
+            _, _, plan = runs.load_run(layout.root)
+            _SUMS[layout.root] = FiducialSums.from_events(cfg, sim, runs.run_events(layout, plan))
+    targets = ExactTargets(cfg, sim, _SUMS[layout.root])
     n = min(rows, len(test))
     x = test.x[:n].astype(np.float64)
     one = Ensemble(spec.method, spec.head, spec.variation, [spec.id], [model], [info])

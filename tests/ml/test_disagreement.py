@@ -36,13 +36,15 @@ def test_the_formula_on_members_with_known_outputs(small_run, monkeypatch):
     assert np.array_equal(sample.x, events["samples/observations"][rows])  # the first 500 test-split events
     monkeypatch.setattr(module, "trained_ensemble", lambda *a, **k: Known(0.2))
     thetas = np.array([[0.5, 0.0], [-0.3, 0.6]])
-    got = disagreement(layout, cfg, "alices", thetas, sample)
     basis = events["samples/weights"][rows, : len(cfg.benchmarks)]
-    for theta, res in zip(thetas, got, strict=True):
-        w = np.maximum(basis @ sample.morphing.basis_coefficients(theta), 0.0)
-        s = np.abs(0.2 * sample.x[:, 0] * (1.0 + theta[0])) / np.sqrt(2.0)
-        assert res["disagreement"] == pytest.approx(np.sqrt(np.sum(w * s**2) / w.sum()), rel=1e-12)
-        assert res["mean_spread"] == pytest.approx(np.sum(w * s) / w.sum(), rel=1e-12)
+    for weighting in ("events", "theta"):
+        got = disagreement(layout, cfg, "alices", thetas, sample, weighting)
+        for theta, res in zip(thetas, got, strict=True):
+            w = np.maximum(basis @ sample.morphing.basis_coefficients(theta), 0.0) if weighting == "theta" \
+                else np.ones(len(rows))
+            s = np.abs(0.2 * sample.x[:, 0] * (1.0 + theta[0])) / np.sqrt(2.0)
+            assert res["disagreement"] == pytest.approx(np.sqrt(np.sum(w * s**2) / w.sum()), rel=1e-12)
+            assert res["mean_spread"] == pytest.approx(np.sum(w * s) / w.sum(), rel=1e-12)
 
 
 def test_one_member_has_no_spread(small_run, monkeypatch):
