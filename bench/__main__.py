@@ -18,9 +18,12 @@ BENCHMARKS = {
     "ingest": "bench.ingest",
     "train": "bench.train",
     "learn": "bench.learn",
+    "madminer": "bench.madminer",
     "nll": "bench.nll",
     "fit": "bench.fit",
     "hessian": "bench.hessian",
+    "storage": "bench.storage",
+    "toy_limits": "bench.toy_limits",
 }
 
 
@@ -28,6 +31,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     p.add_argument("names", nargs="*", choices=[*BENCHMARKS, []], help="benchmarks to run (default: all)")
     p.add_argument("--quick", action="store_true", help="small sizes, few repeats (< 5 minutes on 2 cores)")
+    p.add_argument("--full", action="store_true",
+                   help="fit only: the whole fit at ATLAS scale, 10^7 events and 100 nuisances (bench/fit_scale.py)")
+    p.add_argument("--device", default="cpu", help="fit --full only: the JAX platform to fit on (cpu, gpu)")
     args = p.parse_args(argv)
     # One BLAS thread per process: the baselines and the parallel runs must use the cores we say they use.
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
@@ -35,6 +41,11 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps({"name": "machine", **machine()}), flush=True)
     records = []
     for name in args.names or list(BENCHMARKS):
+        if name == "fit" and args.full:
+            from bench.fit_scale import run as run_full
+
+            records.extend(run_full(quick=args.quick, device=args.device))
+            continue
         module = importlib.import_module(BENCHMARKS[name])
         records.extend(module.run(quick=args.quick))
     print("\n" + table(records))

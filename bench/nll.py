@@ -6,6 +6,8 @@ nuisances. Two normalisations of the expected rate:
   one call reads the data's E (N, 6) and w, and the MC's E, w and V (N, 2K).
 - xsec (the contract's interpolated cross sections): one call reads the data's E and w only (the per-event
   variations are summed once when the model is built).
+- mc_block: the mc normalisation through `BlockNLL` (the fit at scale's model: event-major blocks, the
+  normalisation sample's weights folded into one array per benchmark).
 The floor is a plain reduction (`jnp.sum`, jitted, and `numpy.sum`; the faster counts) over exactly the
 arrays one call reads; `floor_all_arrays_s` also reads the contract's full float32 arrays (log_ratio,
 log_ratio_var (N, K, 2), weight) once, for reference.
@@ -35,6 +37,7 @@ def _floor(arrays: list[Any], repeats: int) -> float:
 
 
 def run(quick: bool) -> list[dict[str, Any]]:
+    from sbi_core.inference.block_nll import BlockNLL
     from sbi_core.inference.nll import NLLModel
     from sbi_core.inference.synthetic import synthetic_arrays
 
@@ -48,9 +51,10 @@ def run(quick: bool) -> list[dict[str, Any]]:
     del contract
     records = []
     rng = np.random.default_rng(1)
-    for norm in ("mc", "xsec"):
-        model = NLLModel.from_arrays(data, luminosity=200.0, normalization=mc if norm == "mc" else None,
-                                     dtype="float32")
+    for norm in ("mc", "xsec", "mc_block"):
+        kind = NLLModel if norm != "mc_block" else BlockNLL
+        model = kind.from_arrays(data, luminosity=200.0, normalization=mc if norm != "xsec" else None,
+                                 dtype="float32")
         base = np.r_[0.3, -0.2, np.zeros(k)]
         points = iter(base + rng.normal(0, 1e-3, (10_000, base.size)))  # a new p every call: no cache hits
         model.value_and_grad(next(points))  # compile
@@ -59,7 +63,7 @@ def run(quick: bool) -> list[dict[str, Any]]:
         nbytes = sum(int(a.size) * a.dtype.itemsize for a in read)
         floor = _floor(read, repeats)
         fig = Figure(name=f"nll_{norm}", sizes={"events": n, "nuisances": k, "dtype": "float32",
-                                                  "normalization": norm},
+                                                  "normalization": norm.removesuffix("_block")},
                      ours=t_ours, baseline=[floor] * repeats, ours_label="NLL+grad s",
                      baseline_label="sum of the arrays read, s", target="<= 2.0",
                      extra={"MB_read_per_call": round(nbytes / 1e6, 1), "floor_all_arrays_s": round(floor_all, 5),

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from airflow.sdk import dag
 
+from operators.assets import EVENTS, publish, run_limits, stage_schedule
 from operators.groups import inference_group, mapped_step, training_group
 from operators.params import pipeline_params
 from operators.plans import prepare, stage_gate
-from operators.steps import sbi_step
+from operators.steps import sbi_step, task_defaults
 
 DOC_MD = """
 # SBI pipeline
@@ -29,6 +30,7 @@ it wrote.
 | `plan_generate`, `generate` | simulates the events: a mapped task per shard (per batch past a few hundred) |
 | `plan_combine`, `combine` | merges the shards of each group into one file |
 | `combine_all` | merges the groups into `events.h5`: every event of the run, shards in order |
+| `publish_events` | when the form's *Publish the events* is on: the `sbi_events` asset event naming this run |
 | `to_training`, `to_inference` | stop here when the form's *Run up to* says so (later tasks are skipped) |
 | `training.sample` | training sets per estimator method (mapped per method) |
 | `training.train` | trains the networks, a batch per task (pool `sbi_gpu`, a GPU pod on Kubernetes) |
@@ -56,15 +58,24 @@ overwrite each other; the same config and seed give identical events.
 (`operators/profiles.yaml`: `cpu`, `gpu`, `highmem`). Each profile has an Airflow pool (`sbi_cpu`,
 `sbi_gpu`, `sbi_highmem`) that caps how many of its steps run at once. The DAG is the same for both.
 
+**On a schedule.** `SBI_SCHEDULE_SBI_PIPELINE` (a cron, UTC) runs it on the clock with the form's
+defaults, one run at a time.
+
 **From CI.** `python scripts/trigger_run.py --dag-id sbi_pipeline --conf '{"events": 4000}'`
 triggers a run through the REST API, waits for it and prints the last step's summary.
 """
 
 
+#: None (manual runs), the input asset, a cron, or both: deployment settings (operators.assets).
+SCHEDULE = stage_schedule("sbi_pipeline")
+
+
 @dag(
     dag_id="sbi_pipeline",
-    schedule=None,
+    schedule=SCHEDULE,
+    **run_limits(SCHEDULE),
     params=pipeline_params(),
+    default_args=task_defaults(),
     doc_md=DOC_MD,
     tags=["sbi", "simulation", "training", "inference"],
 )
@@ -76,6 +87,7 @@ def sbi_pipeline() -> None:
     _, combine = mapped_step("combine", run["run"], configure.output)
     combine_all = sbi_step("combine_all", arguments=["combine", "--run", run["run"], "--all"])
     generate >> combine >> combine_all
+    publish.override(task_id="publish_events", outlets=[EVENTS])(run["run"], combine_all.output, when="publish")
     training = training_group(run["run"], configure.output)
     combine_all >> stage_gate.override(task_id="to_training")("training") >> training
     training >> stage_gate.override(task_id="to_inference")("inference") >> inference_group(run["run"])

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from airflow.sdk import dag
 
+from operators.assets import EVENTS, NETWORKS, publish, run_limits, stage_schedule
 from operators.groups import training_group
 from operators.params import derive_params
 from operators.plans import prepare_derive
-from operators.steps import sbi_step
+from operators.steps import sbi_step, task_defaults
 
 DOC_MD = """
 # SBI training on an existing run
@@ -28,25 +29,37 @@ evaluates the networks in a new run of its own that reads the source run's event
 | `training.train` | trains the networks, a batch per task (pool `sbi_gpu`, a GPU pod on Kubernetes) |
 | `training.ensemble` | groups members into ensembles; runs even when some networks failed, and names them |
 | `training.evaluate`, `evaluate_report` | per-event predictions in batches, then plots and `metrics.json` |
+| `publish_networks` | the `sbi_networks` asset event naming this run (sbi_infer starts on it when the stages are chained) |
 
 **Trigger form.** The source run: its URI (the `run` in the XCom of its `prepare` task), or its DAG
 id and run id. Then the training settings to change; empty fields keep the source's values, and
 *More overrides* takes any other `training.PATH=VALUE`.
+
+**Started by data or the clock.** With `SBI_CHAIN_STAGES=true` a run starts on every `sbi_events` asset event
+(sbi_ingest, or sbi_pipeline asked to publish) and trains on the run it names, with the form's defaults;
+`SBI_SCHEDULE_SBI_TRAIN` (a cron, UTC) also starts one on the newest events. One run at a time.
 """
+
+
+#: None (manual runs), the input asset, a cron, or both: deployment settings (operators.assets).
+SCHEDULE = stage_schedule("sbi_train", EVENTS)
 
 
 @dag(
     dag_id="sbi_train",
-    schedule=None,
+    schedule=SCHEDULE,
+    **run_limits(SCHEDULE),
     params=derive_params("training"),
+    default_args=task_defaults(),
     doc_md=DOC_MD,
     tags=["sbi", "training"],
 )
 def sbi_train() -> None:
     """derive -> training group."""
-    run = prepare_derive("training")
+    run = prepare_derive.override(inlets=[EVENTS])("training")
     derive = sbi_step("derive", arguments=run["derive"], retries=1)
-    derive >> training_group(run["run"], derive.output)
+    training = training_group(run["run"], derive.output)
+    derive >> training >> publish.override(task_id="publish_networks", outlets=[NETWORKS])(run["run"])
 
 
 sbi_train()

@@ -9,8 +9,8 @@ What to use when:
   (profile highmem) -> assemble -> scan[points] -> limits -> toys[toys] -> report.
 
 Trigger rules: `ensemble` runs when every train task is done and at least one succeeded
-(`all_done_min_one_success`): the
-step decides whether enough members of each ensemble succeeded. A task after a mapped step runs unless
+(`all_done_min_one_success`, counted over the train tasks alone: the run URI reaches it as a template, so a
+failed configure stops it): the step decides whether enough members of each ensemble succeeded. A task after a mapped step runs unless
 something upstream failed (`none_failed`), so a step with nothing to do (no toys: an empty list, which
 Airflow marks skipped) does not stop the run.
 """
@@ -38,12 +38,24 @@ def mapped_step(step: str, run: Any, summaries: Any, *, task_id: str | None = No
     return planned, task
 
 
+def xcom_template(value: Any) -> Any:
+    """A Jinja string that pulls an XComArg's value when the task renders its arguments (no dependency);
+    anything else unchanged."""
+    operator, key = getattr(value, "operator", None), getattr(value, "key", None)
+    if operator is None or key is None:
+        return value
+    return f"{{{{ ti.xcom_pull(task_ids={operator.task_id!r}, key={key!r}) }}}}"
+
+
 def training_group(run: Any, setup: Any) -> TaskGroup:
     """Learning: samples per method, networks trained in batches, ensembles, evaluation and its report."""
     with TaskGroup("training", tooltip="sample -> train -> ensemble -> evaluate -> evaluate_report") as group:
         _, sample = mapped_step("sample", run, setup)
         _, train = mapped_step("train", run, sample.output, profile="gpu")
-        ensemble = sbi_step("ensemble", arguments=["ensemble", "--run", run], trigger_rule=ALL_DONE_MIN_ONE)
+        # The run as a template, not an XComArg: ensemble's only upstream is then train, so a failed configure
+        # (train upstream_failed) stops it; with `run`'s task upstream, that task's success would count.
+        ensemble = sbi_step("ensemble", arguments=["ensemble", "--run", xcom_template(run)],
+                            trigger_rule=ALL_DONE_MIN_ONE)
         train >> ensemble
         _, evaluate = mapped_step("evaluate", run, ensemble.output)
         report = sbi_step("evaluate_report", arguments=["evaluate", "--run", run, "--report"], trigger_rule=NONE_FAILED)

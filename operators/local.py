@@ -1,4 +1,8 @@
-"""Local backend: the step's command in a subprocess on the Airflow worker (the default; no cluster needed)."""
+"""Local backend: the step's command in a subprocess on the Airflow worker (the default; no cluster needed).
+
+The subprocess inherits the worker's environment, with the S3 credentials and endpoint of the Airflow AWS
+connection when there is one (`operators.connections.step_environment`).
+"""
 
 from __future__ import annotations
 
@@ -17,7 +21,9 @@ from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from operators import settings
 from operators.command import BAD_INPUT_EXIT, SummaryError, parse_summary, step_arguments
+from operators.connections import step_environment
 from operators.profiles import get_profile
+from operators.settings import SettingError
 
 _ERROR_TAIL_LINES = 20
 
@@ -37,6 +43,10 @@ class SbiLocalOperator(BaseOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         get_profile(self.profile)  # sizes matter only on Kubernetes, but a typo should fail here too
         argv = [settings.sbi_core_executable(), *step_arguments(self.arguments)]
+        try:
+            env = step_environment(os.environ)  # S3 credentials from the Airflow connection, never logged
+        except SettingError as exc:
+            raise AirflowFailException(str(exc)) from exc
         self.log.info("Running %s (profile %s)", argv, self.profile)
         self._process = subprocess.Popen(
             argv,
@@ -45,7 +55,7 @@ class SbiLocalOperator(BaseOperator):
             text=True,
             bufsize=1,
             start_new_session=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env={**env, "PYTHONUNBUFFERED": "1"},
         )
         returncode, stdout, error_tail = stream_process(self._process, self.log)
         if returncode != 0:

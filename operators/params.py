@@ -5,9 +5,12 @@ What to use when:
 - `pipeline_params()`: sbi_pipeline's form: that, "Run up to", and the headline knobs of every stage.
 - `derive_params(stage)`: sbi_train's / sbi_infer's form (an existing run, the knobs of that stage).
 - `override_items(params, knobs)`: the `PATH=VALUE` overrides a form's values stand for.
+- `unknown_conf_keys(conf, params)`: the first task of every DAG refuses a conf key the form does not have.
 
 A knob (`Knob`) is a form field for one config path. Its title, help, type and limits come from the
-schema; a knob whose path is not in the schema (a section that is not there yet) is left out of the form.
+schema (so Events = -5 or 0 is refused when the run is triggered; an empty field keeps the config's value,
+and an empty choice shows as "(the config's value)"); a knob whose path is not in the schema (a section
+that is not there yet) is left out of the form.
 Reads `sbi_core/schema/analysis-v1.json` (found without importing sbi_core) and lists the shipped config
 names: two small local reads, cheap enough for DAG parse time.
 """
@@ -18,6 +21,7 @@ import importlib.util
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from difflib import get_close_matches
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -33,20 +37,23 @@ STAGES = ("events", "training", "inference")
 KEEP = (None, "")  # a knob left at one of these keeps the config's value
 
 
+#: What an empty choice field shows (the UI would show "null").
+KEEP_LABEL = "(the config's value)"
+
+
 @dataclass(frozen=True)
 class Knob:
-    """A form field that overrides one config path; `zero_keeps`: 0 also keeps the config's value."""
+    """A form field that overrides one config path; empty keeps the config's value."""
 
     name: str
     path: str
     section: str
-    zero_keeps: bool = False
 
 
 GENERATION_KNOBS = (
-    Knob("events", "generation.events", "Overrides", zero_keeps=True),
-    Knob("shards", "generation.shards", "Overrides", zero_keeps=True),
-    Knob("seed", "generation.seed", "Overrides", zero_keeps=True),
+    Knob("events", "generation.events", "Overrides"),
+    Knob("shards", "generation.shards", "Overrides"),
+    Knob("seed", "generation.seed", "Overrides"),
 )
 TRAINING_KNOBS = (
     Knob("methods", "training.methods", "Training"),
@@ -146,7 +153,15 @@ def pipeline_params(schema: dict[str, Any] | None = None, configs: list[str] | N
     stages = knob_params(schema, (*TRAINING_KNOBS, *INFERENCE_KNOBS))
     first = {k: data.pop(k) for k in ("config", "config_uri")}
     more = data.pop("set")
-    return {**first, "until": until, **data, **stages, "set": more}
+    publish = Param(
+        False,
+        type="boolean",
+        title="Publish the events",
+        description="Emit the `sbi_events` asset event once the events are combined, as sbi_ingest does: where "
+        "the deployment chains the stages (SBI_CHAIN_STAGES), sbi_train then starts a run on them.",
+        section="Analysis",
+    )
+    return {**first, "until": until, "publish": publish, **data, **stages, "set": more}
 
 
 
@@ -160,7 +175,8 @@ def derive_params(stage: str, schema: dict[str, Any] | None = None) -> dict[str,
             type=["null", "string"],
             title="Source run URI",
             description="An existing run with events (configured and combined), e.g. the `run` in the XCom of a "
-            "sbi_pipeline run's `prepare` task. When empty, the DAG id and run id below pick it.",
+            "sbi_pipeline run's `prepare` task. When empty, the DAG id and run id below pick it; with neither, the "
+            "run named by the newest asset event of this stage's input (a sbi_ingest or sbi_train run).",
             section="Source run",
         ),
         "source_dag_id": Param(
@@ -194,11 +210,11 @@ def knob_params(schema: dict[str, Any], knobs: Sequence[Knob]) -> dict[str, Para
 
 
 def override_items(params: Mapping[str, Any], knobs: Sequence[Knob]) -> list[str]:
-    """`PATH=VALUE` for every knob the form set (empty keeps the config's value; 0 too for `zero_keeps`)."""
+    """`PATH=VALUE` for every knob the form set (empty keeps the config's value; 0 is a value)."""
     items = []
     for knob in knobs:
         value = params.get(knob.name)
-        if value in KEEP or (knob.zero_keeps and value == 0) or value == []:
+        if value in KEEP or value == []:
             continue
         items.append(f"{knob.path}={_text(value)}")
     return items
@@ -210,27 +226,36 @@ def _knob_param(knob: Knob, field: dict[str, Any]) -> Param | None:
     if len(branches) == 1:  # pydantic writes `X | None` as anyOf [X, null]
         field = {**{k: v for k, v in field.items() if k != "anyOf"}, **branches[0]}
     kind = field.get("type")
-    keep = "Empty or 0 keeps the config's value." if knob.zero_keeps else "Empty keeps the config's value."
     common = {
         "title": field.get("title", knob.path),
-        "description": f"{field.get('description', '')} {keep}".strip(),
+        "description": f"{field.get('description', '')} Empty keeps the config's value.".strip(),
         "section": knob.section,
     }
     if "enum" in field:
         values = [v for v in field["enum"] if isinstance(v, str | int | float)]
-        return Param(None, type=["null", kind or "string"], enum=[None, *values], **common)
+        return Param(None, type=["null", kind or "string"], enum=[None, *values], values_display={"null": KEEP_LABEL},
+                     **common)
     if kind in ("integer", "number"):
-        if knob.zero_keeps:
-            limits = {"minimum": 0, **{k: v for k, v in field.items() if k in ("maximum", "exclusiveMaximum")}}
-        else:
-            limits = {k: v for k, v in field.items() if k in ("minimum", "maximum", "exclusiveMinimum",
-                                                              "exclusiveMaximum")}
+        limits = {k: v for k, v in field.items() if k in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum")}
         return Param(None, type=["null", kind], **limits, **common)
     if kind in ("string", "boolean"):
         return Param(None, type=["null", kind], **common)
     if kind == "array" and (field.get("items") or {}).get("type") in ("string", "integer", "number"):
         return Param(None, type=["null", "array"], items=field["items"], **common)
     return None
+
+
+def unknown_conf_keys(conf: Mapping[str, Any], params: Mapping[str, Any]) -> str | None:
+    """A message naming the keys of a run's conf that are not fields of the DAG's form (None when all are).
+
+    Airflow keeps an unknown key as a param of its own and the run goes on without it; a misspelt override
+    (`"sead": 7`) would be ignored silently, so the first task of each DAG refuses it with this message."""
+    unknown = sorted(set(conf) - set(params))
+    if not unknown:
+        return None
+    hints = [f"{key!r} (did you mean {close[0]!r}?)" if (close := get_close_matches(key, list(params), n=1)) else repr(key)
+             for key in unknown]
+    return f"unknown key(s) in the run's conf: {', '.join(hints)}; this DAG's fields are {', '.join(sorted(params))}"
 
 
 def _more_overrides(example: str) -> Param:

@@ -6,7 +6,8 @@ What to use when:
   per task, for short lists such as the estimator methods).
 - `fan_out(fan, run, items, max_tasks)`: the mapped argument lists, batched past `max_tasks`.
 - `plan` (a task): the same, from the summaries of the step before, with the fan-out limit read at run time.
-- `prepare` / `prepare_derive` (tasks): this run's artifact prefix and its first command.
+- `prepare` / `prepare_derive` (tasks): this run's artifact prefix and its first command; both refuse a
+  conf key the form does not have, and take their input from the asset events of a scheduled run.
 - `stage_gate` (a short-circuit task): skips every later stage of sbi_pipeline past the form's "Run up to".
 
 They run on the worker in milliseconds and read deployment settings at run time (never at parse).
@@ -23,7 +24,16 @@ from typing import Any, Literal
 from airflow.sdk import get_current_context, task
 
 from operators import settings
-from operators.params import GENERATION_KNOBS, INFERENCE_KNOBS, STAGES, TRAINING_KNOBS, Knob, override_items
+from operators.assets import asset_source, inbox_inputs
+from operators.params import (
+    GENERATION_KNOBS,
+    INFERENCE_KNOBS,
+    STAGES,
+    TRAINING_KNOBS,
+    Knob,
+    override_items,
+    unknown_conf_keys,
+)
 
 Mode = Literal["repeat", "single"]
 
@@ -84,9 +94,15 @@ def fan_out(fan: Fan, run: str, items: Sequence[Any], max_tasks: int) -> list[li
     values = [str(item) for item in items]
     if fan.mode == "single":
         return [[fan.step, "--run", run, fan.flag, value] for value in values]
+    return [[fan.step, "--run", run, *_repeat(fan.flag, batch)] for batch in batches(values, max_tasks)]
+
+
+def batches(values: Sequence[Any], max_tasks: int) -> list[list[Any]]:
+    """Consecutive batches of `values`, at most `max_tasks` of them, each of at most ceil(len / max_tasks)."""
+    if max_tasks < 1:
+        raise PlanError(f"the fan-out limit must be >= 1, got {max_tasks}")
     size = max(1, math.ceil(len(values) / max_tasks))
-    batches = [values[i : i + size] for i in range(0, len(values), size)]
-    return [[fan.step, "--run", run, *_repeat(fan.flag, batch)] for batch in batches]
+    return [list(values[i : i + size]) for i in range(0, len(values), size)]
 
 
 def summary_items(summaries: Mapping[str, Any] | Sequence[Mapping[str, Any]], key: str) -> list[Any]:
@@ -148,25 +164,54 @@ def _set_items(params: Mapping[str, Any], knobs: Sequence[Knob]) -> list[str]:
 
 @task(multiple_outputs=True)
 def prepare() -> dict[str, Any]:
-    """This run's artifact prefix and the configure argument list, from the trigger params."""
+    """This run's artifact prefix and the configure argument list, from the trigger params (and, for a run
+    that new LHE files started, the files of its asset events)."""
     context = get_current_context()
+    params = checked_params(context)
     run = settings.run_uri(context["dag"].dag_id, context["run_id"])
-    return {"run": run, "configure": configure_arguments(context["params"], run)}
+    config_uri, sets = inbox_inputs(context)
+    if config_uri or sets:
+        more = [*sets, *(params.get("set") or ())]
+        params = {**params, "config_uri": config_uri or params.get("config_uri"), "set": more}
+    return {"run": run, "configure": configure_arguments(params, run)}
 
 
 @task(multiple_outputs=True)
 def prepare_derive(stage: str) -> dict[str, Any]:
-    """This run's prefix and the `derive` command for a run of another run's events (`stage`'s overrides)."""
-    from airflow.sdk.exceptions import AirflowFailException
+    """This run's prefix and the `derive` command for a run of another run's events (`stage`'s overrides).
+
+    The source run is the form's; when the form names none, the run named by the newest event of the task's
+    inlet asset (`.override(inlets=[EVENTS])`): the one that triggered this run, or, on a cron run, the
+    asset's newest. A scheduled run with no such event yet is skipped; a manual one fails."""
+    from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
     context = get_current_context()
+    params = checked_params(context)
     run = settings.run_uri(context["dag"].dag_id, context["run_id"])
     knobs = {"training": TRAINING_KNOBS, "inference": INFERENCE_KNOBS}[stage]
+    if context["task"].inlets and not (params.get("source_run") or params.get("source_run_id")):
+        found = asset_source(context)
+        if found is None and context["dag_run"].run_type != "manual":
+            raise AirflowSkipException("no asset event names a run yet: nothing to start from")
+        params = {**params, "source_run": found[1] if found else None}
     try:
-        argv = derive_arguments(context["params"], run, knobs)
+        argv = derive_arguments(params, run, knobs)
     except PlanError as exc:
         raise AirflowFailException(str(exc)) from exc  # bad input: a retry cannot help
     return {"run": run, "source": argv[2], "derive": argv}
+
+
+def checked_params(context: Mapping[str, Any]) -> dict[str, Any]:
+    """The run's params, once its conf is known to hold only fields of the form (`AirflowFailException`:
+    a misspelt key fails the run's first task at once, naming the key, instead of being ignored)."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    params = dict(context["params"])
+    conf = getattr(context.get("dag_run"), "conf", None) or {}
+    message = unknown_conf_keys(conf, context["dag"].params)
+    if message:
+        raise AirflowFailException(message)
+    return params
 
 
 @task

@@ -24,6 +24,15 @@ class ProfileError(ValueError):
 
 
 @dataclass(frozen=True)
+class CacheVolume:
+    """A PersistentVolumeClaim mounted in every pod of a profile as JAX's compilation cache
+    (`SBI_JAX_CACHE_DIR` points there), so a task loads what an earlier task of the run compiled."""
+
+    claim: str
+    mount_path: str = "/var/cache/sbi-core/jax"
+
+
+@dataclass(frozen=True)
 class Profile:
     """Everything about a step's pod that depends on what the step needs, not on what it does."""
 
@@ -34,6 +43,9 @@ class Profile:
     service_account: str | None = None
     s3_secret: str | None = None
     env: dict[str, str] = field(default_factory=dict)
+    #: Deployment settings read from the worker's environment when the pod is built and passed on when set
+    #: (MLFLOW_TRACKING_URI, SBI_ARTIFACT_ROOT, the SBI_S3_* tuning): one setting for both backends.
+    forward_env: list[str] = field(default_factory=list)
     run_as_user: int = 1000
     requests: dict[str, str] = field(default_factory=dict)
     limits: dict[str, str] = field(default_factory=dict)
@@ -43,6 +55,11 @@ class Profile:
     startup_timeout_seconds: int = 600
     on_finish_action: str = "delete_succeeded_pod"
     pool: str | None = None
+    #: The XCom sidecar (it only waits for the summary file): small requests AND limits, so a namespace
+    #: with a LimitRange or quota admits the pod and the sidecar cannot grow.
+    xcom_sidecar_requests: dict[str, str] = field(default_factory=lambda: {"cpu": "1m", "memory": "10Mi"})
+    xcom_sidecar_limits: dict[str, str] = field(default_factory=lambda: {"cpu": "50m", "memory": "32Mi"})
+    compile_cache: CacheVolume | None = None
 
 
 @dataclass(frozen=True)
@@ -55,7 +72,9 @@ class Pool:
 
 
 _KEYS = {f.name for f in fields(Profile)} - {"name"}
+_EMPTY_BY_DEFAULT = ("env", "requests", "limits", "node_selector")
 _POOL_KEYS = {"slots", "description"}
+_CACHE_KEYS = {"claim", "mount_path"}
 
 
 def get_profile(name: str, path: Path | None = None) -> Profile:
@@ -131,6 +150,24 @@ def _build(name: str, spec: dict[str, Any], path: str) -> Profile:
         raise ProfileError(f"{path}: profile {name!r}: `pool` must be a pool name, got {spec['pool']!r}")
     as_str = {
         k: {str(a): str(b) for a, b in (spec.get(k) or {}).items()}
-        for k in ("env", "requests", "limits", "node_selector")
+        for k in ("env", "requests", "limits", "node_selector", "xcom_sidecar_requests", "xcom_sidecar_limits")
+        if k in spec or k in _EMPTY_BY_DEFAULT
     }
-    return Profile(name=name, **{**spec, **as_str, "tolerations": list(spec.get("tolerations") or [])})
+    forward = spec.get("forward_env") or []
+    if not isinstance(forward, list) or not all(isinstance(v, str) and v for v in forward):
+        raise ProfileError(f"{path}: profile {name!r}: `forward_env` must be a list of variable names")
+    cache = _cache_volume(name, spec.get("compile_cache"), path)
+    return Profile(name=name, **{**spec, **as_str, "tolerations": list(spec.get("tolerations") or []),
+                                 "forward_env": list(forward), "compile_cache": cache})
+
+
+def _cache_volume(name: str, spec: Any, path: str) -> CacheVolume | None:
+    """`compile_cache: {claim: PVC, mount_path: /dir}` (or null: no volume; the pod's own disk caches)."""
+    if spec is None:
+        return None
+    ok = isinstance(spec, dict) and not set(spec) - _CACHE_KEYS and isinstance(spec.get("claim"), str) \
+        and spec["claim"] and isinstance(spec.get("mount_path", "/"), str) and spec.get("mount_path", "/").startswith("/")
+    if not ok:
+        raise ProfileError(f"{path}: profile {name!r}: `compile_cache` must be {{claim: <PVC name>, mount_path: "
+                           f"<absolute path>}} or null, got {spec!r}")
+    return CacheVolume(**spec)

@@ -9,6 +9,15 @@ What to set where:
 - `SBI_MAX_FAN_OUT`: the most mapped tasks one step fans out to; above it shards go in batches (default 256).
 - `SBI_POOL_SLOTS`: pool sizes replacing those of the profiles file, e.g. `sbi_gpu=8,sbi_highmem=2`
   (read by `operators.pools`, which `make airflow` runs; a deployment runs it once or sets pools itself).
+- `SBI_CHAIN_STAGES`: `true` schedules the stage DAGs on each other's assets (LHE files -> sbi_ingest ->
+  sbi_train -> sbi_infer); default `false`: they run when triggered.
+- `SBI_SCHEDULE_SBI_TRAIN`, `SBI_SCHEDULE_SBI_INFER`: a cron expression (UTC) that also runs the DAG on the
+  clock, from the newest asset event of its input (a nightly refit of the latest networks); default none.
+- `SBI_AWS_CONN_ID`: the Airflow connection whose credentials and endpoint reach the steps and the S3 sensor
+  (default `aws_default`; when that one does not exist the steps keep the worker's own environment).
+- `SBI_LHE_INBOX`: an `s3://bucket/prefix` the `sbi_lhe_inbox` DAG watches for new LHE files (default none);
+  `SBI_LHE_POLL` how often (seconds, default 60), `SBI_LHE_CONFIG` the config they are ingested with.
+- `SBI_RETRY_DELAY`: seconds between the tries of a step (default 30).
 """
 
 from __future__ import annotations
@@ -23,6 +32,10 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BACKENDS = ("local", "kubernetes")
 DEFAULT_MAX_FAN_OUT = 256
+DEFAULT_AWS_CONN_ID = "aws_default"
+DEFAULT_RETRY_DELAY = 30
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("", "0", "false", "no", "off")
+_CRON_FIELDS = 5
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -77,6 +90,66 @@ def pool_slots() -> dict[str, int]:
             raise SettingError(f"SBI_POOL_SLOTS={raw!r}: expected name=slots[,name=slots...] with slots >= 1")
         out[name.strip()] = int(slots)
     return out
+
+
+def chain_stages() -> bool:
+    """`SBI_CHAIN_STAGES`: whether the stage DAGs are scheduled on each other's assets (default false)."""
+    raw = os.environ.get("SBI_CHAIN_STAGES", "").strip().lower()
+    if raw not in _TRUE + _FALSE:
+        raise SettingError(f"SBI_CHAIN_STAGES={raw!r}: expected true or false")
+    return raw in _TRUE
+
+
+def schedule_cron(dag_id: str) -> str | None:
+    """`SBI_SCHEDULE_<DAG ID>` (e.g. `SBI_SCHEDULE_SBI_INFER="0 3 * * *"`): the DAG's cron, or None."""
+    name = f"SBI_SCHEDULE_{dag_id.upper()}"
+    raw = " ".join(os.environ.get(name, "").split())
+    if not raw:
+        return None
+    fields = raw.split(" ")
+    if raw.startswith("@") and len(fields) == 1:
+        return raw  # @daily, @hourly...: Airflow checks the preset
+    if len(fields) != _CRON_FIELDS:
+        raise SettingError(f"{name}={raw!r}: expected a cron expression of {_CRON_FIELDS} fields, e.g. '0 3 * * *'")
+    return raw
+
+
+def aws_conn_id() -> tuple[str, bool]:
+    """(`SBI_AWS_CONN_ID` or `aws_default`, whether the setting named it: then the connection must exist)."""
+    raw = os.environ.get("SBI_AWS_CONN_ID", "").strip()
+    return (raw, True) if raw else (DEFAULT_AWS_CONN_ID, False)
+
+
+def lhe_inbox() -> str | None:
+    """`SBI_LHE_INBOX`: the `s3://bucket/prefix` watched for new LHE files (no trailing slash), or None."""
+    raw = os.environ.get("SBI_LHE_INBOX", "").strip().rstrip("/")
+    if not raw:
+        return None
+    if not raw.startswith("s3://") or len(raw.split("/")) < 4 or not raw.split("/")[2]:
+        raise SettingError(f"SBI_LHE_INBOX={raw!r}: expected s3://bucket/prefix")
+    return raw
+
+
+def lhe_poll(default: int) -> int:
+    """`SBI_LHE_POLL`: seconds between two listings of the LHE inbox by the triggerer."""
+    raw = os.environ.get("SBI_LHE_POLL", str(default)).strip()
+    if not raw.isdigit() or int(raw) < 1:
+        raise SettingError(f"SBI_LHE_POLL={raw!r}: expected a positive number of seconds")
+    return int(raw)
+
+
+def lhe_config() -> str | None:
+    """`SBI_LHE_CONFIG`: the analysis config (a file or s3:// URI) that files from the inbox are ingested with
+    (default: the sbi_ingest form's default config)."""
+    return os.environ.get("SBI_LHE_CONFIG", "").strip() or None
+
+
+def retry_delay() -> int:
+    """`SBI_RETRY_DELAY`: seconds between two tries of a step (default 30)."""
+    raw = os.environ.get("SBI_RETRY_DELAY", str(DEFAULT_RETRY_DELAY)).strip()
+    if not raw.isdigit():
+        raise SettingError(f"SBI_RETRY_DELAY={raw!r}: expected a number of seconds")
+    return int(raw)
 
 
 def sbi_core_executable() -> str:

@@ -20,7 +20,6 @@ from operators import settings
 from operators.profiles import get_profile
 
 DEFAULT_RETRIES = 2
-DEFAULT_RETRY_DELAY = timedelta(seconds=30)
 
 
 def step_operator_class(backend: str | None = None) -> type[BaseOperator]:
@@ -32,6 +31,12 @@ def step_operator_class(backend: str | None = None) -> type[BaseOperator]:
     from operators.local import SbiLocalOperator
 
     return SbiLocalOperator
+
+
+def task_defaults() -> dict[str, Any]:
+    """`default_args` of every DAG: the small Python tasks (plans, publishing, the inbox claim) retry like the
+    steps, so a worker lost in the middle of one loses nothing (bad input still fails at once)."""
+    return {"retries": DEFAULT_RETRIES, "retry_delay": timedelta(seconds=settings.retry_delay())}
 
 
 def sbi_step(
@@ -51,7 +56,8 @@ def sbi_step(
     `kwargs` go to the operator (an explicit `pool=` wins).
     """
     operator = step_operator_class(backend)
-    options = {"task_id": task_id, "profile": profile, "retries": retries, "retry_delay": DEFAULT_RETRY_DELAY}
+    options = {"task_id": task_id, "profile": profile, "retries": retries,
+               "retry_delay": timedelta(seconds=settings.retry_delay())}
     pool = get_profile(profile).pool
     if pool:
         options["pool"] = pool

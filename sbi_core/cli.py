@@ -2,7 +2,8 @@
 
 stdout carries exactly one line: the step's JSON summary (it becomes the Airflow task's XCom).
 Everything else (logs, progress, library chatter, even from C code) goes to stderr.
-Exit codes: 0 success, 2 bad input (the message names the field, file or shard), 1 failure.
+Exit codes: 0 success, 2 bad input (the message names the field, file, shard or setting, on one line), 1 failure
+(a traceback; a transient one, such as an object store that kept timing out, as one line).
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ COMMAND_MODULES = (
     "sbi_core.ml.eval_commands",
     "sbi_core.inference.commands",
     "sbi_core.inference.stats_commands",
+    "sbi_core.studies.commands",
+    "sbi_core.publish.commands",
 )
 
 
@@ -62,18 +65,28 @@ def main(argv: list[str] | None = None) -> int:
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if not args.verbose:  # the S3 client's chatter ("Found credentials in environment variables.")
+        for name in ("botocore", "aiobotocore", "s3fs", "fsspec"):
+            logging.getLogger(name).setLevel(logging.WARNING)
     # Point fd 1 at stderr while the step runs, so nothing (not even C code) pollutes the summary line.
     sys.stdout.flush()
     real_stdout = os.dup(1)
     os.dup2(2, 1)
     try:
-        from sbi_core.errors import InputError
+        from sbi_core.errors import InputError, TransientError
 
         try:
+            if getattr(args, "run", None):
+                from sbi_core.storage import check_within_root
+
+                check_within_root(args.run, "--run")
             summary = _dispatch(args)
         except InputError as exc:
             print(f"sbi-core {args.step}: error: {exc}", file=sys.stderr)
             return EXIT_BAD_INPUT
+        except TransientError as exc:
+            print(f"sbi-core {args.step}: error (worth a retry): {exc}", file=sys.stderr)
+            return EXIT_FAILURE
         except Exception:  # noqa: BLE001 - the whole point: any other failure is exit 1 with a traceback
             traceback.print_exc(file=sys.stderr)
             return EXIT_FAILURE

@@ -29,3 +29,8 @@ class ShardError(InputError):
         self.uri = uri
         self.reason = reason
         super().__init__(f"bad shard {uri}: {reason}")
+
+
+class TransientError(SbiError):
+    """A failure worth retrying (an object store that timed out or kept answering 5xx after the configured
+    retries): exit code 1, printed as its one-line message without a traceback."""

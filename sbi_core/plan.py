@@ -9,6 +9,7 @@ lets combine copy compressed chunks as they are instead of decoding and re-encod
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -44,6 +45,9 @@ class GenerationPlan:
     #: False when shards hold what their input files yield (LHE ingestion): shard_events are then upper
     #: bounds, and combine takes each file's event count from its header instead of checking it.
     sizes_known: bool = True
+    #: Set on a derived run whose source trained ensembles (`sbi-core derive` from a sbi_train run): the run
+    #: whose networks, ensembles and training sets the learned likelihood reads. None: the run's own.
+    networks_uri: str | None = None
 
     @property
     def n_shards(self) -> int:
@@ -77,8 +81,47 @@ class GenerationPlan:
         return asdict(self)
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> GenerationPlan:
+    def from_json(cls, data: Any, source: str = "plan.json") -> GenerationPlan:
+        """The plan a plan.json holds; InputError naming the file and the field when it is malformed."""
+        if not isinstance(data, dict):
+            raise InputError(f"{source}: expected a JSON object, got {type(data).__name__}")
+        unknown = sorted(set(data) - set(cls.__dataclass_fields__))
+        missing = sorted(k for k, f in cls.__dataclass_fields__.items()
+                         if k not in data and f.default is dataclasses.MISSING)
+        if unknown or missing:
+            raise InputError(f"{source}: unknown fields {unknown}, missing fields {missing}: reconfigure the run")
+        problem = _plan_problem(data)
+        if problem:
+            raise InputError(f"{source}: {problem}: reconfigure the run")
         return cls(**data)
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _plan_problem(d: dict[str, Any]) -> str | None:
+    """What is wrong with a plan's fields (names the field), or None."""
+    checks = [
+        ("config_hash", isinstance(d["config_hash"], str) and len(d["config_hash"]) > 0, "a non-empty string"),
+        ("seed", _is_int(d["seed"]) and d["seed"] >= 0, "an integer >= 0"),
+        ("chunk_rows", _is_int(d["chunk_rows"]) and d["chunk_rows"] >= 1, "an integer >= 1"),
+        ("shard_events", isinstance(d["shard_events"], list) and len(d["shard_events"]) > 0
+         and all(_is_int(n) and n >= 0 for n in d["shard_events"]), "a non-empty list of integers >= 0"),
+        ("groups", isinstance(d["groups"], list) and len(d["groups"]) > 0 and all(
+            isinstance(g, list) and g and all(_is_int(i) for i in g) for g in d["groups"]),
+         "a non-empty list of non-empty lists of shard indices"),
+        ("events_uri", d.get("events_uri") is None or isinstance(d["events_uri"], str), "a string or null"),
+        ("sizes_known", isinstance(d.get("sizes_known", True), bool), "true or false"),
+    ]
+    for name, ok, expected in checks:
+        if not ok:
+            return f"field {name} must be {expected}, got {d.get(name)!r}"
+    n = len(d["shard_events"])
+    listed = sorted(i for g in d["groups"] for i in g)
+    if listed != list(range(n)):
+        return f"field groups must list every shard 0..{n - 1} once, got {d['groups']!r}"
+    return None
 
 
 def make_plan(events: int, shards: int, shards_per_group: int, seed: int, config_hash: str) -> GenerationPlan:

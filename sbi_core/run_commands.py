@@ -1,4 +1,4 @@
-"""Subcommands of a whole run: schema, configure, derive, resample (see `sbi_core.cli`)."""
+"""Subcommands of a whole run: schema, configure, derive, resample, import-madminer (see `sbi_core.cli`)."""
 
 from __future__ import annotations
 
@@ -37,6 +37,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--seed", type=int, default=None, help="generation seed (default: from the source's and the point)")
     add_set_option(s)
     s.set_defaults(handler=_resample)
+    s = sub.add_parser("import-madminer", help="a run from a MadMiner event file (after combine_and_shuffle)")
+    s.add_argument("--file", required=True, help="the MadMiner HDF5 event file (path or URI)")
+    s.add_argument("--run", required=True, help="the new run URI")
+    add_set_option(s)
+    s.set_defaults(handler=lambda a: _steps().import_madminer(a.file, a.run, a.overrides))
 
 
 def _steps() -> Any:

@@ -2,7 +2,9 @@
 
 What to use when: `load_run(uri)` at the start of any step that works on an existing run (it checks that
 config.yaml and plan.json agree); `run_events(layout, plan)` for the events file the later stages read (a
-derived run reads its source's); `configured_plan(uri)` when only the plan is needed (combine). This module
+derived run reads its source's); `networks_layout(layout, plan)` for the run whose trained ensembles the
+learned likelihood reads (a run derived from a trained run reads its source's); `configured_plan(uri)`
+when only the plan is needed (combine). This module
 sits below the stage rooms (`data/`, `ml/`, `inference/`, `studies/`), which look down to it, never up to
 `sbi_core.steps`.
 """
@@ -15,7 +17,7 @@ from sbi_core.errors import InputError
 from sbi_core.layout import RunLayout
 from sbi_core.plan import GenerationPlan
 
-__all__ = ["configured_plan", "load_run", "run_events"]
+__all__ = ["configured_plan", "load_run", "networks_layout", "read_plan", "run_events"]
 
 
 def configured_plan(run_uri: str) -> tuple[RunLayout, GenerationPlan]:
@@ -23,7 +25,18 @@ def configured_plan(run_uri: str) -> tuple[RunLayout, GenerationPlan]:
     layout = RunLayout(run_uri)
     if not storage.exists(layout.plan):
         raise InputError(f"run {layout.root} is not configured (no plan.json): run `sbi-core configure` first")
-    return layout, GenerationPlan.from_json(storage.read_json(layout.plan))
+    return layout, read_plan(layout.plan)
+
+
+def read_plan(uri: str) -> GenerationPlan:
+    """The plan in a plan.json; InputError naming the file when it is not JSON or not a plan."""
+    try:
+        data = storage.read_json(uri)
+    except FileNotFoundError:
+        raise InputError(f"{uri} not found: run `sbi-core configure` first") from None
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise InputError(f"{uri} is not valid JSON ({exc}): reconfigure the run") from None
+    return GenerationPlan.from_json(data, uri)
 
 
 def load_run(run_uri: str) -> tuple[RunLayout, AnalysisConfig, GenerationPlan]:
@@ -38,3 +51,11 @@ def load_run(run_uri: str) -> tuple[RunLayout, AnalysisConfig, GenerationPlan]:
 def run_events(layout: RunLayout, plan: GenerationPlan) -> str:
     """The events file a run's later stages read: its own events.h5, or its source run's when derived."""
     return plan.events_uri or layout.events
+
+
+def networks_layout(layout: RunLayout, plan: GenerationPlan) -> RunLayout:
+    """The run whose trained ensembles a run's learned likelihood reads: its own, or (a run derived from a
+    trained run) the source's, unless it trained ensembles of its own since."""
+    if plan.networks_uri and not storage.exists(layout.ensembles_index):
+        return RunLayout(plan.networks_uri)
+    return layout

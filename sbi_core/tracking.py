@@ -8,9 +8,13 @@ What to use when:
 - `log_report(layout, cfg, metrics, plots)`: the evaluation report (metrics and PNG plots).
 - `log_fit(layout, cfg, results, artifacts)`: the inference report (fit results and plots).
 - `tracking_uri(layout)`: where a run's tracking goes (None: tracking is off).
+- `log_study_round(...)` / `log_study_results(...)`: a study's rounds and results (`sbi_core.studies`): a parent
+  run per study in the experiment `sbi-study-<kind>`, a child run per round, a metric per evaluated point.
 
-Structure: one experiment per analysis (`cfg.name`); one parent run per pipeline run, found again by a tag
-(`sbi.run_key`, a digest of the run URI) so every process of a DAG run logs under the same parent; child runs
+Structure: one experiment per analysis (`cfg.name`); one parent run per pipeline run, named by a marker file in
+the run (`RUN/tracking/parent-<server digest>.json`, created atomically, so every process of a DAG run logs under
+the same parent even when several start at once on a fresh server; the parent also carries the tag `sbi.run_key`,
+a digest of the run URI); child runs
 carry the MLflow tag `mlflow.parentRunId` (nesting across processes). The parent is tagged with the run URI,
 the config hash and, when Airflow runs the step, the DAG id and DAG run id (`AIRFLOW_CTX_DAG_ID`,
 `AIRFLOW_CTX_DAG_RUN_ID`, which Airflow exports into task processes and the operators pass to pods).
@@ -19,8 +23,9 @@ Where it goes: `MLFLOW_TRACKING_URI` when set (a server); otherwise an embedded 
 at `<base>/mlflow/mlflow.db` with artefacts in `<base>/mlflow/artifacts`, where base is `SBI_ARTIFACT_ROOT` when
 the run lies under it, else the run's parent directory. Processes sharing the embedded store take a file lock
 around each call (SQLite and MLflow's schema creation do not like concurrent writers). A run on an object
-store (s3://) without `MLFLOW_TRACKING_URI` is not tracked (a SQLite file cannot live there). `SBI_TRACKING=off`
-turns tracking off.
+store (s3://) without `MLFLOW_TRACKING_URI` is not tracked (a SQLite file cannot live there): a deployment points
+MLFLOW_TRACKING_URI at an `mlflow server` (PostgreSQL store, S3 artifacts; docker-compose runs one, and the
+Kubernetes profiles pass the worker's MLFLOW_TRACKING_URI to every pod). `SBI_TRACKING=off` turns tracking off.
 
 Tracking never raises into a step: the first failure (an unreachable server, a locked store) is logged ONCE as a
 warning and tracking stays off for the rest of the process; the files in storage remain the record. Requests to
@@ -131,7 +136,8 @@ class _Store:
 def _store(layout: RunLayout) -> _Store:
     uri = tracking_uri(layout)
     if uri is None:
-        raise RuntimeError(f"run {layout.root} is on an object store: set MLFLOW_TRACKING_URI to track it")
+        raise RuntimeError(f"run {layout.root} is on an object store: set MLFLOW_TRACKING_URI to an mlflow server "
+                           "to track it (docs/storage.md)")
     if not uri.startswith("sqlite:///") or os.environ.get("MLFLOW_TRACKING_URI"):
         return _Store(uri, None, None)
     directory = Path(uri.removeprefix("sqlite:///")).parent
@@ -185,7 +191,7 @@ def _session(layout: RunLayout, cfg: AnalysisConfig) -> Iterator[_Session]:
         client = _client(store)
         experiment_id = _experiment(client, cfg.name, store.artifact_location)
         key = run_key(layout)
-        parent = _parents.get((store.uri, key)) or _parent(client, experiment_id, layout, cfg, key)
+        parent = _parents.get((store.uri, key)) or _parent(client, experiment_id, layout, cfg, key, store.uri)
         _parents[(store.uri, key)] = parent
         yield _Session(client, experiment_id, parent, key)
         client.set_terminated(parent, "FINISHED")  # end time = the pipeline run's last logged step
@@ -213,23 +219,47 @@ def _find_runs(client: Any, experiment_id: str, tags: Mapping[str, str]) -> list
     return sorted(runs, key=lambda r: (r.info.start_time, r.info.run_id))
 
 
-def _parent(client: Any, experiment_id: str, layout: RunLayout, cfg: AnalysisConfig, key: str) -> str:
-    """The pipeline run's parent run: found by tag, else created (and, if another process created one at the
-    same moment, the older one kept and ours deleted, so all processes converge on one parent)."""
-    found = _find_runs(client, experiment_id, {TAG_KIND: "pipeline", TAG_RUN_KEY: key})
-    if found:
-        return str(found[0].info.run_id)
+def parent_marker(layout: RunLayout, tracking: str) -> str:
+    """The file in the run that names the run's parent MLflow run on one tracking server (created once)."""
+    digest = hashlib.sha256(tracking.encode()).hexdigest()[:12]
+    return storage.join(layout.root, "tracking", f"parent-{digest}.json")
+
+
+def _marked_parent(client: Any, marker: str) -> str | None:
+    """The parent run the marker names, if the server still has it active; None when there is no marker."""
+    if not storage.exists(marker):
+        return None
+    run_id = str(storage.read_json(marker)["run_id"])
+    try:
+        run = client.get_run(run_id)
+    except Exception:  # noqa: BLE001 - deleted on the server (or another server with the same URI)
+        run = None
+    if run is None or run.info.lifecycle_stage != "active":
+        raise RuntimeError(f"{marker} names parent run {run_id}, which the tracking server no longer has: "
+                           "remove the marker to start a new parent")
+    return run_id
+
+
+def _parent(client: Any, experiment_id: str, layout: RunLayout, cfg: AnalysisConfig, key: str,
+            tracking: str) -> str:
+    """The pipeline run's parent run, race-free across processes and machines: a marker in the run's storage
+    (`parent_marker`) names it. Without one, this process creates a parent run and then creates the marker only
+    if it is still absent (an atomic create: a link locally, a conditional PUT on S3); a process that loses the
+    race deletes its own run and takes the marker's. So steps that start at once on a fresh server share one."""
+    marker = parent_marker(layout, tracking)
+    found = _marked_parent(client, marker)
+    if found is not None:
+        return found
     from sbi_core.config import config_hash
 
     tags = {TAG_KIND: "pipeline", TAG_RUN_KEY: key, TAG_RUN_URI: layout.root, TAG_CONFIG_HASH: config_hash(cfg),
             TAG_NAME: cfg.name, "mlflow.runName": layout.root.rstrip("/").rsplit("/", 1)[-1]}
     tags.update({tag: os.environ[env] for tag, env in AIRFLOW_ENV.items() if os.environ.get(env)})
-    run = client.create_run(experiment_id, tags=tags)
-    ours = str(run.info.run_id)
-    oldest = _find_runs(client, experiment_id, {TAG_KIND: "pipeline", TAG_RUN_KEY: key})
-    if oldest and str(oldest[0].info.run_id) != ours:
+    ours = str(client.create_run(experiment_id, tags=tags).info.run_id)
+    record = {"run_id": ours, "experiment_id": experiment_id, "tracking_uri": tracking}
+    if not storage.create_if_absent(marker, (json.dumps(record, sort_keys=True) + "\n").encode()):
         client.delete_run(ours)
-        return str(oldest[0].info.run_id)
+        return str(storage.read_json(marker)["run_id"])
     from sbi_core.config import config_to_yaml
 
     _log_text(client, ours, "config.yaml", config_to_yaml(cfg))
@@ -404,3 +434,80 @@ def log_fit(layout: RunLayout, cfg: AnalysisConfig, results: Mapping[str, Any], 
         _log_files(s.client, run_id, [a for a in artifacts if a.lower().endswith(".png")], artifact_path="plots")
         _log_files(s.client, run_id, [a for a in artifacts if not a.lower().endswith(".png")])
         s.client.set_terminated(run_id, "FINISHED")
+
+
+# ---------------------------------------------------------------------------------------------- studies
+#: A study's MLflow runs: one experiment per study kind, a parent run per study (found again by this tag, a
+#: digest of the study URI), a child run per round with a metric per evaluated point (step = its index in the
+#: round), the final results and plots on the parent.
+TAG_STUDY_KEY = "sbi.study_key"
+
+
+def _study_experiment(config: Mapping[str, Any]) -> str:
+    return f"sbi-study-{config.get('kind', 'study')}"
+
+
+@contextlib.contextmanager
+def _study_session(study_uri: str, name: str, config: Mapping[str, Any]) -> Iterator[_Session]:
+    """The client, the kind's experiment and the study's parent run (created, with the config as params, on
+    first use)."""
+    layout = RunLayout(study_uri)
+    store = _store(layout)
+    key = hashlib.sha256(layout.root.encode()).hexdigest()[:24]
+    with _locked(store):
+        client = _client(store)
+        experiment_id = _experiment(client, _study_experiment(config), store.artifact_location)
+        parent = _parents.get((store.uri, "study:" + key))
+        if parent is None:
+            found = _find_runs(client, experiment_id, {TAG_KIND: "study", TAG_STUDY_KEY: key})
+            if found:
+                parent = str(found[0].info.run_id)
+            else:
+                tags = {TAG_KIND: "study", TAG_STUDY_KEY: key, "sbi.study_uri": layout.root, TAG_NAME: name,
+                        "mlflow.runName": name}
+                tags.update({tag: os.environ[env] for tag, env in AIRFLOW_ENV.items() if os.environ.get(env)})
+                parent = str(client.create_run(experiment_id, tags=tags).info.run_id)
+                _log_batch(client, parent, params=_metrics_and_params({"study": dict(config)})[1])
+            _parents[(store.uri, "study:" + key)] = parent
+        yield _Session(client, experiment_id, parent, key)
+
+
+@_never_raises
+def log_study_round(study_uri: str, name: str, config: Mapping[str, Any], record: Mapping[str, Any]) -> None:
+    """A child run `round-NNNN` of the study's parent: each evaluated point's `metrics` (step = its index in the
+    round), the round's headline figures, its cost and failures; the headline also on the parent (step = round).
+    A repeated aggregate of the same round replaces its child run."""
+    from mlflow.entities import Metric, Param
+
+    r = int(record["round"])
+    with _study_session(study_uri, name, config) as s:
+        run_id = _child(s, "round", f"round-{r:04d}", {"sbi.round": str(r)})
+        now = int(time.time() * 1000)
+        metrics = [Metric(_KEY_BAD.sub("_", k), float(v), now, i) for i, e in enumerate(record.get("entries", []))
+                   for k, v in (e.get("metrics") or {}).items() if _is_number(v) and math.isfinite(v)]
+        headline = {k: v for k, v in flatten(record["decision"].get("summary", {})).items()
+                    if _is_number(v) and math.isfinite(v)}
+        metrics += [Metric(k, float(v), now, r) for k, v in headline.items()]
+        metrics += [Metric("cost", float(record.get("cost", 0)), now, r),
+                    Metric("failed_points", float(len(record.get("failed", []))), now, r)]
+        params = [Param("decision", record["decision"]["action"]), Param("reason", _text(record["decision"]["reason"]))]
+        _log_batch(s.client, run_id, metrics, params)
+        s.client.set_terminated(run_id, "FINISHED")
+        _log_batch(s.client, s.parent_id, [Metric(k, float(v), now, r) for k, v in headline.items()]
+                   + [Metric("budget_used", float(record["state"]["budget_used"]), now, r)])
+
+
+@_never_raises
+def log_study_results(study_uri: str, name: str, config: Mapping[str, Any], results: Mapping[str, Any],
+                      artifacts: Sequence[str]) -> None:
+    """The study's final results on its parent run (the headline numbers as metrics `result.<name>`, the status
+    and reason as tags), the plots under `plots/` and results.json; the parent ends FINISHED, or KILLED (stopped) or FAILED."""
+    with _study_session(study_uri, name, config) as s:
+        m, _ = _metrics_and_params({"result": results.get("headline", {})}, step=int(results.get("rounds", 0)))
+        _log_batch(s.client, s.parent_id, m)
+        s.client.set_tag(s.parent_id, "sbi.status", str(results.get("status", "")))
+        s.client.set_tag(s.parent_id, "sbi.reason", _text(results.get("reason", ""))[:5000])
+        _log_files(s.client, s.parent_id, [a for a in artifacts if a.lower().endswith(".png")], artifact_path="plots")
+        _log_files(s.client, s.parent_id, [a for a in artifacts if not a.lower().endswith(".png")])
+        status = {"stopped": "KILLED", "failed": "FAILED"}.get(str(results.get("status")), "FINISHED")
+        s.client.set_terminated(s.parent_id, status)

@@ -2,9 +2,14 @@
 
 Embedded defaults: AIRFLOW_HOME `<repo>/.airflow`, SQLite, LocalExecutor, the repo's `dags/`, no
 examples, the local step backend, the pools of the resource profiles (`operators.pools`; sizes from
-`operators/profiles.yaml`, `SBI_POOL_SLOTS` overrides). `LocalAirflow` is also what the integration test
+`operators/profiles.yaml`, `SBI_POOL_SLOTS` overrides). `LocalAirflow` is also what the integration tests
 and the DAG benchmark start: api-server, scheduler, dag-processor (and triggerer), each in its own
 process group.
+
+The production set-up, with the same launcher: `SBI_AIRFLOW_DB=postgresql://USER@HOST:5432/DB` (the
+metadata database; `postgresql+psycopg2://` is used) and `SBI_EXECUTOR=celery` (the CeleryExecutor with a
+`celery-worker` component; broker `SBI_CELERY_BROKER`, default `redis://127.0.0.1:6379/0`; Celery's
+results go to the metadata database). Celery needs PostgreSQL (Airflow refuses SQLite with it).
 
 Loopback only: the API server binds 127.0.0.1. The scheduler's and triggerer's log servers (ports
 8793/8794) have no host setting in Airflow 3.3 (`airflow.utils.serve_logs` binds every interface), so
@@ -34,9 +39,44 @@ DEFAULT_HOME = REPO / ".airflow"
 DEFAULT_ARTIFACTS = REPO / "artifacts"
 BIN = Path(sys.executable).parent
 COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
-# Options per component: no log server on all interfaces (see the module docstring).
-COMPONENT_ARGS = {"scheduler": ("--skip-serve-logs",), "triggerer": ("--skip-serve-logs",)}
+WORKER = "celery-worker"
+# The command of each component; no log server on all interfaces (see the module docstring).
+COMPONENT_COMMANDS = {
+    "scheduler": ("scheduler", "--skip-serve-logs"),
+    "triggerer": ("triggerer", "--skip-serve-logs"),
+    WORKER: ("celery", "worker", "--skip-serve-logs"),
+}
+EXECUTORS = {"local": "LocalExecutor", "celery": "CeleryExecutor"}
+DEFAULT_BROKER = "redis://127.0.0.1:6379/0"
 PASSWORDS_FILE = "simple_auth_manager_passwords.json.generated"
+
+
+class SetupError(ValueError):
+    """A setting of the Airflow set-up (database, executor) has a value we cannot use; names the variable."""
+
+
+def database_url(home: Path, raw: str | None = None) -> str:
+    """`SBI_AIRFLOW_DB` as the SQLAlchemy URL Airflow wants (PostgreSQL through psycopg2), else SQLite in `home`."""
+    raw = (os.environ.get("SBI_AIRFLOW_DB", "") if raw is None else raw).strip()
+    if not raw:
+        return f"sqlite:///{home / 'airflow.db'}"
+    scheme, sep, rest = raw.partition("://")
+    if not sep or scheme not in ("postgresql", "postgres", "postgresql+psycopg2", "sqlite"):
+        raise SetupError(f"SBI_AIRFLOW_DB={raw!r}: expected postgresql://user@host:port/database (or sqlite:///path)")
+    return raw if scheme == "sqlite" else f"postgresql+psycopg2://{rest}"
+
+
+def executor_env(executor: str, database: str, broker: str | None = None) -> dict[str, str]:
+    """Airflow settings of `SBI_EXECUTOR` (`local`, the default, or `celery`) on `database`."""
+    if executor not in EXECUTORS:
+        raise SetupError(f"SBI_EXECUTOR={executor!r}: expected one of {', '.join(EXECUTORS)}")
+    env = {"AIRFLOW__CORE__EXECUTOR": EXECUTORS[executor]}
+    if executor == "celery":
+        if database.startswith("sqlite"):
+            raise SetupError("SBI_EXECUTOR=celery needs a PostgreSQL metadata database: set SBI_AIRFLOW_DB")
+        env["AIRFLOW__CELERY__BROKER_URL"] = broker or DEFAULT_BROKER
+        env["AIRFLOW__CELERY__RESULT_BACKEND"] = f"db+{database}"  # through psycopg2, as the metadata
+    return env
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -54,16 +94,21 @@ def embedded_env(
     log_ports: tuple[int, int] = (8793, 8794),
     dags_folder: Path = REPO / "dags",
     base: dict[str, str] | None = None,
+    database: str | None = None,
+    executor: str | None = None,
 ) -> dict[str, str]:
-    """Environment for every Airflow process of the embedded setup (`base` defaults to os.environ)."""
+    """Environment for every Airflow process (`base` defaults to os.environ): the embedded SQLite and
+    LocalExecutor, or the `database` URL and `executor` given (default: `SBI_AIRFLOW_DB`, `SBI_EXECUTOR`)."""
     env = dict(os.environ if base is None else base)
+    database = database_url(home, env.get("SBI_AIRFLOW_DB", "") if database is None else database)
+    executor = (executor or env.get("SBI_EXECUTOR") or "local").strip().lower()
     env.update(
         {
             "AIRFLOW_HOME": str(home),
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
             "AIRFLOW__CORE__DAGS_FOLDER": str(dags_folder),
-            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
+            **executor_env(executor, database, env.get("SBI_CELERY_BROKER")),
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": database,
             "AIRFLOW__API__HOST": host,
             "AIRFLOW__API__PORT": str(port),
             "AIRFLOW__API__BASE_URL": f"http://{host}:{port}",
@@ -150,6 +195,9 @@ class LocalAirflow:
     components: tuple[str, ...] = COMPONENTS
     dags_folder: Path = REPO / "dags"
     extra_env: dict[str, str] = field(default_factory=dict)
+    #: The metadata database URL and the executor (`local` or `celery`); None: SBI_AIRFLOW_DB, SBI_EXECUTOR.
+    database: str | None = None
+    executor: str | None = None
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict, init=False)
     _logs: list[IO[bytes]] = field(default_factory=list, init=False)
 
@@ -160,27 +208,62 @@ class LocalAirflow:
     @property
     def env(self) -> dict[str, str]:
         env = embedded_env(self.home, host=self.host, port=self.port, log_ports=self.log_ports,
-                           dags_folder=self.dags_folder)
+                           dags_folder=self.dags_folder, database=self.database,
+                           executor=self.executor, base={**os.environ, **self.extra_env})
         return {**env, **self.extra_env}
+
+    @property
+    def celery(self) -> bool:
+        return self.env["AIRFLOW__CORE__EXECUTOR"] == EXECUTORS["celery"]
 
     @property
     def log_dir(self) -> Path:
         return self.home / "logs" / "components"
 
     def start(self) -> LocalAirflow:
-        """Migrate the database, create the pools, then start every component with its output in `log_dir`."""
+        """Migrate the database, create the pools, then start every component with its output in `log_dir`
+        (with the CeleryExecutor, a `celery-worker` too)."""
         env = self.env
         migrate(env)
         create_pools(env)
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        for name in self.components:
-            log = open(self.log_dir / f"{name}.log", "ab")  # closed in stop()
-            self._logs.append(log)
-            self.processes[name] = subprocess.Popen(
-                [str(BIN / "airflow"), name, *COMPONENT_ARGS.get(name, ())],
-                env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-            )
+        names = [*self.components, *((WORKER,) if self.celery and WORKER not in self.components else ())]
+        for name in names:
+            self.start_component(name, env)
         return self
+
+    def start_component(self, name: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        """Start one component in its own process group, its output appended to `log_dir/<name>.log`."""
+        log = open(self.log_dir / f"{name}.log", "ab")  # closed in stop()
+        self._logs.append(log)
+        command = COMPONENT_COMMANDS.get(name, (name,))
+        self.processes[name] = subprocess.Popen(
+            [str(BIN / "airflow"), *command], env=env or self.env, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        return self.processes[name]
+
+    def kill_component(self, name: str) -> list[int]:
+        """SIGKILL a component and every process below it, its tasks' subprocesses included (a machine or
+        container that dies); returns the pids killed."""
+        proc = self.processes.pop(name)
+        pids = process_tree(proc.pid)
+        for pid in pids:
+            _kill(pid)
+        proc.wait()
+        return pids
+
+    def wait_for_log(self, name: str, text: str, *, after: int = 0, timeout: float = 60.0) -> None:
+        """Block until `text` appears in the component's log past byte `after` (e.g. a Celery worker's "ready")."""
+        path, deadline = self.log_dir / f"{name}.log", time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if text.encode() in path.read_bytes()[after:]:
+                return
+            proc = self.processes.get(name)
+            if proc is not None and proc.poll() is not None:
+                raise RuntimeError(f"{name} exited with {proc.returncode}; see {path}")
+            time.sleep(0.5)
+        raise TimeoutError(f"{name} did not log {text!r} within {timeout:.0f} s; see {path}")
 
     def listeners(self) -> list[tuple[str, int, int]]:
         """(address, port, pid) of every TCP listener of the components and their children."""
@@ -273,7 +356,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--home", type=Path, default=Path(os.environ.get("SBI_AIRFLOW_HOME", DEFAULT_HOME)))
     parser.add_argument("--port", type=int, default=int(os.environ.get("SBI_AIRFLOW_PORT", "8080")))
     args = parser.parse_args(argv)
-    airflow = LocalAirflow(home=args.home.resolve(), port=args.port)
+    try:
+        airflow = LocalAirflow(home=args.home.resolve(), port=args.port)
+        airflow.env  # noqa: B018 - checks SBI_AIRFLOW_DB / SBI_EXECUTOR before anything starts
+    except SetupError as exc:
+        print(exc, file=sys.stderr)
+        return 2
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # so `kill` also runs the cleanup below
     print(f"Starting Airflow in {airflow.home} (component logs: {airflow.log_dir}) ...", flush=True)
     try:
@@ -288,9 +376,13 @@ def main(argv: list[str] | None = None) -> int:
             from operators.profiles import load_pools
 
             pools = ", ".join(f"{p.name} {p.slots}" for p in load_pools().values())
+            env = airflow.env
+            database = env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].split("://", 1)[0]
             print(
                 f"\nAirflow is up: {airflow.url}\n"
                 f"{login}\n"
+                f"Executor {env['AIRFLOW__CORE__EXECUTOR']}, metadata database {database} "
+                "(SBI_EXECUTOR, SBI_AIRFLOW_DB)\n"
                 f"DAGs from {REPO / 'dags'}; runs write under {artifacts}\n"
                 f"Pools (slots): {pools}  (SBI_POOL_SLOTS=name=slots,... to change)\n"
                 "Ctrl-C stops everything.",

@@ -301,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     home = args.home.resolve()
-    os.environ.update(embedded_env(home))  # before anything imports airflow
+    os.environ.update(embedded_env(home, database="", executor="local"))  # the embedded default, before airflow loads
     os.environ.setdefault("SBI_MAX_FAN_OUT", DEMO_MAX_FAN_OUT)
     migrate(dict(os.environ))
     sys.path.insert(0, str(REPO))

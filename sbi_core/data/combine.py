@@ -3,19 +3,19 @@
 Order of work, so that a bad input never leaves anything under the output URI:
 1. every input's header is checked (present, readable, sealed, event count as planned, same config
    hash, same chunking) before a byte of output is written; remote headers are read in place;
-2. the inputs are streamed one at a time (one open input, at most one downloaded copy), one chunk
-   at a time, into a temporary file: stored chunks are copied as they are (no decompression)
+2. the inputs are streamed one at a time (one open input, remote ones read in place), one chunk
+   at a time, into the output stream (a temporary file, or an upload to S3): stored chunks are copied as they are (no decompression)
    wherever the input's rows land on an output chunk boundary, and decoded/re-encoded otherwise;
    each input's `raw_crc32` is recomputed on the way and a mismatch (a corrupt chunk) aborts the
    combine naming the input;
-3. only a complete, sealed file is published under the output URI (storage.atomic_write).
-Peak memory is about one chunk, and open files two, whatever the number of events or inputs.
+3. only a complete, sealed file is published under the output URI (storage.atomic_stream).
+Peak memory is about one chunk (plus a few upload parts on S3), and open files two, whatever the number of
+events or inputs; on S3 nothing is written to local disk.
 """
 
 from __future__ import annotations
 
 import contextlib
-import datetime as _dt
 import time
 import zlib
 from typing import Any
@@ -95,12 +95,12 @@ def combine_files(
     _check_compatible(infos)
     n_total = sum(info.n_events for info in infos)
     stats = {"raw_chunks": 0, "decoded_chunks": 0}
-    with storage.atomic_write(output) as tmp, h5py.File(tmp, "w", libver=("v110", "latest")) as out:
+    with storage.atomic_stream(output) as tmp, h5py.File(tmp, "w", libver=("v110", "latest")) as out:
         offset = 0
         for k, info in enumerate(infos):
             with contextlib.ExitStack() as stack:
                 try:
-                    path = stack.enter_context(storage.local_copy(info.uri))
+                    path = stack.enter_context(storage.open_read(info.uri))
                 except FileNotFoundError:
                     raise ShardError(info.uri, "disappeared after it was checked") from None
                 src = stack.enter_context(h5py.File(path, "r"))
@@ -114,7 +114,6 @@ def combine_files(
         out.attrs["kind"] = kind
         out.attrs["shards"] = np.asarray([s for info in infos for s in info.shards], dtype=np.int64)
         out.attrs["shard_index"] = -1
-        out.attrs["created"] = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
         seal(out, n_generated=sum(info.n_generated for info in infos))
     return {
         "inputs": list(inputs),

@@ -1,9 +1,11 @@
 """The HDF5 event file: layout, writer and inspection. Documented in docs/data-format.md.
 
-Group names follow MadMiner where the concept is the same (`parameters`, `benchmarks`, `morphing`,
-`observables`, `nuisance_parameters`, `samples/observations`, `samples/weights`; strings are
-fixed-length ASCII `S256`), so MadMiner tools can read our files. Additions: `samples/latent`
-(parton-level z for joint quantities at any theta) and provenance attributes on the root.
+The header is MadMiner 0.9.6's (`parameters`, `benchmarks`, `morphing`, `observables`, `nuisance_parameters`,
+`sample_summary`, `samples/{observations,weights,sampling_benchmarks}`; strings are fixed-length
+ASCII `S256`), so MadMiner's `SampleAugmenter` opens our files (tests/data/test_madminer.py); the MadMiner
+pieces and what MadMiner cannot carry are in `sbi_core.data.madminer_layout`. Additions: `samples/latent`
+(parton-level z for joint quantities at any theta), our nuisance kinds and sizes, observable descriptions and
+provenance attributes on the root.
 
 Every sample dataset is chunked by rows (`chunk_rows`, the same in every file of a run), compressed
 (shuffle + gzip level 1) and checksummed per chunk (fletcher32); each also carries `raw_crc32`, a
@@ -13,7 +15,7 @@ still refuse a corrupt input.
 
 from __future__ import annotations
 
-import datetime as _dt
+import logging
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,13 +25,15 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 import h5py
 import numpy as np
 
-from sbi_core import __version__
+from sbi_core import __version__, storage
+from sbi_core.data import madminer_layout as madminer
 from sbi_core.errors import ShardError
 
 if TYPE_CHECKING:
     from sbi_core.config import AnalysisConfig
     from sbi_core.physics.base import EventBatch, Simulator
 
+log = logging.getLogger(__name__)
 FORMAT_NAME = "sbi-events"
 FORMAT_VERSION = 1
 OBSERVATIONS = "samples/observations"
@@ -73,11 +77,11 @@ def write_header(
     """Write the analysis description (MadMiner groups) and provenance attributes."""
     npar = len(cfg.parameters)
     f.create_dataset("parameters/names", data=_ascii(cfg.parameter_names))
-    f.create_dataset("parameters/ranges", data=np.array([p.range for p in cfg.parameters], dtype=np.float64))
-    f.create_dataset("parameters/max_power", data=np.asarray(cfg.max_powers, dtype=np.int64).reshape(npar, 1))
+    f.create_dataset("parameters/val_ranges", data=np.array([p.range for p in cfg.parameters], dtype=np.float64))
+    f.create_dataset("parameters/max_power", data=np.asarray(cfg.max_powers, dtype=np.int64).reshape(npar))
     f.create_dataset("parameters/lha_blocks", data=_ascii([""] * npar))
     f.create_dataset("parameters/lha_ids", data=np.zeros(npar, dtype=np.int64))
-    f.create_dataset("parameters/transforms", data=_ascii([""] * npar))
+    f.create_dataset("parameters/transforms", data=_ascii([madminer.EMPTY_EXPR] * npar))
     f.create_dataset(
         "parameters/true_values",
         data=np.array([np.nan if p.true_value is None else p.true_value for p in cfg.parameters]),
@@ -96,7 +100,8 @@ def write_header(
     f.create_dataset("morphing/morphing_matrix", data=np.asarray(morphing_matrix, dtype=np.float64))
 
     f.create_dataset("observables/names", data=_ascii(cfg.observable_names))
-    f.create_dataset("observables/definitions", data=_ascii([o.description for o in cfg.observables]))
+    f.create_dataset("observables/definitions", data=_ascii(madminer.observable_definitions(cfg)))
+    f.create_dataset("observables/descriptions", data=_ascii([o.description for o in cfg.observables]))
     f.create_dataset("latent/names", data=_ascii(latent_names))
 
     nn = [n.name for n in cfg.nuisance]
@@ -105,6 +110,8 @@ def write_header(
     f.create_dataset("nuisance_parameters/sizes", data=np.array([n.size for n in cfg.nuisance], dtype=np.float64))
     f.create_dataset("nuisance_parameters/benchmark_positive", data=_ascii([f"{n}_up" for n in nn]))
     f.create_dataset("nuisance_parameters/benchmark_negative", data=_ascii([f"{n}_down" for n in nn]))
+    # each its own systematic; no `systematics/*` group: MadMiner 0.9.6 cannot read ours back (madminer_layout)
+    f.create_dataset("nuisance_parameters/systematics", data=_ascii(nn))
 
     attrs = f.attrs
     attrs["format"] = FORMAT_NAME
@@ -117,7 +124,6 @@ def write_header(
     if cfg.generation.sampling_point is not None:  # events drawn off the benchmarks (active learning)
         attrs["sampling_point"] = np.asarray(cfg.sampling_theta(), dtype=np.float64)
     attrs["package_version"] = __version__
-    attrs["created"] = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
     attrs["chunk_rows"] = chunk_rows
     attrs["seed"] = -1 if seed is None else seed
     attrs["shards"] = np.asarray(shards if shards is not None else [], dtype=np.int64)
@@ -137,9 +143,10 @@ def simulator_header(cfg: AnalysisConfig, sim: Simulator) -> dict[str, Any]:
 
 
 def copy_header(src: h5py.File, dst: h5py.File) -> None:
-    """Copy every non-sample group and the root attributes (combine keeps the shards' header)."""
+    """Copy every non-sample group and the root attributes (combine keeps the shards' header); the sample
+    summary, which counts the samples, is written again by `seal`."""
     for name in src:
-        if name != "samples":
+        if name not in ("samples", "sample_summary"):
             src.copy(src[name], dst, name=name)
     for key, val in src.attrs.items():
         dst.attrs[key] = val
@@ -153,7 +160,9 @@ def create_sample_datasets(f: h5py.File, widths: dict[str, int], n_rows: int | N
         f.create_dataset(
             name,
             shape=shape,
-            maxshape=(None, k),
+            # Fixed size where HDF5 allows it (not below one chunk): a fixed-array chunk index, one block
+            # allocated early, which lets storage.atomic_stream upload the file as it is written.
+            maxshape=shape if n_rows is not None and n_rows >= chunk_rows else (None, k),
             dtype=np.float64,
             chunks=(chunk_rows, k),
             track_times=False,
@@ -170,7 +179,16 @@ def dataset_raw_chunks(ds: h5py.Dataset) -> Iterator[tuple[int, int, bytes]]:
 
 
 def raw_crc32(ds: h5py.Dataset) -> int:
-    """CRC32 over the stored chunk bytes in order (what `raw_crc32` attributes hold)."""
+    """CRC32 over the stored chunk bytes in order (what `raw_crc32` attributes hold). A file being streamed to
+    an object store (`storage.atomic_stream`) answers from the CRCs it recorded as the chunks were written:
+    their bytes are no longer local."""
+    stream = storage.open_stream(ds.file.filename)
+    if stream is not None:
+        extents: list[tuple[tuple[int, ...], int, int]] = []
+        ds.id.chunk_iter(lambda info: extents.append((info.chunk_offset, info.byte_offset, info.size)))
+        recorded = stream.crc32_of([(offset, size) for _, offset, size in sorted(extents)])
+        if recorded is not None:
+            return int(recorded)
     crc = 0
     for _, _, data in dataset_raw_chunks(ds):
         crc = zlib.crc32(data, crc)
@@ -178,20 +196,28 @@ def raw_crc32(ds: h5py.Dataset) -> int:
 
 
 def seal(f: h5py.File, n_generated: int) -> None:
-    """Record counts and per-dataset raw CRCs; call last, after every sample is written and flushed."""
+    """Record counts and per-dataset raw CRCs, and MadMiner's sample summary; call last, after every sample is
+    written and flushed. Logs what MadMiner cannot use of the file (sbi_core.data.madminer_layout)."""
     f.flush()
     for name in SAMPLE_DATASETS:
         f[name].attrs["raw_crc32"] = raw_crc32(f[name])
-    f.attrs["n_events"] = int(f[OBSERVATIONS].shape[0])
+    n = int(f[OBSERVATIONS].shape[0])
+    madminer.write_sample_summary(f, n, str(f.attrs["sampling_benchmark"]))
+    gaps = madminer.madminer_gaps(decode_names(f["nuisance_parameters/kinds"]),
+                                  decode_names(f["nuisance_parameters/names"]),
+                                  decode_names(f["observables/definitions"]))
+    if gaps:
+        log.warning("event file for MadMiner 0.9.6: %s (docs/data-format.md)", "; ".join(gaps))
+    f.attrs["n_events"] = n
     f.attrs["n_generated"] = int(n_generated)
 
 
 class EventFileWriter:
-    """Append EventBatches to a new event file at a local path (use storage.atomic_write for the path)."""
+    """Append EventBatches to a new event file at a local path or file object (storage.atomic_stream's)."""
 
     def __init__(
         self,
-        path: Path,
+        path: Path | BinaryIO,
         cfg: AnalysisConfig,
         *,
         chunk_rows: int,
@@ -299,7 +325,7 @@ def inspect_event_file(
     )
 
 
-def verify_complete(path: Path | str, uri: str, *, config_hash: str, expected_events: int) -> EventFileInfo:
+def verify_complete(path: Path | str | BinaryIO, uri: str, *, config_hash: str, expected_events: int) -> EventFileInfo:
     """inspect_event_file plus a CRC check of every stored chunk and the package version: the file is
     exactly what this package would write now (generate uses it to skip finished shards on a retry)."""
     info = inspect_event_file(path, uri, config_hash=config_hash, expected_events=expected_events)

@@ -102,7 +102,7 @@ def generate_shard(cfg: AnalysisConfig, plan: GenerationPlan, index: int, uri: s
         "seed": plan.seed,
         "shards": [index],
     }
-    with storage.atomic_write(uri) as tmp:
+    with storage.atomic_stream(uri) as tmp:
         writer = EventFileWriter(tmp, cfg, chunk_rows=plan.chunk_rows, widths=widths, n_rows=n_keep, header=header)
         writer.append(batch, scale)
         writer.close(n_generated)
@@ -126,8 +126,8 @@ def _finished_shard(uri: str, config_hash: str, n_keep: int) -> EventFileInfo | 
     if not storage.exists(uri):
         return None
     try:
-        with storage.local_copy(uri) as path:
-            return verify_complete(path, uri, config_hash=config_hash, expected_events=n_keep)
+        with storage.open_read(uri) as handle:  # remote shards are checked in place, not downloaded
+            return verify_complete(handle, uri, config_hash=config_hash, expected_events=n_keep)
     except ShardError as exc:
         log.warning("shard file exists but will be regenerated: %s", exc)
         return None

@@ -18,6 +18,7 @@ else from Minuit's numerical Hesse.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -27,6 +28,8 @@ import numpy as np
 
 from sbi_core.errors import InputError
 from sbi_core.inference.objective import Objective, check_objective
+
+log = logging.getLogger(__name__)
 
 __all__ = ["FitResult", "minimize"]
 
@@ -90,6 +93,16 @@ def _vector(names: list[str], given: Mapping[str, float] | Sequence[float] | np.
     return arr
 
 
+def _positive_definite(h: np.ndarray) -> bool:
+    if not np.all(np.isfinite(h)):
+        return False
+    try:
+        np.linalg.cholesky(0.5 * (h + h.T))
+    except np.linalg.LinAlgError:
+        return False
+    return True
+
+
 def minimize(
     objective: Objective,
     start: Mapping[str, float] | Sequence[float] | np.ndarray | None = None,
@@ -144,6 +157,11 @@ def minimize(
     # with a parameter fixed the seed is the wrong block (root-project/root#20954; seen with iminuit 2.33: cHW
     # fixed, Migrad stopped "valid" 0.007 above the minimum in 5 calls). Profile points and toys fix parameters.
     seeded = use_hessian and callable(hess_fn) and not fixed
+    if seeded and not _positive_definite(np.asarray(hess_fn(x0), dtype=np.float64)):
+        # Minuit2 needs a positive-definite seed; iminuit 2.33 fails with "'NoneType' object is not callable"
+        # on another one (seen at the start of a fit whose learned shape variation is barely trained)
+        log.info("minimize: the Hessian at the start is not positive definite: Migrad starts without it")
+        seeded = False
 
     def build(start: np.ndarray, with_hessian: bool, strat: int) -> Any:
         extra = {}

@@ -54,7 +54,6 @@ Devices: with several JAX devices (or `devices=`), the event axis of every chunk
 
 from __future__ import annotations
 
-import logging
 import math
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -68,10 +67,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from sbi_core.data.likelihood_arrays import LikelihoodArrays, iter_event_chunks
+from sbi_core.inference.compilation import configure_jax
 from sbi_core.inference.interpolation import INTERPOLATIONS, basis_functions
 
-jax.config.update("jax_enable_x64", True)
-logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)  # "no TPU" chatter on every CPU start
+configure_jax()  # float64 on, the persistent compilation cache: before the first compile of any inference step
 
 __all__ = ["DTYPES", "NLLModel", "trace_count"]
 

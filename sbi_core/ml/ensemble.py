@@ -70,16 +70,12 @@ def build_ensembles(run_uri: str) -> dict[str, Any]:
     for (method, head, variation), ids in groups.items():
         ok, failed, val_losses = [], {}, []
         for nid in ids:
-            uri = layout.network_file(nid, "result.json")
-            if not storage.exists(uri):
-                failed[nid] = "no result.json: never trained, or its train task is still running or was killed"
-                continue
-            result = storage.read_json(uri)
-            if result.get("status") == "ok" and storage.exists(layout.network_file(nid, "model.pt")):
+            result, why = _member(layout, nid)
+            if result is None:
+                failed[nid] = why
+            else:
                 ok.append(nid)
                 val_losses.append(float(result["best_val_loss"]))
-            else:
-                failed[nid] = str(result.get("error") or "failed")
         status = "ok" if len(ok) >= min_members else "failed"
         record = {"format": ENSEMBLE_FORMAT, "method": method, "head": head, "variation": variation,
                   "status": status, "members": ok, "failed": failed, "min_members": min_members,
@@ -111,6 +107,26 @@ def build_ensembles(run_uri: str) -> dict[str, Any]:
         "evaluate_batches": [str(i) for i in range(n_batches)],
         "seconds": round(time.perf_counter() - t0, 3),
     }
+
+
+def _member(layout: RunLayout, nid: str) -> tuple[dict[str, Any] | None, str]:
+    """(result, "") for a trained member whose model file is the one its result.json records, else (None, why)."""
+    from sbi_core.ml.model_io import model_file_problem
+
+    uri = layout.network_file(nid, "result.json")
+    if not storage.exists(uri):
+        return None, "no result.json: never trained, or its train task is still running or was killed"
+    try:
+        result = storage.read_json(uri)
+    except ValueError:
+        return None, f"{uri} is not valid JSON: retrain the network (sbi-core train --network {nid})"
+    if not isinstance(result, dict) or result.get("status") != "ok":
+        error = result.get("error") if isinstance(result, dict) else f"{uri} is not a result record"
+        return None, str(error or "failed")
+    problem = model_file_problem(layout.network_file(nid, "model.pt"), result)
+    if problem:
+        return None, f"{problem}: retrain it (sbi-core train --network {nid} repairs it)"
+    return result, ""
 
 
 def _largest_test_set(layout: RunLayout, keys: list[tuple[str, str, str]], cfg: Any) -> int:

@@ -40,6 +40,12 @@ class SampleOptions(ConfigSection):
         default=0.2, gt=0.0, lt=1.0, title="Validation fraction",
         description="Share of the training samples held out for validation (early stopping).",
     )
+    validation_events: Literal["separate", "shared"] = Field(
+        default="separate", title="Validation events",
+        description="separate: the validation set is drawn from events of its own, never trained on; shared "
+        "(MadMiner's): from the training events, so the training samples are drawn from more events. Test events "
+        "are always their own.",
+    )
     test: int = Field(
         default=5000, ge=2, le=10**9, title="Test samples",
         description="Unweighted samples per network set in the test set, drawn from events never used for training.",
@@ -51,7 +57,14 @@ class SampleOptions(ConfigSection):
     )
     n_thetas: int = Field(
         default=100, ge=1, le=100_000, title="Prior points",
-        description="Distinct theta0 points drawn from the prior (theta0: prior); samples are shared evenly.",
+        description="Distinct theta0 points drawn from the prior (theta0: prior) per half of the samples; "
+        "samples are shared evenly.",
+    )
+    pairing: Literal["shared", "independent"] = Field(
+        default="shared", title="theta0 of the theta1 half",
+        description="theta0: prior only. shared: each prior point labels rows of both halves (y = 0 at theta0, "
+        "y = 1 at theta1); independent (MadMiner's sample_train_ratio): the half drawn at theta1 gets its own "
+        "n_thetas prior points. Measured on the benchmark model, independent is not better (docs/training.md).",
     )
     theta_fixed: dict[str, float] | None = Field(
         default=None, title="Fixed theta",
@@ -147,7 +160,14 @@ class TrainingConfig(ConfigSection):
     )
     alpha: float = Field(
         default=1.0, ge=0.0, le=1e6, title="Score weight",
-        description="Weight of the joint-score term in the RASCAL and ALICES losses (MadMiner's alpha).",
+        description="Weight of the joint-score term in the RASCAL and ALICES losses (MadMiner's alpha), in the "
+        "units score_units names.",
+    )
+    score_units: Literal["standardised", "raw"] = Field(
+        default="standardised", title="Score units",
+        description="standardised (MadMiner's): the score term compares scores in standardised parameters, "
+        "t * std(theta0), so alpha weighs every parameter alike; raw: in the parameters' own units "
+        "(alpha_raw = alpha * std^2 per parameter).",
     )
     samples: SampleOptions = Field(
         default_factory=SampleOptions, title="Samples", description="Augmented training, validation and test sets."

@@ -84,11 +84,22 @@ def split_sizes(cfg: AnalysisConfig) -> dict[str, int]:
 
 
 def event_split(cfg: AnalysisConfig, rows: np.ndarray) -> np.ndarray:
-    """Split index (0 train, 1 val, 2 test) of each event row: disjoint, proportional to the rows asked."""
+    """Split index (0 train, 1 val, 2 test) of each event row: disjoint, proportional to the rows asked. With
+    `validation_events: shared` no event is a validation event: the validation rows are drawn from the training
+    events (`pool_split`), so training draws from more events (MadMiner's validation split of its samples)."""
     sizes = split_sizes(cfg)
+    if cfg.training.samples.validation_events == "shared":
+        sizes = {"train": sizes["train"] + sizes["val"], "val": 0, "test": sizes["test"]}
     total = sum(sizes.values())
     key = stream_code(f"{_SPLIT_TAG}-{cfg.training.seed}")
     return split_labels(rows, key, tuple(sizes[s] / total for s in SPLITS))
+
+
+def pool_split(cfg: AnalysisConfig, split: str) -> int:
+    """The event split a set's rows are drawn from: its own, or the training events for validation rows when
+    `validation_events` is shared."""
+    shared = split == "val" and cfg.training.samples.validation_events == "shared"
+    return SPLITS.index("train") if shared else SPLITS.index(split)
 
 
 # ------------------------------------------------------------------------------------------------ the model
@@ -223,45 +234,64 @@ def _theta_fixed(cfg: AnalysisConfig, model: EventModel) -> np.ndarray:
     return model.theta_ref.copy() if fixed is None else np.array([fixed[p] for p in cfg.parameter_names])
 
 
+def _prior_points(cfg: AnalysisConfig, rng: np.random.Generator) -> np.ndarray:
+    """n_thetas points drawn uniformly over the parameter ranges."""
+    lo = np.array([p.range[0] for p in cfg.parameters])
+    hi = np.array([p.range[1] for p in cfg.parameters])
+    return lo + (hi - lo) * rng.random((cfg.training.samples.n_thetas, lo.size))
+
+
+def _spread(points: np.ndarray, n: int) -> np.ndarray:
+    """n rows shared as evenly as possible over the points, in point order: (n, P)."""
+    per = np.full(points.shape[0], n // points.shape[0])
+    per[: n % points.shape[0]] += 1
+    return np.repeat(points, per, axis=0)
+
+
+def _hypotheses(cfg: AnalysisConfig, model: EventModel, spec: SampleSpec, n: int, rng: np.random.Generator
+                ) -> tuple[np.ndarray, np.ndarray, list[tuple]]:
+    """Unshuffled theta0 (n, P), y (n,) and each row's pool hypothesis: per theta0 point half the rows at theta0
+    (y = 0) and half at the reference (y = 1); local methods draw every row at theta0 (= theta1). With
+    `pairing: independent` (theta0: prior) the y = 1 half takes its own prior points, as MadMiner does."""
+    ref = model.theta_ref
+    if spec.is_variation:
+        points, numerator = ref[None, :], ("variation", spec.variation)
+    elif spec.method in LOCAL_METHODS:
+        points, numerator = _theta_fixed(cfg, model)[None, :], None
+    elif spec.method in BENCHMARK_METHODS:
+        points, numerator = model.morph.basis[[cfg.benchmark_names.index(spec.head)]], None
+    else:
+        mode, numerator = cfg.training.samples.theta0, None
+        points = {"prior": lambda: _prior_points(cfg, rng), "benchmarks": lambda: model.morph.basis.copy(),
+                  "fixed": lambda: _theta_fixed(cfg, model)[None, :]}[mode]()
+        if mode == "prior" and cfg.training.samples.pairing == "independent":
+            n0 = (n + 1) // 2
+            theta0 = np.vstack([_spread(points, n0), _spread(_prior_points(cfg, rng), n - n0)])
+            keys = [_theta_key(t) for t in theta0[:n0]] + [_theta_key(ref)] * (n - n0)
+            return theta0, np.r_[np.zeros(n0), np.ones(n - n0)], keys
+    theta0 = _spread(points, n)
+    if spec.method in LOCAL_METHODS and not spec.is_variation:
+        return theta0, np.zeros(n), [_theta_key(t) for t in theta0]
+    y = np.zeros(n)
+    keys: list[tuple] = []
+    starts = np.r_[0, np.flatnonzero(np.any(theta0[1:] != theta0[:-1], axis=1)) + 1, n]
+    for a, b in zip(starts[:-1].tolist(), starts[1:].tolist(), strict=True):
+        n0 = (b - a + 1) // 2
+        y[a + n0: b] = 1.0
+        keys += [numerator or _theta_key(theta0[a])] * n0 + [_theta_key(ref)] * (b - a - n0)
+    return theta0, y, keys
+
+
 def plan_rows(cfg: AnalysisConfig, model: EventModel, spec: SampleSpec, split: str, n: int,
               pools: _Pools) -> tuple[SetPlan, np.ndarray]:
     """Hypotheses and labels of one set's rows, and the uniforms of their draws, from the set's own stream."""
     rng = set_rng(cfg.training.seed, spec, split)
-    s = SPLITS.index(split)
-    ref = model.theta_ref
-    n_params = ref.shape[0]
-    if spec.is_variation:
-        thetas, numerator = ref[None, :], ("variation", spec.variation)
-    elif spec.method in LOCAL_METHODS:
-        thetas, numerator = _theta_fixed(cfg, model)[None, :], None
-    elif spec.method in BENCHMARK_METHODS:
-        thetas, numerator = model.morph.basis[[cfg.benchmark_names.index(spec.head)]], None
-    else:
-        mode = cfg.training.samples.theta0
-        if mode == "prior":
-            lo = np.array([p.range[0] for p in cfg.parameters])
-            hi = np.array([p.range[1] for p in cfg.parameters])
-            thetas = lo + (hi - lo) * rng.random((cfg.training.samples.n_thetas, n_params))
-        elif mode == "benchmarks":
-            thetas = model.morph.basis.copy()
-        else:
-            thetas = _theta_fixed(cfg, model)[None, :]
-        numerator = None
-    per = np.full(thetas.shape[0], n // thetas.shape[0])
-    per[: n % thetas.shape[0]] += 1
-    theta0 = np.repeat(thetas, per, axis=0)
+    theta0, y, keys = _hypotheses(cfg, model, spec, n, rng)
     local = spec.method in LOCAL_METHODS and not spec.is_variation
-    theta1 = theta0.copy() if local else np.repeat(ref[None, :], n, axis=0)
-    y = np.zeros(n)
-    keys: list[tuple] = []
-    start = 0
-    for k, count in enumerate(per.tolist()):
-        n0 = count if local else (count + 1) // 2
-        y[start + n0: start + count] = 1.0
-        keys += [numerator or _theta_key(thetas[k])] * n0 + [_theta_key(theta1[start])] * (count - n0)
-        start += count
+    theta1 = theta0.copy() if local else np.repeat(model.theta_ref[None, :], n, axis=0)
     order = rng.permutation(n)
     theta0, theta1, y = theta0[order], theta1[order], y[order]
+    s = pool_split(cfg, split)
     pool_ids = np.array([pools.get(s, keys[i]) for i in order.tolist()], dtype=np.int64)
     u = rng.random(n)
     return SetPlan(spec, split, theta0, theta1, y, pool_ids, np.full(n, -1, dtype=np.int64)), u

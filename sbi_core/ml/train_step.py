@@ -2,7 +2,8 @@
 
 Order of work: check every network id against the run's training plan and every sample file it needs
 (bad input: exit 2 before anything is trained); then per network: skip it when its result.json says ok
-for the same data and settings (a retried batch does not retrain finished networks), else train it,
+for the same data and settings and its model.pt has the size and sha256 result.json records (a retried
+batch does not retrain finished networks, and repairs a truncated model), else train it,
 resuming its checkpoint when one matches; write model.pt, export.npz, history.json, then result.json
 last (its presence means "finished"). A network that fails (a loss going NaN or inf, any error) gets a
 result.json with status failed and the error, and the batch goes on; at the end the step fails (exit 1)
@@ -130,11 +131,25 @@ def _tensors(ts: TrainingSet, keys: tuple[str, ...]) -> dict[str, Any]:
 
 
 def _previous_ok(layout: RunLayout, network_id: str, fingerprint: str) -> dict[str, Any] | None:
+    """The finished result of this network for the same data and settings, if its model file is the one the
+    result records (a truncated or replaced model.pt is retrained, not skipped)."""
+    from sbi_core.ml.model_io import model_file_problem
+
     uri = layout.network_file(network_id, "result.json")
-    if not storage.exists(uri) or not storage.exists(layout.network_file(network_id, "model.pt")):
+    if not storage.exists(uri):
         return None
-    result = storage.read_json(uri)
-    return result if result.get("status") == "ok" and result.get("fingerprint") == fingerprint else None
+    try:
+        result = storage.read_json(uri)
+    except ValueError:
+        log.warning("%s: %s is not valid JSON: retraining", network_id, uri)
+        return None
+    if not isinstance(result, dict) or result.get("status") != "ok" or result.get("fingerprint") != fingerprint:
+        return None
+    problem = model_file_problem(layout.network_file(network_id, "model.pt"), result)
+    if problem:
+        log.warning("%s: %s: retraining", network_id, problem)
+        return None
+    return result
 
 
 def _log_tracking(layout: RunLayout, cfg: AnalysisConfig, network_id: str, params: dict[str, Any],
@@ -201,7 +216,7 @@ def train_one(layout: RunLayout, cfg: AnalysisConfig, spec: NetworkSpec, sets: d
         return _write_failure(layout, cfg, nid, base, f"network {nid} failed: {type(exc).__name__}: {exc}", [],
                               t0, device, track)
     model = result.model
-    save_model(layout.network_file(nid, "model.pt"), model, network_id=nid, method=spec.method,
+    saved = save_model(layout.network_file(nid, "model.pt"), model, network_id=nid, method=spec.method,
                parametrised=est.parametrised, output=est.output,
                meta={"head": spec.head, "variation": spec.variation, "member": spec.member, "estimator": est.name,
                      "observables": ",".join(train.observables), "parameters": ",".join(train.parameters)})
@@ -212,7 +227,7 @@ def train_one(layout: RunLayout, cfg: AnalysisConfig, spec: NetworkSpec, sets: d
            "best_val_loss": result.best_val_loss, "stopped_early": result.stopped_early,
            "resumed_from": result.resumed_from, "n_parameters": model.n_parameters(), "device": result.device,
            "seconds": round(time.perf_counter() - t0, 3), "fingerprint": result.fingerprint,
-           "parametrised": est.parametrised, "output": est.output}
+           "parametrised": est.parametrised, "output": est.output, **saved}
     storage.write_json(layout.network_file(nid, "result.json"), out)  # last: "finished"
     if track:
         _log_tracking(layout, cfg, nid, params={k: v for k, v in out.items() if k != "error"},

@@ -2,7 +2,8 @@
 
 Order of work per epoch: shuffle by an index permutation drawn from a dedicated torch.Generator, run the
 batches (data already on the device, batched by indexing: no DataLoader), validate, step the learning-rate
-schedule, check the losses are finite (NetworkFailed otherwise), keep the best state, then write the
+schedule, check the losses are finite and the validation loss under DIVERGENCE_FACTOR x the untrained
+network's (NetworkFailed otherwise), keep the best state, then write the
 checkpoint atomically. Everything the next epoch depends on is in the checkpoint (model, optimizer,
 schedule, generator and torch RNG states, best state, patience counter, history), so a run killed at any
 moment and started again ends with exactly the weights of an uninterrupted run (same device and threads).
@@ -37,6 +38,10 @@ CHECKPOINT_FORMAT = "sbi-checkpoint"
 CHECKPOINT_VERSION = 1
 #: Rows per forward pass when computing the validation loss (no optimizer step: large batches are cheaper).
 VALIDATION_ROWS = 16384
+#: A network whose validation loss climbs above this many times the untrained network's has diverged (every
+#: estimator's loss is >= 0, and training lowers it: 1000x up is a run-away, not noise), as has one whose loss
+#: is NaN or inf.
+DIVERGENCE_FACTOR = 1e3
 
 
 @dataclass(frozen=True)
@@ -250,6 +255,10 @@ def train_network(
         resumed_from = epoch
         log.info("%s: resuming after epoch %d of %d", network_id, epoch, options.epochs)
 
+    # The untrained network's validation loss: the yardstick of the divergence rule (kept in the checkpoint).
+    initial_val = float(ckpt.get("initial_val_loss", math.nan)) if ckpt is not None else math.nan
+    if not math.isfinite(initial_val) and ckpt is None:
+        initial_val = _validation_loss(estimator, model, val_t, n_val)
     params = [p for p in model.parameters() if p.requires_grad]
     bs, clip = options.batch_size, options.clip_grad_norm
     batch_sizes = torch.tensor([min(bs, n_train - s) for s in range(0, n_train, bs)], dtype=torch.float32,
@@ -276,6 +285,9 @@ def train_network(
         if not (math.isfinite(train_loss) and math.isfinite(val_loss)):
             raise NetworkFailed(network_id, epoch, f"loss is not finite (train {train_loss}, validation {val_loss})",
                                 history)
+        if initial_val > 0 and val_loss > DIVERGENCE_FACTOR * initial_val:
+            raise NetworkFailed(network_id, epoch, f"diverged: validation loss {val_loss:.4g} is more than "
+                                f"{DIVERGENCE_FACTOR:g} x the untrained network's {initial_val:.4g}", history)
         if val_loss < best_val:
             best_val, best_epoch, bad = val_loss, epoch, 0
             best_state = _clone_state(model)
@@ -295,7 +307,7 @@ def train_network(
                 "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                 "generator": generator.get_state(), "torch_rng": torch.get_rng_state(),
                 "best_state": best_state, "best_epoch": best_epoch, "best_val_loss": best_val, "bad_epochs": bad,
-                "history": history,
+                "history": history, "initial_val_loss": initial_val,
             })
     model.load_state_dict(best_state)
     model.eval()

@@ -122,6 +122,37 @@ class LHEOptions(_Options):
         return self
 
 
+def _check_files(opts: LHEOptions, files: list[str]) -> None:
+    """At configure time: every input file exists, and the weight ids the options map are declared in its
+    `<initrwgt>` (a misspelt id would otherwise leave the benchmark at the event weight when it is in `nominal`).
+    A file that declares no reweighting ids is accepted only when every benchmark it must fill falls back to the
+    nominal weight and no shape variation needs its weights."""
+    from sbi_core.physics.lhe_reader import open_lhe
+
+    wanted = {f"simulator.options.weights.{wid}": wid for wid in opts.weights}
+    for name, var in opts.variations.items():
+        wanted.update({f"simulator.options.variations.{name}.up": var.up,
+                       f"simulator.options.variations.{name}.down": var.down})
+    for i, uri in enumerate(files):
+        if not storage.exists(uri):
+            raise InputError(f"simulator.options.files[{i}].uri: LHE file {uri} not found")
+        with open_lhe(uri) as stream:
+            declared = list(stream.header.weight_ids)
+        if declared:
+            missing = {field: wid for field, wid in wanted.items() if wid not in declared}
+            if missing:
+                field, wid = next(iter(missing.items()))
+                shown = ", ".join(declared[:12]) + (", ..." if len(declared) > 12 else "")
+                raise InputError(f"{field}: weight id {wid!r} is not declared in the <initrwgt> of LHE file {uri} "
+                                 f"(it declares {len(declared)}: {shown})")
+            continue
+        need = sorted({b for b in opts.weights.values() if b not in opts.nominal})
+        if need or opts.variations:
+            what = f"benchmarks {need} (not in nominal)" if need else f"variations {sorted(opts.variations)}"
+            raise InputError(f"simulator.options.files[{i}].uri: LHE file {uri} declares no reweighting weights "
+                             f"(no <initrwgt>), but {what} need them")
+
+
 def options_of(cfg: AnalysisConfig) -> LHEOptions:
     """The validated options of a config that names the lhe simulator (ConfigError naming the field)."""
     opts, issues = parse_section(LHEOptions, cfg.simulator.options, "simulator.options")
@@ -246,6 +277,7 @@ class LHESimulator:
         data["simulator"]["options"]["files"] = [
             {**spec.model_dump(mode="json"), "uri": uri} for spec, uri in zip(opts.files, files, strict=True)
         ]
+        _check_files(opts, files)
         return validate_config(data, config_uri), files
 
     def __init__(self, cfg: AnalysisConfig) -> None:
@@ -316,12 +348,23 @@ class LHESimulator:
                 what = ", ".join(f"{self.cfg.benchmark_names[b]} (id {self._bench_ids[b]!r})" for b in lacking)
                 why = f"no weight for benchmarks {what}"
             else:
-                why = "no finite shape-variation weight ratio (a variation id is missing or XWGTUP is 0)"
+                why = self._variation_problem(batch, i, col)
             raise InputError(f"LHE file {header.uri}, event {batch.first_event + i + 1}: {why}")
         latent = self._latent(batch, header, noise)
         events = EventBatch(np.ascontiguousarray(x[passing]), np.ascontiguousarray(latent[passing]),
                             np.ascontiguousarray(sel_w), np.ascontiguousarray(sel_n))
         return ConvertedBatch(events, passing, float(batch.nominal.sum()))
+
+    def _variation_problem(self, batch: LHEBatch, i: int, col: dict[str, int]) -> str:
+        """Which variation weight of event i is missing (its id and nuisance), or that XWGTUP is 0."""
+        if batch.nominal[i] == 0:
+            return "XWGTUP is 0: no shape-variation weight ratio can be formed"
+        for nu, ids in zip(self.cfg.nuisance, self._var_ids, strict=True):
+            for side, wid in zip(("up", "down"), ids or (), strict=False):
+                if not np.isfinite(batch.weights[i, col[wid]]):
+                    return (f"no weight with id {wid!r} (simulator.options.variations.{nu.name}.{side}) in this "
+                            "event")
+        return "a non-finite shape-variation weight"
 
     def _latent(self, batch: LHEBatch, header: LHEHeader, noise: DetectorNoise) -> np.ndarray:
         cols: list[np.ndarray] = []

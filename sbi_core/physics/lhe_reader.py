@@ -20,11 +20,11 @@ from __future__ import annotations
 import contextlib
 import gzip
 import io
+import re
 import warnings
 import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, BinaryIO
 
 import numpy as np
@@ -36,6 +36,7 @@ from sbi_core.physics.particles import Particles
 __all__ = ["LHEBatch", "LHEFormatError", "LHEHeader", "LHEStream", "open_lhe"]
 
 _GZIP_MAGIC = b"\x1f\x8b"
+_EVENT_TAG = re.compile(rb"<event[\s>]|</event>")
 _READ_ERRORS = (EOFError, OSError, zlib.error, gzip.BadGzipFile)
 
 
@@ -88,10 +89,7 @@ class LHEBatch:
 
 
 def _open_binary(uri: str) -> BinaryIO:
-    if storage.is_remote(uri):
-        fs, path = storage.filesystem(uri)
-        return fs.open(path, "rb", block_size=1 << 20)  # type: ignore[no-any-return]
-    return open(Path(uri.removeprefix("file://")).expanduser(), "rb")  # noqa: SIM115 - closed by open_lhe
+    return storage.open_binary(uri, block_size=1 << 20)  # remote: S3 failures named, not taken for a bad file
 
 
 class LHEStream:
@@ -186,6 +184,9 @@ class LHEStream:
                 raise LHEFormatError(self.uri, f"malformed event ({exc})", self._read + 1) from None
         problem = _parse_warning(caught)
         if problem:
+            unclosed = _unclosed_event(self.uri)
+            if unclosed is not None:
+                raise LHEFormatError(self.uri, "<event> is never closed: the next <event> begins inside it", unclosed)
             raise LHEFormatError(self.uri, f"broken XML, the file is truncated or malformed ({problem})",
                                  self._read + 1)
         return iter(got)
@@ -231,6 +232,29 @@ class LHEStream:
             bad = first + 1 + int(np.flatnonzero(~(np.isfinite(p4).all(axis=(1, 2)) & np.isfinite(nominal)))[0])
             raise LHEFormatError(self.uri, "non-finite momentum or weight", bad)
         return LHEBatch(first, Particles(pid, p4), Particles(in_pid, in_p4), nominal, weights, scale, proc)
+
+
+def _unclosed_event(uri: str) -> int | None:
+    """The 1-based number of the first `<event>` whose `</event>` never comes before the next `<event>` (the
+    parser only notices at the end of the file): a second pass over the file, on the error path only."""
+    raw = _open_binary(uri)
+    with contextlib.closing(raw):
+        head = raw.read(2)
+        raw.seek(0)
+        source: Any = gzip.GzipFile(fileobj=raw, mode="rb") if head == _GZIP_MAGIC else raw
+        number, inside = 0, False
+        try:
+            for line in source:
+                for tag in _EVENT_TAG.findall(line):
+                    if tag == b"</event>":
+                        inside = False
+                    elif inside:
+                        return number
+                    else:
+                        number, inside = number + 1, True
+        except _READ_ERRORS:
+            return None
+    return None
 
 
 def _parse_warning(caught: list[warnings.WarningMessage]) -> str | None:

@@ -40,8 +40,8 @@ from sbi_core.errors import InputError
 from sbi_core.physics import particles as kin
 from sbi_core.physics.particles import VISIBLE_TYPES, Particles
 
-__all__ = ["CLASSES", "ObservableDef", "UnknownObservable", "compute", "finite_mask", "known_forms", "parse",
-           "register_observable"]
+__all__ = ["CLASSES", "ObservableDef", "UnknownObservable", "compute", "finite_mask", "known_forms",
+           "madminer_expression", "parse", "register_observable"]
 
 #: Object classes of the grammar and the particle types (`particles.OBJECT_TYPES`) each holds.
 CLASSES: dict[str, tuple[str, ...]] = {
@@ -107,6 +107,9 @@ class ObservableDef:
     description: str
     unit: str
     fn: Callable[[_Event], np.ndarray]
+    #: The same observable as a MadMiner 0.9.6 observable expression (evaluated on the objects of its LHE and
+    #: Delphes readers: `l`, `e`, `mu`, `tau`, `a`, `j` sorted by pT, `met`), or None when it has none.
+    madminer: str | None = None
 
     def __call__(self, particles: Particles) -> np.ndarray:
         return self.fn(_Event(particles))
@@ -115,16 +118,17 @@ class ObservableDef:
 _FIXED: dict[str, ObservableDef] = {}
 
 
-def register_observable(name: str, description: str, unit: str = "") -> Callable[[Callable[[Particles], np.ndarray]],
-                                                                                  Callable[[Particles], np.ndarray]]:
-    """Decorator: add a fixed-name observable computed by fn(particles) -> (n,) float64."""
+def register_observable(name: str, description: str, unit: str = "", madminer: str | None = None
+                        ) -> Callable[[Callable[[Particles], np.ndarray]], Callable[[Particles], np.ndarray]]:
+    """Decorator: add a fixed-name observable computed by fn(particles) -> (n,) float64 (madminer: the same as a
+    MadMiner observable expression, when there is one)."""
     if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
         raise ValueError(f"observable name {name!r} is not an identifier")
 
     def deco(fn: Callable[[Particles], np.ndarray]) -> Callable[[Particles], np.ndarray]:
         if name in _FIXED:
             raise ValueError(f"observable {name!r} registered twice")
-        _FIXED[name] = ObservableDef(name, description, unit, lambda ev: fn(ev.particles))
+        _FIXED[name] = ObservableDef(name, description, unit, lambda ev: fn(ev.particles), madminer)
         parse.cache_clear()
         return fn
 
@@ -149,7 +153,7 @@ def _single(var: str, cls: str, index: int) -> ObservableDef:
         return np.where(present, f(np.nan_to_num(p4)), np.nan)
 
     return ObservableDef(f"{var}_{cls}{index}", f"{word} of the {_ordinal(index)} {_CLASS_WORDS[cls]} (by pT)",
-                         "GeV" if var in _GEV else "", fn)
+                         "GeV" if var in _GEV else "", fn, f"{_mm_object((cls, index))}.{_MM_VAR[var]}")
 
 
 def _pair(var: str, a: tuple[str, int], b: tuple[str, int], name: str) -> ObservableDef:
@@ -177,12 +181,37 @@ def _pair(var: str, a: tuple[str, int], b: tuple[str, int], name: str) -> Observ
              "e": "energy", "dphi": "|delta phi|", "deta": "|delta eta|", "dy": "|delta y|", "dr": "delta R"}
     what = f"{words[var]} of the {_ordinal(a[1])} {_CLASS_WORDS[a[0]]} and the {_ordinal(b[1])} {_CLASS_WORDS[b[0]]}"
     return ObservableDef(name, what if var in ("dphi", "deta", "dy", "dr") else f"{words[var]} of the sum: {what}",
-                         "GeV" if var in _GEV else "", fn)
+                         "GeV" if var in _GEV else "", fn, _mm_pair(var, a, b))
 
 
 def _count(cls: str) -> ObservableDef:
     return ObservableDef(f"n_{cls}", f"number of {_CLASS_WORDS[cls]}s",
-                         "", lambda ev: ev.particles.count(CLASSES[cls]).astype(np.float64))
+                         "", lambda ev: ev.particles.count(CLASSES[cls]).astype(np.float64), f"len({_MM_CLASS[cls]})")
+
+
+#: MadMiner's names of our object classes and four-vector attributes (vector's Momentum4D: .pt, .eta, ...).
+_MM_CLASS = {"l": "l", "e": "e", "mu": "mu", "ta": "tau", "a": "a", "j": "j"}
+_MM_VAR = {"pt": "pt", "eta": "eta", "phi": "phi", "y": "rapidity", "e": "e", "m": "m"}
+
+
+def _mm_object(ref: tuple[str, int]) -> str:
+    return f"{_MM_CLASS[ref[0]]}[{ref[1] - 1}]"
+
+
+def _mm_pair(var: str, a: tuple[str, int], b: tuple[str, int]) -> str:
+    """A pair observable as a MadMiner expression."""
+    p, q = _mm_object(a), _mm_object(b)
+    return {"dphi": f"abs({p}.deltaphi({q}))", "deta": f"abs({p}.eta - {q}.eta)",
+            "dy": f"abs({p}.rapidity - {q}.rapidity)", "dr": f"{p}.deltaR({q})"}.get(var, f"({p} + {q}).{_MM_VAR.get(var, var)}")
+
+
+def madminer_expression(name: str) -> str | None:
+    """The observable `name` as a MadMiner observable expression, or None (not an observable of this library,
+    or one MadMiner's expressions cannot write, like cos_theta_star)."""
+    try:
+        return parse(name).madminer
+    except UnknownObservable:
+        return None
 
 
 def _ordinal(i: int) -> str:
@@ -254,18 +283,18 @@ def _met_vector(p: Particles) -> tuple[np.ndarray, np.ndarray]:
     return px, py
 
 
-@register_observable("met", "missing transverse momentum |-(sum of visible pT)|", "GeV")
+@register_observable("met", "missing transverse momentum |-(sum of visible pT)|", "GeV", madminer="met.pt")
 def _met(p: Particles) -> np.ndarray:
     return np.hypot(*_met_vector(p))
 
 
-@register_observable("met_phi", "azimuth of the missing transverse momentum")
+@register_observable("met_phi", "azimuth of the missing transverse momentum", madminer="met.phi")
 def _met_phi(p: Particles) -> np.ndarray:
     px, py = _met_vector(p)
     return np.arctan2(py, px)
 
 
-@register_observable("ht", "scalar sum of the jets' pT", "GeV")
+@register_observable("ht", "scalar sum of the jets' pT", "GeV", madminer="sum(o.pt for o in j)")
 def _ht(p: Particles) -> np.ndarray:
     return np.where(p.of_type(CLASSES["j"]), kin.pt(p.p4), 0.0).sum(axis=1)
 

@@ -13,7 +13,8 @@ if TYPE_CHECKING:
 
 _REGISTRY: dict[str, type] = {}
 # Modules that register built-in simulators when imported (kept lazy so `import sbi_core` is cheap).
-_BUILTIN_MODULES = ("sbi_core.physics.benchmark", "sbi_core.physics.drell_yan", "sbi_core.physics.lhe")
+_BUILTIN_MODULES = ("sbi_core.physics.benchmark", "sbi_core.physics.drell_yan", "sbi_core.physics.lhe",
+                    "sbi_core.physics.madminer_events")
 T = TypeVar("T", bound=type)
 
 

@@ -43,7 +43,9 @@ def _remove_airflow_home() -> Iterator[None]:
 @pytest.fixture(autouse=True)
 def sbi_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     """Default backend and a per-test artifact root, whatever the caller's environment says."""
-    for name in ("SBI_BACKEND", "SBI_PROFILES", "SBI_CORE", "SBI_CONFIGS_URI", "SBI_MAX_FAN_OUT", "SBI_POOL_SLOTS"):
+    for name in ("SBI_BACKEND", "SBI_PROFILES", "SBI_CORE", "SBI_CONFIGS_URI", "SBI_MAX_FAN_OUT", "SBI_POOL_SLOTS",
+                 "SBI_CHAIN_STAGES", "SBI_LHE_INBOX", "SBI_LHE_CONFIG", "SBI_AWS_CONN_ID", "SBI_RETRY_DELAY",
+                 "SBI_AIRFLOW_DB", "SBI_EXECUTOR", *(n for n in os.environ if n.startswith("SBI_SCHEDULE_"))):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("SBI_ARTIFACT_ROOT", str(tmp_path / "artifacts"))
     return tmp_path / "artifacts"

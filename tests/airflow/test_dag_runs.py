@@ -102,6 +102,7 @@ def test_sbi_pipeline_runs_every_stage_and_the_demo_shows_the_figures(migrated_a
     result = demo.run_pipeline(conf, tmp_path / "demo.log", None)
 
     assert result["state"] == "success", result["tasks"]
+    assert result["tasks"].pop("publish_events")["states"] == {"skipped": 1}  # the form did not ask to publish
     assert all(set(e["states"]) == {"success"} for e in result["tasks"].values()), result["tasks"]
     assert result["tasks"]["training.train"]["n"] == 4 and result["tasks"]["inference.toys"]["n"] == 2
     configure = calls_of(fake_sbi_core, "configure")[0]

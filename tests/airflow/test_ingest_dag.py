@@ -26,6 +26,7 @@ UPSTREAM = {
     "plan_combine": {"configure"},
     "combine": {"ingest", "plan_combine"},
     "combine_all": {"combine", "prepare"},
+    "publish_events": {"combine_all", "prepare"},
 }
 
 

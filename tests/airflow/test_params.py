@@ -12,6 +12,7 @@ from airflow.sdk.exceptions import ParamValidationError
 from operators.params import (
     GENERATION_KNOBS,
     INFERENCE_KNOBS,
+    KEEP_LABEL,
     TRAINING_KNOBS,
     derive_params,
     has_field,
@@ -19,6 +20,7 @@ from operators.params import (
     override_items,
     pipeline_params,
     trigger_params,
+    unknown_conf_keys,
 )
 from tests.conftest import REPO
 
@@ -100,19 +102,46 @@ def test_each_derived_form_offers_only_its_own_stage():
 
 
 def test_overrides_keep_the_config_for_empty_fields_and_format_values_as_set_reads_them():
-    params = {"events": 0, "shards": 4, "seed": None, "members": 0, "methods": ["alices"], "device": "",
+    params = {"events": None, "shards": 4, "seed": 0, "members": 0, "methods": ["alices"], "device": "",
               "luminosity": 150.5, "toys": 0, "train_samples": None}
     knobs = (*GENERATION_KNOBS, *TRAINING_KNOBS, *INFERENCE_KNOBS)
     assert override_items(params, knobs) == [
-        "generation.shards=4",  # events=0 keeps (zero_keeps), seed empty keeps
-        'training.methods=["alices"]', "training.members=0",  # 0 is a value for the new knobs: the config refuses it
+        "generation.shards=4", "generation.seed=0",  # empty events keeps the config's; seed 0 is a seed
+        'training.methods=["alices"]', "training.members=0",  # 0 is a value: the config refuses it
         "inference.luminosity=150.5", "inference.toys.n=0",
     ]
+
+
+@pytest.mark.parametrize("name, value, ok", [
+    ("events", -5, False), ("events", 0, False), ("events", 1, True), ("events", None, True), ("shards", 0, False),
+    ("seed", 0, True), ("seed", -1, False),
+])
+def test_events_shards_and_seed_take_the_schemas_limits(name, value, ok):
+    """Events = -5 (or 0) is refused when the run is triggered, not read as "the config's value"."""
+    param = trigger_params(SHIPPED, ["benchmark"])[name]
+    if ok:
+        assert param.resolve(value) == value
+    else:
+        with pytest.raises(ParamValidationError):
+            param.resolve(value)
+
+
+def test_an_empty_choice_shows_as_the_configs_value_not_null():
+    device = knob_params(FULL, TRAINING_KNOBS)["device"]
+    assert device.schema["enum"][0] is None and device.schema["values_display"] == {"null": KEEP_LABEL}
+    assert "null" not in KEEP_LABEL
+
+
+def test_a_misspelt_conf_key_is_named_with_a_suggestion():
+    form = pipeline_params(FULL, ["benchmark"])
+    message = unknown_conf_keys({"sead": 7, "events": 10}, form)
+    assert message.startswith("unknown key(s) in the run's conf: 'sead' (did you mean 'seed'?)")
+    assert unknown_conf_keys({"seed": 7, "publish": True}, form) is None
 
 
 def test_the_data_stage_form_is_the_first_part_of_the_pipeline_form():
     data, pipeline = trigger_params(FULL, ["benchmark"]), pipeline_params(FULL, ["benchmark"])
     assert list(data) == ["config", "config_uri", "events", "shards", "seed", "set"]  # sbi_ingest's form
     assert list(pipeline)[:3] == ["config", "config_uri", "until"] and list(pipeline)[-1] == "set"
-    assert set(pipeline) - set(data) == {"until", "methods", "members", "device", "epochs", "train_samples",
-                                         "luminosity", "toys"}
+    assert set(pipeline) - set(data) == {"until", "publish", "methods", "members", "device", "epochs",
+                                         "train_samples", "luminosity", "toys"}

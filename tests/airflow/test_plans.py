@@ -21,7 +21,7 @@ CONFIGURED = {"step": "configure", "run": "/r", "shards": list(range(10)), "n_gr
 
 
 def test_configure_keeps_config_values_for_empty_overrides():
-    argv = configure_arguments({"config": "benchmark", "events": None, "shards": 0, "seed": None, "set": []}, "/r")
+    argv = configure_arguments({"config": "benchmark", "events": None, "shards": None, "seed": None, "set": []}, "/r")
     assert argv == ["configure", "--config", f"{settings.configs_uri()}/benchmark.yaml", "--run", "/r"]
 
 
@@ -106,7 +106,7 @@ def test_derive_takes_the_source_run_by_uri_or_by_dag_and_run_id(monkeypatch):
 
 
 def test_configure_passes_the_stage_knobs_too():
-    params = {"config": "benchmark", "events": 0, "epochs": 3, "source": "exact", "toys": None, "device": ""}
+    params = {"config": "benchmark", "events": None, "epochs": 3, "source": "exact", "toys": None, "device": ""}
     assert configure_arguments(params, "/r")[5:] == ["--set", "training.optimizer.epochs=3",
                                                      "--set", "inference.source=exact"]
 

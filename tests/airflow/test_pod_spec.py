@@ -182,3 +182,34 @@ def test_hessian_blocks_of_the_dags_get_high_memory(dag_of):
     assert "nvidia.com/gpu" not in base(pod)["resources"]["limits"]
     assert pod["spec"]["nodeSelector"] == {"sbi.dev/pool": "highmem"}
     assert context["task"].pool == "sbi_highmem"
+
+
+def test_the_xcom_sidecar_has_requests_and_limits():
+    pod = manifest(sbi_step("fit", arguments=["fit"], backend="kubernetes"))
+    sidecar = next(c for c in pod["spec"]["containers"] if c["name"] == "airflow-xcom-sidecar")
+    assert sidecar["resources"] == {"requests": {"cpu": "1m", "memory": "10Mi"},
+                                    "limits": {"cpu": "50m", "memory": "32Mi"}}
+
+
+def test_a_profile_with_a_compile_cache_mounts_its_volume_and_points_jax_at_it(tmp_path: Path, monkeypatch):
+    custom = tmp_path / "profiles.yaml"
+    custom.write_text("defaults: {image: i, namespace: n}\nprofiles:\n  cpu: {}\n"
+                      "  highmem: {compile_cache: {claim: sbi-jax-cache, mount_path: /cache/jax}}\n")
+    monkeypatch.setenv("SBI_PROFILES", str(custom))
+    pod = manifest(sbi_step("hessian", arguments=["hessian"], profile="highmem", backend="kubernetes"))
+    volume = next(v for v in pod["spec"]["volumes"] if v["name"] == "jax-compile-cache")
+    assert volume["persistentVolumeClaim"] == {"claimName": "sbi-jax-cache"}
+    assert {"mountPath": "/cache/jax", "name": "jax-compile-cache"} in base(pod)["volumeMounts"]
+    assert {"name": "SBI_JAX_CACHE_DIR", "value": "/cache/jax"} in base(pod)["env"]
+    plain = manifest(sbi_step("fit", arguments=["fit"], profile="cpu", backend="kubernetes"))
+    assert "jax-compile-cache" not in {v["name"] for v in plain["spec"].get("volumes") or []}
+    assert "SBI_JAX_CACHE_DIR" not in {e["name"] for e in base(plain)["env"]}
+    custom.write_text("defaults: {image: i, namespace: n}\nprofiles: {cpu: {compile_cache: {mount_path: /c}}}\n")
+    with pytest.raises(ProfileError, match="compile_cache"):
+        manifest(sbi_step("fit", arguments=["fit"], profile="cpu", backend="kubernetes"))
+
+
+def test_the_shipped_profiles_mount_no_cache_volume_by_default():
+    for profile in ("cpu", "gpu", "highmem"):
+        pod = manifest(sbi_step("fit", arguments=["fit"], profile=profile, backend="kubernetes"))
+        assert "jax-compile-cache" not in {v["name"] for v in pod["spec"].get("volumes") or []}

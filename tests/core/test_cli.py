@@ -125,7 +125,7 @@ def test_shell_metacharacters_reach_the_config_unchanged(cli, tmp_path):
 def test_unexpected_failure_is_exit_1_with_traceback(cli, tmp_path):
     run = tmp_path / "run"
     assert cli("configure", "--config", str(BENCHMARK_CONFIG), "--run", str(run)).returncode == 0
-    (run / "plan.json").write_text("{not json")
+    (run / "shards" / "shard-00000.h5").mkdir(parents=True)  # a directory where the shard goes: not bad input
     res = cli("generate", "--run", str(run), "--shard", "0")
     assert res.returncode == 1 and "Traceback" in res.stderr and res.stdout == ""
 

@@ -27,6 +27,10 @@ def test_run_on_s3_matches_the_local_run(s3_bucket, small_run):
             h5py.File(RunLayout(str(small_run)).events) as b:
         for name in SAMPLE_DATASETS:
             np.testing.assert_array_equal(a[name][()], b[name][()])
+    # streamed to S3 or written locally, HDF5 lays the file out the same way: the same bytes
+    local = RunLayout(str(small_run))
+    for uri, path in ((out["output"], local.events), (f"{run}/shards/shard-00002.h5", local.shard(2))):
+        assert storage.read_bytes(uri) == storage.read_bytes(path), uri
 
     # a corrupt shard on S3 is refused by name, and no group file appears
     layout = RunLayout(run)

@@ -99,3 +99,25 @@ def test_bad_input_is_named(model):
         minimize(model, start=[0.0, 0.0])
     with pytest.raises(TypeError, match="missing"):
         minimize(object())
+
+
+class DoubleWell:
+    """f(a, b) = (a^2 - 1)^2 + b^2 / 2: its Hessian at the start (0, 0) is not positive definite."""
+
+    names = ("a", "b")
+
+    def value(self, p):
+        return (p[0] ** 2 - 1.0) ** 2 + 0.5 * p[1] ** 2
+
+    def grad(self, p):
+        return np.array([4.0 * p[0] * (p[0] ** 2 - 1.0), p[1]])
+
+    def hessian(self, p):
+        return np.array([[12.0 * p[0] ** 2 - 4.0, 0.0], [0.0, 1.0]])
+
+
+def test_a_start_without_positive_curvature_is_not_seeded():
+    """Minuit2 needs a positive-definite Hessian seed (iminuit 2.33 raised TypeError on this one): the fit
+    starts without it and finds a minimum at a = +-1."""
+    res = minimize(DoubleWell(), start={"a": 0.05, "b": 0.3})
+    assert res.valid and abs(abs(res.values["a"]) - 1.0) < 1e-2 and abs(res.values["b"]) < 1e-2  # errors ~0.25, 1

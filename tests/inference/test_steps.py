@@ -171,9 +171,9 @@ def test_bad_inputs_are_named(pseudo, small_run, tmp_path):
     with pytest.raises(InputError, match="run `sbi-core dataset` first"):
         steps.fit(fresh)
     other = str(tmp_path / "other")
-    data_steps.derive(str(small_run), other, ["inference.dataset.kind=file", f"inference.dataset.uri={tmp_path}/none.h5"])
     with pytest.raises(InputError, match="inference.dataset.uri: events file .*none.h5 not found"):
-        steps.dataset(other)
+        data_steps.derive(str(small_run), other,  # refused when the run is made, not at the dataset step
+                          ["inference.dataset.kind=file", f"inference.dataset.uri={tmp_path}/none.h5"])
     blocks = str(tmp_path / "blocks")
     data_steps.derive(str(small_run), blocks, ["inference.chunk_rows=2048"])
     ds = steps.dataset(blocks)

@@ -129,3 +129,36 @@ def test_mlp_standardisation_inside_model():
     assert "x_mean" in model.state_dict() and "theta_std" in model.state_dict()
     with pytest.raises(ValueError, match=r"theta: expected shape \(1000, 2\)"):
         model(x, data["theta0"][:10])
+
+
+@pytest.mark.parametrize("method", ["alices", "rascal"])
+def test_standardised_score_term_is_madminers(method):
+    """score_units standardised: the loss equals MadMiner 0.9.6's own loss functions evaluated as its
+    ParameterizedRatioEstimator does with scale_parameters=True: the network sees theta' = (theta - mean) / std,
+    its score is d log r / d theta', and the target is t_xz * std. raw: the unscaled score term."""
+    from madminer.utils.ml import losses as mm
+
+    torch.manual_seed(3)
+    data = {k: v.double() for k, v in tensors(gaussian_set(256, 4)).items()}
+    data["theta0"] = data["theta0"] * torch.tensor([3.0, 0.5], dtype=torch.float64) + 1.0  # stds ~1.7 and ~0.3
+    est = get_estimator(method).from_training(TrainingConfig(alpha=0.7))
+    model = est.build_model(5, 2, hidden=[8], activation="tanh").double()
+    model.set_standardisation(data["x"], data["theta0"])
+    std = model.theta_std
+    assert est.config.score_units == "standardised" and float(std.min()) < 0.5 < 1.5 < float(std.max())
+    theta_s = ((data["theta0"] - model.theta_mean) / std).requires_grad_(True)
+    log_r = model.net(torch.cat([(data["x"] - model.x_mean) / model.x_std, theta_s], dim=1))
+    (t_s,) = torch.autograd.grad(log_r.sum(), theta_s)
+    y, r = data["y"][:, None], torch.exp(data["log_r_xz"])[:, None]
+    args = (None, log_r.detach(), t_s, None, y, r, data["t_xz"] * std, None)
+    first = mm.ratio_augmented_xe(*args) if method == "alices" else mm.ratio_mse(*args)
+    expected = first + 0.7 * mm.ratio_score_mse_num(*args)
+    got = est.loss(model, {k: data[k] for k in est.uses})
+    assert float(got.detach()) == pytest.approx(float(expected), rel=1e-7)
+    raw = get_estimator(method)(type(est.config)(alpha=0.7, score_units="raw"))
+    t_hat = est.score(model, data["x"], data["theta0"])
+    score_raw = (((1 - data["y"])[:, None] * (t_hat - data["t_xz"])) ** 2).mean()
+    got_raw = raw.loss(model, {k: data[k] for k in raw.uses})
+    assert float(got_raw.detach()) == pytest.approx(float(first + 0.7 * score_raw), rel=1e-7)
+    with pytest.raises(ValueError, match="score_units"):
+        type(est.config)(score_units="theta")

@@ -62,7 +62,8 @@ def test_contract_shapes_and_summary(sampled, small_run, tmp_path):
     assert ts.y.shape == ts.log_r_xz.shape == ts.event.shape == (1200,)
     assert ts.observables == tuple(cfg.observable_names) and ts.parameters == ("cW", "cHW")
     assert abs(ts.y.mean() - 0.5) < 0.01 and ts.has_joint_ratio and ts.has_joint_score
-    assert len(np.unique(ts.theta0, axis=0)) == 20  # n_thetas prior points
+    y0, y1 = np.unique(ts.theta0[ts.y == 0], axis=0), np.unique(ts.theta0[ts.y == 1], axis=0)
+    assert len(y0) == 20 and np.array_equal(y0, y1)  # n_thetas prior points, each in both halves (shared)
     lo, hi = ts.theta0.min(axis=0), ts.theta0.max(axis=0)
     assert np.all(lo >= -1) and np.all(hi <= 1) and np.all(hi - lo > 1.0)
     assert np.all(ts.theta1 == 0.0)  # the reference (sm)
@@ -71,6 +72,20 @@ def test_contract_shapes_and_summary(sampled, small_run, tmp_path):
     var = read(sampled, "alices", "sm", "energy_scale_up", "test")
     assert not var.has_joint_ratio and np.isnan(var.log_r_xz).all() and np.isfinite(var.t_xz).all()
     assert np.all(var.theta0 == 0.0) and np.all(var.theta1 == 0.0)
+
+
+def test_independent_pairing_draws_other_points_for_the_theta1_half(small_run, tmp_path):
+    """MadMiner's sample_train_ratio: the y = 1 half takes its own n_thetas prior points."""
+    run = derived(small_run, tmp_path, "independent", "training.samples.pairing=independent")
+    samples.sample(run, "alices")
+    ts = read(run, "alices", "theta", "nominal", "train")
+    y0, y1 = np.unique(ts.theta0[ts.y == 0], axis=0), np.unique(ts.theta0[ts.y == 1], axis=0)
+    assert len(y0) == len(y1) == 20 and not (set(map(tuple, y0)) & set(map(tuple, y1)))
+    assert abs(ts.y.mean() - 0.5) < 0.01 and np.all(ts.theta1 == 0.0)
+    _, cfg, _ = steps.load_run(run)
+    y1_rows = ts.y == 1
+    t64 = np.array([_theta64(run, "alices", "theta", t) for t in ts.theta0[y1_rows][:5]])
+    np.testing.assert_array_equal(t64.astype(np.float32), ts.theta0[y1_rows][:5])  # the stream's second draw
 
 
 def _exact_pieces(run: str):
@@ -133,7 +148,7 @@ def _theta64(run: str, method: str, head: str, t32: np.ndarray) -> np.ndarray:
         return np.array([cfg.benchmarks[cfg.benchmark_names.index(head)].values[p] for p in cfg.parameter_names])
     spec = samples.SampleSpec(method, head, "nominal")
     rng = samples.set_rng(cfg.training.seed, spec, "train")
-    thetas = -1.0 + 2.0 * rng.random((cfg.training.samples.n_thetas, 2))
+    thetas = -1.0 + 2.0 * rng.random((2 * cfg.training.samples.n_thetas, 2))  # the y = 0 points, then y = 1's
     match = thetas[np.all(thetas.astype(np.float32) == t32, axis=1)]
     assert len(match) == 1
     return match[0]
@@ -308,3 +323,19 @@ def test_sally_samples_at_theta_fixed_with_the_exact_score(small_run, tmp_path):
              - grad_sigma_fid(theta) / sigma_fid(theta))
     np.testing.assert_allclose(ts.t_xz, exact, rtol=4e-7, atol=2e-6)
     assert ts.attrs["xsec_theta0"] == pytest.approx(sigma_fid(theta), rel=1e-12)
+
+
+def test_shared_validation_events_are_training_events(small_run, tmp_path):
+    """validation_events: shared (MadMiner's split of its samples): validation rows come from the training events,
+    which are then more; test events stay their own."""
+    run = derived(small_run, tmp_path, "sharedval", "training.samples.validation_events=shared")
+    samples.sample(run, "alices")
+    sets = {s: read(run, "alices", "theta", "nominal", s) for s in SPLITS}
+    train, val, test = (set(sets[s].event.tolist()) for s in SPLITS)
+    assert not train & test and not val & test and train & val
+    _, cfg, _ = steps.load_run(run)
+    labels = samples.event_split(cfg, np.arange(6000))
+    assert set(np.unique(labels)) == {0, 2} and abs(np.mean(labels == 0) - 1500 / 2000) < 0.03
+    assert np.all(labels[sorted(train | val)] == 0)  # validation rows drawn from the training events
+    separate = samples.event_split(steps.load_run(derived(small_run, tmp_path, "separate"))[1], np.arange(6000))
+    assert abs(np.mean(separate == 0) - 1200 / 2000) < 0.03  # 1200 train, 300 val, 500 test rows asked

@@ -1,5 +1,6 @@
 """MLflow tracking: experiment, parent and child runs, metrics, artefacts, registered ensembles; an unreachable
-server costs one warning and no exception; a real `mlflow server` receives a network (integration)."""
+server costs one warning and no exception; a real `mlflow server` (PostgreSQL store, S3 artifacts) gets one parent
+from steps that start at once, their children and a registered ensemble (integration)."""
 
 from __future__ import annotations
 
@@ -17,8 +18,10 @@ import pytest
 from sbi_core import tracking
 from sbi_core.config import config_hash, load_config
 from sbi_core.layout import RunLayout
+from tests.core import conftest as s3_emulator
 
 REPO = Path(__file__).resolve().parents[2]
+s3_server, s3_bucket = s3_emulator.s3_server, s3_emulator.s3_bucket  # the S3 emulator fixtures of tests/core
 CONFIG = REPO / "configs" / "benchmark.yaml"
 HISTORY = [{"epoch": e, "train_loss": 1.0 / (e + 1), "val_loss": 1.2 / (e + 1), "learning_rate": 1e-3, "seconds": 0.1}
            for e in range(3)]
@@ -168,48 +171,143 @@ def test_flatten_makes_metric_keys():
         {"a.b.0": 1, "a.b.1": 2.5, "c d": "x", "e.0.f": 1, "g": ["s"]}
 
 
-@pytest.mark.integration
-@pytest.mark.slow
-def test_real_mlflow_server_receives_a_network(env, monkeypatch):
-    """`mlflow server` on 127.0.0.1 (free port), stopped in the finally even when the test fails."""
+POSTGRES = {"host": "127.0.0.1", "port": 5432, "user": "postgres"}
+
+_RACER = """
+import sys, time
+from pathlib import Path
+import mlflow  # the slow imports and the client are ready before the start line
+from sbi_core import storage, tracking
+from sbi_core.config import load_config
+from sbi_core.layout import RunLayout
+run, config, network, go = sys.argv[1:5]
+cfg, layout = load_config(config), RunLayout(run)
+storage.exists(run + "/plan.json")
+Path(go + "." + network).touch()
+while not Path(go).exists():
+    time.sleep(0.001)
+tracking.log_network(layout, cfg, network, {"method": "carl"}, [], [])
+sys.exit(tracking._off_reason is not None)
+"""
+
+
+@pytest.fixture
+def postgres_db():
+    """A fresh PostgreSQL database on 127.0.0.1:5432 for the test, dropped afterwards."""
+    import uuid
+
+    import psycopg2
+
+    name = f"sbi_mlflow_{uuid.uuid4().hex[:10]}"
+    try:
+        admin = psycopg2.connect(dbname="postgres", connect_timeout=5, **POSTGRES)
+    except psycopg2.OperationalError as exc:
+        pytest.fail(f"this test needs PostgreSQL on 127.0.0.1:5432 (user postgres, trust auth): {exc}")
+    admin.autocommit = True
+    admin.cursor().execute(f"CREATE DATABASE {name}")
+    try:
+        yield f"postgresql+psycopg2://{POSTGRES['user']}@{POSTGRES['host']}:{POSTGRES['port']}/{name}"
+    finally:
+        cur = admin.cursor()
+        cur.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,))
+        cur.execute(f"DROP DATABASE IF EXISTS {name}")
+        admin.close()
+
+
+@pytest.fixture
+def mlflow_server(env, postgres_db, s3_bucket):
+    """`mlflow server` on 127.0.0.1 (free port): PostgreSQL backend store, artifacts on the S3 emulator (proxied
+    by the server). Stopped in the finally even when the test fails."""
     port = _free_port()
-    store = env / "server"
-    store.mkdir()
     exe = Path(sys.executable).with_name("mlflow")
+    server_env = {**os.environ, "MLFLOW_S3_ENDPOINT_URL": os.environ["SBI_S3_ENDPOINT_URL"],
+                  "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}  # no job-runner processes: starts faster
     proc = subprocess.Popen(
         [str(exe), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-         "--backend-store-uri", f"sqlite:///{store / 'db.sqlite'}", "--artifacts-destination", str(store / "art")],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
-        env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})  # no job-runner processes: starts faster
+         "--backend-store-uri", postgres_db, "--artifacts-destination", f"s3://{s3_bucket}/mlflow"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True, env=server_env)
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 120
         while True:
             with socket.socket() as s:
                 if s.connect_ex(("127.0.0.1", port)) == 0:
                     break
             assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
-            assert time.monotonic() < deadline, "mlflow server did not start in 60 s"
+            assert time.monotonic() < deadline, "mlflow server did not start in 120 s"
             time.sleep(0.3)
-        uri = f"http://127.0.0.1:{port}"
-        monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-        cfg = load_config(str(CONFIG))
-        run = env / "run"
-        layout = RunLayout(str(run))
-        nid = "alices-theta-nominal-m00"
-        tracking.log_network(layout, cfg, nid, {"method": "alices"}, HISTORY, _network_files(run, nid))
-        tracking.log_ensemble(layout, cfg, "alices", "theta", "nominal", [nid], {"rms": 0.1})
-        assert tracking._off_reason is None, tracking._off_reason
-        client = _client(uri)
-        exp = client.get_experiment_by_name(cfg.name)
-        (net,) = client.search_runs([exp.experiment_id], filter_string="tags.`sbi.kind` = 'network'")
-        assert len(client.get_metric_history(net.info.run_id, "train_loss")) == 3
-        assert "model.pt" in {a.path for a in client.list_artifacts(net.info.run_id)}
-        name = tracking.registered_model_name(cfg, "alices", "theta", "nominal")
-        assert client.get_model_version_by_alias(name, tracking.ENSEMBLE_ALIAS).version == "1"
+        yield f"http://127.0.0.1:{port}"
     finally:
-        os.killpg(proc.pid, 15)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, 9)
-            proc.wait()
+        _stop(proc)
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is not None:
+        return
+    os.killpg(proc.pid, 15)
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, 9)
+        proc.wait()
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_mlflow_server_postgres_s3_one_parent_for_steps_that_start_at_once(mlflow_server, s3_bucket, monkeypatch,
+                                                                         tmp_path):
+    """Against a real `mlflow server` (PostgreSQL store, S3 artifacts), for a run on S3: two train steps released
+    at the same instant on the fresh server share one parent run (tagged with the DAG run), each logs its network
+    as a child; the ensemble is registered with its alias; the network's model.pt comes back from S3."""
+    uri = mlflow_server
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    cfg = load_config(str(CONFIG))
+    run = f"s3://{s3_bucket}/runs/r1"
+    layout = RunLayout(run)
+    from sbi_core import storage
+
+    go = tmp_path / "go"
+    ids = ["carl-theta-nominal-m00", "carl-theta-nominal-m01"]
+    procs = [subprocess.Popen([sys.executable, "-c", _RACER, run, str(CONFIG), nid, str(go)], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+             for nid in ids]
+    deadline = time.monotonic() + 120
+    while not all((tmp_path / f"go.{nid}").exists() for nid in ids):
+        assert all(p.poll() is None for p in procs), [p.communicate() for p in procs]
+        assert time.monotonic() < deadline, "the racing steps did not get ready in 120 s"
+        time.sleep(0.01)
+    go.touch()  # both start now
+    for p in procs:
+        _, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err[-3000:]
+
+    client = _client(uri)
+    exp = client.get_experiment_by_name(cfg.name)
+    parents = client.search_runs([exp.experiment_id], filter_string="tags.`sbi.kind` = 'pipeline'")
+    assert len(parents) == 1, f"{len(parents)} parent runs for one pipeline run"
+    assert storage.read_json(tracking.parent_marker(layout, uri))["run_id"] == parents[0].info.run_id
+    assert parents[0].data.tags["sbi.dag_run_id"] == "manual__2026-01-01"
+    children = _children(client, exp.experiment_id, parents[0].info.run_id)
+    assert sorted(r.info.run_name for r in children) == ids
+
+    nid = "alices-theta-nominal-m00"
+    for name, data in (("model.pt", b"weights of " + nid.encode()), ("history.json", json.dumps(HISTORY).encode())):
+        storage.write_bytes(layout.network_file(nid, name), data)
+    tracking.log_network(layout, cfg, nid, {"method": "alices"}, HISTORY,
+                         [layout.network_file(nid, n) for n in ("model.pt", "history.json")])
+    tracking.log_ensemble(layout, cfg, "alices", "theta", "nominal", [nid], {"rms": 0.1})
+    assert tracking._off_reason is None, tracking._off_reason
+    (net,) = client.search_runs([exp.experiment_id], filter_string=f"tags.`sbi.network_id` = '{nid}'")
+    assert net.data.tags["mlflow.parentRunId"] == parents[0].info.run_id
+    assert len(client.get_metric_history(net.info.run_id, "train_loss")) == 3
+    local = client.download_artifacts(net.info.run_id, "model.pt", str(tmp_path))
+    assert Path(local).read_bytes() == b"weights of " + nid.encode()
+    assert any(k.startswith("mlflow/") for k in _keys(s3_bucket)), "artifacts must land on S3"
+    name = tracking.registered_model_name(cfg, "alices", "theta", "nominal")
+    assert client.get_model_version_by_alias(name, tracking.ENSEMBLE_ALIAS).version == "1"
+
+
+def _keys(bucket: str) -> list[str]:
+    import boto3
+
+    client = boto3.client("s3", endpoint_url=os.environ["SBI_S3_ENDPOINT_URL"], region_name="us-east-1")
+    return [o["Key"] for o in client.list_objects_v2(Bucket=bucket).get("Contents", [])]

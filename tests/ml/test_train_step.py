@@ -206,3 +206,23 @@ def test_tracking_gets_each_network_and_never_fails_it(tmp_path, monkeypatch):
     summary = train(run, [M0])
     assert summary["results"][M0]["status"] == "ok"
     assert calls == [(M0, "ok", 3, ["model.pt", "export.npz", "history.json"])]
+
+
+def test_truncated_model_is_not_a_member_and_a_retry_repairs_it(trained, tmp_path):
+    """A model.pt cut short beside a result.json that says ok: `ensemble` refuses the member naming the file,
+    `train` does not skip it but trains it again (from its finished checkpoint), after which it is a member."""
+    run = str(tmp_path / "run")
+    shutil.copytree(trained[0], run)
+    layout = RunLayout(run)
+    model = Path(layout.network_file(M0, "model.pt"))
+    good = model.read_bytes()
+    model.write_bytes(good[: len(good) // 2])
+    with pytest.raises(EnsembleFailed, match="0 of 2 members trained"):
+        build_ensembles(run)
+    record = storage.read_json(layout.ensemble("alices", "theta", "nominal"))
+    assert "model.pt holds" in record["failed"][M0] and "truncated" in record["failed"][M0]
+    summary = train(run, [M0])
+    assert summary["results"][M0]["skipped"] is False
+    assert model.read_bytes() == good, "the retry must restore the same model"
+    assert train(run, [M0])["results"][M0]["skipped"] is True
+    assert build_ensembles(run)["ensembles"] == ["alices/theta/nominal"]

@@ -1,5 +1,6 @@
 """The training loop in-process: determinism, resume after a kill == uninterrupted (bitwise), NaN losses,
-early stopping with the best state restored, the learning-rate schedule, and learning the exact ratio."""
+divergence (a finite run-away loss), early stopping with the best state restored, the learning-rate schedule, and
+learning the exact ratio."""
 
 from __future__ import annotations
 
@@ -83,6 +84,16 @@ def test_nan_loss_fails_the_network_by_name(data):
     diverging = TrainOptions(epochs=3, batch_size=128, learning_rate=1e30, learning_rate_final=1e30, clip_grad_norm=0)
     with pytest.raises(NetworkFailed, match="sally-theta-nominal-m00 failed at epoch 0"):
         _train(data, method="sally", options=diverging)  # the squared error overflows to inf
+
+
+def test_a_finite_runaway_loss_is_divergence(data):
+    """A loss that stays finite but runs away (CARL at a learning rate of 1e6: validation loss ~3e5 against the
+    untrained 0.70) fails the network by name, as NaN does; the same network at a sane rate trains."""
+    wild = TrainOptions(epochs=3, batch_size=128, learning_rate=1e6, learning_rate_final=1e6, clip_grad_norm=0)
+    with pytest.raises(NetworkFailed, match=r"carl-theta-nominal-m00 failed at epoch 0: diverged: validation loss "
+                                            r"\S+ is more than 1000 x the untrained network's 0\.7"):
+        _train(data, method="carl", options=wild)
+    assert _train(data, method="carl").epochs == FAST.epochs
 
 
 def test_early_stopping_restores_the_best_state(data):

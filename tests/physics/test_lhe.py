@@ -130,8 +130,9 @@ def test_events_without_reweighting_get_the_nominal_weight_where_listed(tmp_path
     s = read_samples(ingest_run(tmp_path, [str(path)], "bkg", nominal=every).shard(0))
     w = s["samples/weights"][:, :6]
     np.testing.assert_allclose(w, np.full_like(w, 50.0 / len(toy.nominal)), rtol=1e-12)
-    with pytest.raises(InputError, match=r"bkg\.lhe, event 1: no weight for benchmarks p1 \(id 'rwgt_1'\)"):
-        ingest_run(tmp_path, [str(path)], "bkg-strict")
+    with pytest.raises(InputError, match=r"files\[0\]\.uri: LHE file \S+bkg\.lhe declares no reweighting weights "
+                                         r"\(no <initrwgt>\), but benchmarks \['p1', 'p2', 'p3', 'p4', 'p5'\]"):
+        ingest_run(tmp_path, [str(path)], "bkg-strict")  # refused at configure, before any event is read
 
 
 def test_observables_are_those_of_the_true_leptons(tmp_path, files):
@@ -299,3 +300,58 @@ def test_generate_refuses_an_lhe_run_and_the_cli_exits_2_naming_the_event(tmp_pa
     assert gen.returncode == 2 and "ingest-lhe" in gen.stderr
     bad = cli("ingest-lhe", "--run", str(run), "--file", "0")
     assert bad.returncode == 2 and "bad.lhe, event 12" in bad.stderr
+
+
+def _configure_fails(tmp_path: Path, data: dict[str, Any], match: str) -> None:
+    cfg = tmp_path / f"bad-{len(list(tmp_path.glob('bad-*.yaml')))}.yaml"
+    cfg.write_text(yaml.safe_dump(data))
+    with pytest.raises(InputError, match=match):
+        steps.configure(str(cfg), str(tmp_path / "never"))
+    assert not (tmp_path / "never").exists(), "configure must write nothing"
+
+
+def test_configure_checks_input_files_and_weight_ids(tmp_path, files):
+    """A missing file, and a weight id the file's <initrwgt> does not declare, are refused when the run is
+    configured, naming the field: even for a benchmark in `nominal`, which would silently fall back to the
+    event weight at ingest."""
+    path, _ = files["rwgt"]
+    _configure_fails(tmp_path, raw_config([str(tmp_path / "gone.lhe")]),
+                     r"simulator\.options\.files\[0\]\.uri: LHE file \S+gone\.lhe not found")
+    misspelt = {**{k: v for k, v in IDS.items() if k != "sm"}, "SM": "sm"}  # the nominal benchmark's id, misspelt
+    _configure_fails(tmp_path, raw_config([str(path)], weights=misspelt),
+                     r"simulator\.options\.weights\.SM: weight id 'SM' is not declared in the <initrwgt> of LHE "
+                     r"file \S+rwgt\.lhe \(it declares 6: sm, rwgt_1")
+    data = raw_config([str(path)], variations={"pdf": {"up": "rwgt_1", "down": "rwgt_9"}})
+    data["nuisance"].append({"name": "pdf", "kind": "shape_weight", "size": 1.0})
+    _configure_fails(tmp_path, data, r"variations\.pdf\.down: weight id 'rwgt_9' is not declared")
+
+
+def test_an_event_missing_a_variation_weight_is_named_with_the_id(tmp_path, files):
+    path, _ = files["rwgt"]
+    text = path.read_text()
+    events = text.split("<event>")
+    events[3] = events[3].replace("<wgt id='rwgt_4'>", "<wgt id='other'>")  # event 3 lacks rwgt_4
+    bad = tmp_path / "novar.lhe"
+    bad.write_text("<event>".join(events))
+    weights = {k: v for k, v in IDS.items() if k != "rwgt_4"}  # rwgt_4 only for the variation; p4 at XWGTUP
+    data = raw_config([str(bad)], weights=weights, nominal=["sm", "p4"],
+                      variations={"pdf": {"up": "rwgt_1", "down": "rwgt_4"}})
+    data["nuisance"].append({"name": "pdf", "kind": "shape_weight", "size": 1.0})
+    cfg = tmp_path / "novar.yaml"
+    cfg.write_text(yaml.safe_dump(data))
+    steps.configure(str(cfg), str(tmp_path / "run"))
+    with pytest.raises(InputError, match=r"novar\.lhe, event 3: no weight with id 'rwgt_4' "
+                                         r"\(simulator\.options\.variations\.pdf\.down\) in this event"):
+        ingest_lhe(str(tmp_path / "run"), [0])
+
+
+def test_an_unclosed_event_is_reported_at_its_own_number(tmp_path, files):
+    path, _ = files["rwgt"]
+    text = path.read_text()
+    closes = [i for i in range(len(text)) if text.startswith("</event>", i)]
+    bad = tmp_path / "unclosed.lhe"
+    bad.write_text(text[:closes[6]] + text[closes[6] + len("</event>"):])  # event 7 is never closed
+    layout_cfg = write_config(tmp_path, [str(bad)])
+    steps.configure(str(layout_cfg), str(tmp_path / "run"))
+    with pytest.raises(LHEFormatError, match=r"unclosed\.lhe, event 7: <event> is never closed"):
+        ingest_lhe(str(tmp_path / "run"), [0])

@@ -8,7 +8,7 @@ ratio r_xz is (it lowers the variance a lot), ALICES when the joint score t_xz i
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import torch
 
@@ -17,17 +17,32 @@ from sbi_core.ml.estimators.losses import cross_entropy, score_mse
 from sbi_core.ml.estimators.registry import register_estimator
 from sbi_core.ml.mlp import MLP
 
+#: Units of the score term: standardised (theta' = (theta - mean) / std over the training set's theta0, the
+#: score t' = t * std: MadMiner's default `scale_parameters=True`) or raw (theta's own units).
+SCORE_UNITS = ("standardised", "raw")
+
 
 @dataclass(frozen=True)
 class ScoreWeightConfig(EstimatorConfig):
-    """alpha: weight of the score term (MadMiner's alpha), >= 0."""
+    """alpha: weight of the score term (MadMiner's alpha), >= 0; score_units: the units that term is measured in
+    (`standardised`, the default, as MadMiner; `raw`: theta's own units, so alpha_raw = alpha * std^2 per
+    parameter compares with a standardised alpha)."""
 
     alpha: float = 1.0
+    score_units: Literal["standardised", "raw"] = "standardised"
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if not self.alpha >= 0:
             raise ValueError(f"{type(self).__name__}.alpha: must be >= 0, got {self.alpha}")
+        if self.score_units not in SCORE_UNITS:
+            raise ValueError(f"{type(self).__name__}.score_units: expected one of {SCORE_UNITS}, "
+                             f"got {self.score_units!r}")
+
+    def score_scale(self, model: MLP) -> torch.Tensor | None:
+        """Per-parameter factor of the score difference: theta0's standard deviation (the network's stored
+        standardisation) in standardised units, None in raw units."""
+        return model.theta_std if self.score_units == "standardised" else None
 
 
 @register_estimator
@@ -60,8 +75,9 @@ class Alice(Estimator):
 
 @register_estimator
 class Alices(Estimator):
-    """ALICES: L = L_ALICE + alpha * mean[ (1 - y) |t_hat(x|theta0) - t_xz|^2 ] / P,
-    t_hat = grad_theta0 log r_hat (autograd; the joint score is a target only for samples drawn at theta0)."""
+    """ALICES: L = L_ALICE + alpha * mean[ (1 - y) |s * (t_hat(x|theta0) - t_xz)|^2 ] / P,
+    t_hat = grad_theta0 log r_hat (autograd; the joint score is a target only for samples drawn at theta0),
+    s = theta0's standard deviation (score_units standardised, MadMiner's) or 1 (raw)."""
 
     name: ClassVar[str] = "alices"
     config_class: ClassVar[type[EstimatorConfig]] = ScoreWeightConfig
@@ -76,4 +92,6 @@ class Alices(Estimator):
         log_r = model(batch["x"], theta)[:, 0]
         (t_hat,) = torch.autograd.grad(log_r.sum(), theta, create_graph=True)
         xe = cross_entropy(log_r, torch.sigmoid(-batch["log_r_xz"]))
-        return xe + self.config.alpha * score_mse(t_hat, batch["t_xz"], 1.0 - batch["y"])  # type: ignore[attr-defined]
+        cfg = self.config
+        score = score_mse(t_hat, batch["t_xz"], 1.0 - batch["y"], cfg.score_scale(model))  # type: ignore[attr-defined]
+        return xe + cfg.alpha * score  # type: ignore[attr-defined]

@@ -42,13 +42,20 @@ def ratio_mse(
     return (num * num).mean() + (den * den).mean()
 
 
-def score_mse(t_hat: torch.Tensor, t_xz: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-    """L = mean over samples and parameters of [ m (t_hat - t_xz)^2 ], m = mask (1 - y for a parametrised
-    ratio: the joint score at theta0 is an unbiased target only for samples drawn at theta0), or 1.
+def score_mse(t_hat: torch.Tensor, t_xz: torch.Tensor, mask: torch.Tensor | None = None,
+              scale: torch.Tensor | None = None) -> torch.Tensor:
+    """L = mean over samples and parameters of [ m (s_p (t_hat - t_xz))^2 ], m = mask (1 - y for a parametrised
+    ratio: the joint score at theta0 is an unbiased target only for samples drawn at theta0), or 1; s = scale.
 
-    Shapes: t_hat, t_xz (n, P); mask (n,) or None."""
+    scale (P,): the standard deviation of theta0 over the training set turns a score in theta units into one in
+    standardised units, t' = t * std for theta' = (theta - mean) / std (MadMiner's `scale_parameters`), so the
+    score term weighs every parameter alike whatever its range; None: raw units.
+    Shapes: t_hat, t_xz (n, P); mask (n,) or None; scale (P,) or None."""
     _check("t_xz", t_xz, tuple(t_hat.shape))
     diff = t_hat - t_xz
+    if scale is not None:
+        _check("scale", scale, (t_hat.shape[1],))
+        diff = diff * scale
     if mask is not None:
         _check("mask", mask, (t_hat.shape[0],))
         diff = diff * mask[:, None]

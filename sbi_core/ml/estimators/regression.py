@@ -32,7 +32,7 @@ class RolrConfig(EstimatorConfig):
 
 @dataclass(frozen=True)
 class RascalConfig(RolrConfig, ScoreWeightConfig):
-    """ROLR's clip plus alpha, the weight of the score term."""
+    """ROLR's clip plus alpha, the weight of the score term, and its units."""
 
 
 @register_estimator
@@ -53,7 +53,8 @@ class Rolr(Estimator):
 
 @register_estimator
 class Rascal(Estimator):
-    """RASCAL: L = L_ROLR + alpha * mean[ (1 - y) |t_hat(x|theta0) - t_xz|^2 ] / P, t_hat by autograd."""
+    """RASCAL: L = L_ROLR + alpha * mean[ (1 - y) |s * (t_hat(x|theta0) - t_xz)|^2 ] / P, t_hat by autograd,
+    s = theta0's standard deviation (score_units standardised) or 1 (raw), as in ALICES."""
 
     name: ClassVar[str] = "rascal"
     config_class: ClassVar[type[EstimatorConfig]] = RascalConfig
@@ -69,4 +70,5 @@ class Rascal(Estimator):
         log_r = model(batch["x"], theta)[:, 0]
         (t_hat,) = torch.autograd.grad(log_r.sum(), theta, create_graph=True)
         mse = ratio_mse(log_r, batch["log_r_xz"], batch["y"], cfg.log_r_clip)  # type: ignore[attr-defined]
-        return mse + cfg.alpha * score_mse(t_hat, batch["t_xz"], 1.0 - batch["y"])  # type: ignore[attr-defined]
+        score = score_mse(t_hat, batch["t_xz"], 1.0 - batch["y"], cfg.score_scale(model))  # type: ignore[attr-defined]
+        return mse + cfg.alpha * score  # type: ignore[attr-defined]
