@@ -1,5 +1,5 @@
-"""The excess statistics against closed forms (a counting experiment) and the CLs code they build on, and on a
-fitted benchmark run: the local significance is largest at the dataset's best fit."""
+"""The excess statistics against closed forms (a counting experiment) and the CLs code they build on (on a fitted
+benchmark run: tests/studies/test_active_learning.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from sbi_core.inference.excess import RayObjective, cls_excess, evaluate_points, local_significance
+from sbi_core.inference.excess import RayObjective, cls_excess, local_significance
 from sbi_core.inference.limits import hypotest
 from sbi_core.inference.profile import Profiler
 
@@ -84,37 +84,3 @@ def test_cls_along_the_ray_equals_the_cls_of_the_parameter_itself():
     numeric = [(ray.value(p + eps * e) - ray.value(p - eps * e)) / (2 * eps) for e in np.eye(2)]
     assert ray.grad(p) == pytest.approx(numeric, rel=1e-6)
     assert ray.names == ["mu", "nu"] and ray.full(p).tolist() == pytest.approx([0.65, 0.4])
-
-
-@pytest.fixture(scope="module")
-def fitted(small_run, tmp_path_factory):
-    """The small benchmark run with pseudo-data at (0.3, -0.2), exact arrays, fitted."""
-    from sbi_core import steps as data_steps
-    from sbi_core.inference import steps
-
-    run = str(tmp_path_factory.mktemp("excess") / "run")
-    data_steps.derive(str(small_run), run, ["inference.toys.n=0"])
-    ds = steps.dataset(run)
-    steps.likelihood(run, [int(b) for b in ds["likelihood_batches"]])
-    steps.likelihood_join(run)
-    return run, steps.fit(run)
-
-
-def test_the_excess_of_a_fitted_run_peaks_at_its_best_fit(fitted):
-    """q(theta) = 2 (NLL(null) - NLL(theta)) on the run's data: at the best fit it is the global fit's 2 Delta
-    NLL against the null, larger than at points around it; the CLs excess is positive at the best fit (the
-    data exclude it less than the null's median)."""
-    from sbi_core import storage
-    from sbi_core.layout import RunLayout
-
-    run, _ = fitted
-    best = storage.read_json(RunLayout(run).fit)["values"]
-    at = {"cW": best["cW"], "cHW": best["cHW"]}
-    around = [{"cW": at["cW"] + dx, "cHW": at["cHW"] + dy} for dx, dy in ((0.15, 0), (-0.15, 0), (0, 0.15))]
-    res = evaluate_points(run, [at, *around])
-    assert all(r["valid"] for r in res), res
-    assert res[0]["value"] > max(r["value"] for r in res[1:])
-    assert res[0]["value"] > 2.0  # pseudo-data at (0.3, -0.2) with ~1250 events: a clear excess over the SM
-    assert all(r["expected"]["z"] < 0 for r in res)
-    cls = evaluate_points(run, [at], statistic="cls")[0]
-    assert cls["valid"] and cls["value"] > 0 and cls["observed"]["cls"] > cls["expected"]["cls"]
