@@ -28,7 +28,7 @@ NETWORK = "alices-theta-nominal-m00"
 SEEDS = 5
 #: (events, training samples, budget, points per round, most epochs); 4 initial design points per study
 FULL = (100_000, 20_000, 20, 4, 12)
-QUICK = (10_000, 3_000, 12, 4, 4)
+QUICK = (10_000, 5_000, 16, 4, 4)
 TRAINING = ["training.methods=[alices]", "training.members=1", "training.variations=false", "training.device=cpu",
             "training.samples.test=2000"]
 
