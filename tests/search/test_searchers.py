@@ -80,6 +80,7 @@ def test_points_are_plain_json_inside_the_space(method):
     assert json.loads(json.dumps(history)) == history
 
 
+@pytest.mark.slow
 def test_bayes_finds_the_minimum_of_a_bowl_and_beats_random_search():
     """Known answer: minimum 0 at (0.3, -0.2). 15 evaluations (6 design + 3 rounds of 3): the Gaussian process
     gets within 0.05 of it (value < 2.5e-3) and below the best of random search at the same budget."""

@@ -120,6 +120,7 @@ def test_a_budget_below_one_round_is_refused(sampled, tmp_path):
         _create(tmp_path, data)
 
 
+@pytest.mark.slow
 def test_the_best_network_is_registered_with_its_alias(sampled, driven, monkeypatch):
     """With tracking on (the embedded store): each segment's best network is a registered model version carrying
     the study's alias, logged from the trial's model.pt; a second finish reuses the version."""
