@@ -24,6 +24,8 @@ BENCHMARKS = {
     "hessian": "bench.hessian",
     "storage": "bench.storage",
     "toy_limits": "bench.toy_limits",
+    "active_learning": "bench.active_learning",
+    "hpo": "bench.hpo",
 }
 
 

@@ -57,6 +57,16 @@ KIND_KNOBS: dict[str, tuple[Knob, ...]] = {
         for name in ("model", "poi", "null", "level", "upper", "grid", "grid_points", "toys", "toys_per_task",
                      "max_toys", "source")
     ),
+    "active_learning": tuple(
+        Knob(name, f"options.{name}", "Active learning")
+        for name in ("objective", "parameters", "searcher", "initial_points", "acquisition", "statistic", "min_gain",
+                     "method", "search_rounds", "events_per_point", "samples_per_point", "weighting",
+                     "retrain_epochs")
+    ),
+    "hpo": tuple(
+        Knob(name, f"options.{name}", "Hyperparameter search")
+        for name in ("networks", "objective", "searcher", "initial_points", "acquisition", "patience", "alias")
+    ),
 }
 
 

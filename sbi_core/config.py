@@ -171,7 +171,16 @@ class Generation(_Strict):
     sampling_benchmark: str | None = Field(
         default=None,
         title="Sampling benchmark",
-        description="Benchmark events are drawn at (default: the first benchmark).",
+        description="Benchmark events are drawn at (default: the first benchmark); the reference of every "
+        "learned ratio.",
+    )
+    sampling_point: dict[str, float] | None = Field(
+        default=None,
+        title="Sampling point",
+        description="Draw the events at this parameter point instead of at the sampling benchmark (active "
+        "learning asks for simulation where the networks are least certain). The weights stay per basis "
+        "benchmark and the reference stays the sampling benchmark: only where events are drawn changes. "
+        "Simulators that generate events (benchmark, drell_yan_eft) support it.",
     )
 
     @model_validator(mode="after")
@@ -295,6 +304,14 @@ class AnalysisConfig(_Strict):
         sb = self.generation.sampling_benchmark
         if sb is not None and sb not in {b.name for b in self.benchmarks}:
             issues.append(("generation.sampling_benchmark", f"unknown benchmark {sb!r}"))
+        point = self.generation.sampling_point
+        if point is not None:
+            if sorted(point) != sorted(pnames):
+                issues.append(("generation.sampling_point", f"give every parameter ({pnames}), got {sorted(point)}"))
+            for p in self.parameters:
+                if p.name in point and not p.range[0] <= point[p.name] <= p.range[1]:
+                    issues.append((f"generation.sampling_point.{p.name}",
+                                   f"{point[p.name]} is outside the range {list(p.range)}"))
         if issues:
             raise ConfigError("", issues)
         return self
@@ -321,6 +338,14 @@ class AnalysisConfig(_Strict):
     @property
     def sampling_benchmark(self) -> str:
         return self.generation.sampling_benchmark or self.benchmarks[0].name
+
+    def sampling_theta(self) -> list[float]:
+        """Where events are drawn (config parameter order): generation.sampling_point when set, else the
+        sampling benchmark's values."""
+        point = self.generation.sampling_point
+        if point is not None:
+            return [float(point[p]) for p in self.parameter_names]
+        return [float(v) for v in self.benchmark_matrix()[self.benchmark_names.index(self.sampling_benchmark)]]
 
     def benchmark_matrix(self) -> list[list[float]]:
         """Benchmark values as rows (benchmark) x columns (parameter, config order)."""

@@ -1,4 +1,5 @@
-"""The whole-run steps as plain functions: configure a run, derive a run from another's events.
+"""The whole-run steps as plain functions: configure a run, derive a run from another's events, resample a run
+at a new parameter point, import a MadMiner event file.
 
 They sit on top of the stage rooms (configure checks every section and plans the work of every stage). The
 data stage's own steps live in `sbi_core.data.steps` and are re-exported here for callers that drive a
@@ -7,6 +8,9 @@ whole run (tests, benches); run loading is `sbi_core.runs`, below every stage.
 
 from __future__ import annotations
 
+import hashlib
+import json
+import math
 import time
 from typing import Any
 
@@ -146,6 +150,39 @@ def derive(source_run: str, run_uri: str, overrides: list[str] | None = None) ->
     }
 
 
+def sampling_seed(seed: int, point: dict[str, float]) -> int:
+    """The generation seed of a resampled run: a digest of the source's seed and the point (a new stream for
+    every point, the same one for the same point)."""
+    key = json.dumps({"seed": int(seed), "point": {k: float(v) for k, v in sorted(point.items())}}, sort_keys=True)
+    return int.from_bytes(hashlib.sha256(key.encode()).digest()[:7], "little")
+
+
+def resample(source_run: str, run_uri: str, point: dict[str, float], events: int, shards: int | None = None,
+             seed: int | None = None, overrides: list[str] | None = None) -> dict[str, Any]:
+    """Configure a new run with the source's analysis whose events are drawn at `point`
+    (generation.sampling_point: the basis, the benchmarks and the reference are unchanged) and whose training
+    samples put theta0 at that point (training.samples.theta0: fixed): what active learning simulates.
+
+    `events` events in `shards` shards (default: the source's events per shard), seed `sampling_seed(source
+    seed, point)` unless given; `overrides` as configure's. Then generate, combine and sample it as any run,
+    and `sbi-core merge-samples` adds its training sets to another run's. Returns configure's summary."""
+    src_layout, cfg, _ = load_run(source_run)
+    names = cfg.parameter_names
+    if sorted(point) != sorted(names):
+        raise InputError(f"resample: --at must give every parameter {names}, got {sorted(point)}")
+    if isinstance(events, bool) or not isinstance(events, int) or events < 1:
+        raise InputError(f"resample: --events must be a positive integer, got {events!r}")
+    per_shard = max(1, cfg.generation.events // cfg.generation.shards)
+    n_shards = shards if shards is not None else max(1, math.ceil(events / per_shard))
+    values = "{" + ", ".join(f"{k}: {float(point[k])!r}" for k in names) + "}"
+    sets = [f"generation.sampling_point={values}", f"generation.events={events}", f"generation.shards={n_shards}",
+            f"generation.seed={sampling_seed(cfg.generation.seed, point) if seed is None else seed}",
+            "training.samples.theta0=fixed", f"training.samples.theta_fixed={values}", *(overrides or [])]
+    return {**configure(src_layout.config, run_uri, sets), "step": "resample", "source": src_layout.root,
+            "point": {k: float(point[k]) for k in names}}
+
+
+
 
 #: What an import's --set may not change: the events file is built from them (parameter ranges, true values,
 #: descriptions, training and inference may change).
@@ -216,4 +253,4 @@ def _import_summary(layout: RunLayout, mm: Any, cfg: Any, plan: GenerationPlan, 
 
 
 __all__ = ["combine", "combine_groups", "configure", "derive", "generate", "import_madminer", "load_run",
-           "run_events"]
+           "resample", "run_events", "sampling_seed"]

@@ -10,6 +10,7 @@ What to use when:
 - `tracking_uri(layout)`: where a run's tracking goes (None: tracking is off).
 - `log_study_round(...)` / `log_study_results(...)`: a study's rounds and results (`sbi_core.studies`): a parent
   run per study in the experiment `sbi-study-<kind>`, a child run per round, a metric per evaluated point.
+- `register_study_model(...)`: a network a study chose (the best of an HPO segment), registered with an alias.
 
 Structure: one experiment per analysis (`cfg.name`); one parent run per pipeline run, named by a marker file in
 the run (`RUN/tracking/parent-<server digest>.json`, created atomically, so every process of a DAG run logs under
@@ -511,3 +512,35 @@ def log_study_results(study_uri: str, name: str, config: Mapping[str, Any], resu
         _log_files(s.client, s.parent_id, [a for a in artifacts if not a.lower().endswith(".png")])
         status = {"stopped": "KILLED", "failed": "FAILED"}.get(str(results.get("status")), "FINISHED")
         s.client.set_terminated(s.parent_id, status)
+
+
+@_never_raises
+def register_study_model(study_uri: str, name: str, config: Mapping[str, Any], model_name: str,
+                         artifacts: Sequence[str], metrics: Mapping[str, Any], params: Mapping[str, Any],
+                         alias: str) -> None:
+    """A study's chosen network (e.g. the best of an HPO segment): a child run `model-<model_name>` of the study's
+    parent with its metrics, params and files (`model/`), registered as a version of `model_name` with `alias`
+    moved to it. A repeated call for the same files reuses its version."""
+    from mlflow.entities import Param
+
+    digest = hashlib.sha256(json.dumps([list(artifacts), dict(params)], sort_keys=True, default=str).encode()
+                            ).hexdigest()[:24]
+    model_name = re.sub(r"[^A-Za-z0-9_.\-]+", "_", model_name)
+    with _study_session(study_uri, name, config) as s:
+        c = s.client
+        for version in c.search_model_versions(f"name = '{model_name}'"):
+            if version.tags.get("sbi.study_key") == s.key and version.tags.get("sbi.model_digest") == digest:
+                c.set_registered_model_alias(model_name, alias, version.version)
+                return
+        run_id = _child(s, "model", f"model-{model_name}", {"sbi.model": model_name})
+        m, _ = _metrics_and_params({k: v for k, v in metrics.items() if v is not None})
+        _log_batch(c, run_id, m, [Param(k, _text(v)) for k, v in flatten(dict(params)).items()][:_MAX_FLAT])
+        _log_files(c, run_id, artifacts, artifact_path="model")
+        c.set_terminated(run_id, "FINISHED")
+        try:
+            c.create_registered_model(model_name, tags={"sbi.study_uri": study_uri})
+        except Exception:  # noqa: BLE001 - it exists already
+            c.get_registered_model(model_name)
+        version = c.create_model_version(model_name, source=f"runs:/{run_id}/model", run_id=run_id,
+                                         tags={"sbi.study_key": s.key, "sbi.model_digest": digest})
+        c.set_registered_model_alias(model_name, alias, version.version)

@@ -121,6 +121,8 @@ def write_header(
     attrs["analysis"] = cfg.name
     attrs["simulator"] = cfg.simulator.name
     attrs["sampling_benchmark"] = cfg.sampling_benchmark
+    if cfg.generation.sampling_point is not None:  # events drawn off the benchmarks (active learning)
+        attrs["sampling_point"] = np.asarray(cfg.sampling_theta(), dtype=np.float64)
     attrs["package_version"] = __version__
     attrs["chunk_rows"] = chunk_rows
     attrs["seed"] = -1 if seed is None else seed

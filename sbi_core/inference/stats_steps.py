@@ -32,7 +32,7 @@ from sbi_core.errors import InputError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["limits", "report", "scan", "toys"]
+__all__ = ["limits", "load_context", "report", "scan", "toys"]
 
 
 @dataclass
@@ -118,6 +118,12 @@ def _context(run_uri: str) -> _Context:
         raise InputError(f"no fit result {layout.fit}: run `sbi-core fit` first")
     info = DatasetInfo.load(layout, cfg.inference.dataset.kind)
     return _Context(layout, cfg, plan, info, storage.read_json(layout.fit))
+
+
+def load_context(run_uri: str) -> _Context:
+    """A fitted run as the statistics read it: config, dataset, global fit; the observed model, the event pool,
+    the toy generator and the NLL of any arrays with the run's settings (the excess objective uses it)."""
+    return _context(run_uri)
 
 
 def _profilers(ctx: _Context, observed: Any, asimov: Any, expected: dict[str, float]) -> tuple[Any, Any]:

@@ -14,6 +14,7 @@ Public API (the evaluation and inference stages use exactly this):
   (benchmark_ratio, every per-variation network);
 - `Ensemble.score(x, theta0=None) -> (mean (n, P), std (n, P))`: SALLY's output, or grad_theta0 log r of a
   parametrised ratio (autograd);
+- `Ensemble.member_log_ratio(x, theta0=None) -> (members, n)`: every member's log r (the disagreement);
 - `Ensemble.members`: the member network ids.
 std is the standard deviation over members (ddof = 1; zeros for a single member).
 - `evaluate_batch_slice(n_rows, n_batches, batch)`: the rows of batch i when a test set is split in
@@ -246,6 +247,12 @@ class Ensemble:
         if self.output != "log_ratio":
             raise ValueError(f"ensemble {self.name} estimates a score, not a likelihood ratio")
         return self._reduce(self._per_member(x, theta0, "log_ratio"))
+
+    def member_log_ratio(self, x: np.ndarray, theta0: np.ndarray | None = None) -> np.ndarray:
+        """(members, n) log r of each member (what the mean and std of `log_ratio` reduce)."""
+        if self.output != "log_ratio":
+            raise ValueError(f"ensemble {self.name} estimates a score, not a likelihood ratio")
+        return self._per_member(x, theta0, "log_ratio")
 
     def score(self, x: np.ndarray, theta0: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Mean (n, P) and std (n, P) over members of the score t(x|theta0)."""

@@ -152,6 +152,12 @@ class TrainingConfig(ConfigSection):
     device: Literal["auto", "cpu", "cuda"] = Field(
         default="auto", title="Device", description="auto: CUDA when present, else CPU."
     )
+    warm_start: str | None = Field(
+        default=None, min_length=1, title="Warm start",
+        description="URI of a run whose trained networks (the same ids and architecture) initialise this run's: "
+        "training continues from their weights, e.g. after samples were added (active learning). None: seeded "
+        "initial weights.",
+    )
     alpha: float = Field(
         default=1.0, ge=0.0, le=1e6, title="Score weight",
         description="Weight of the joint-score term in the RASCAL and ALICES losses (MadMiner's alpha), in the "

@@ -11,6 +11,11 @@ naming every failed network.
 
 Per network, under `RunLayout.network(id)`: checkpoint.pt, model.pt, export.npz, history.json, result.json.
 
+Warm start (`training.warm_start: RUN`): each network starts from the weights of the network with the same id in
+RUN (its model.pt, input standardisation included, so it continues from the function it had learned) instead of
+seeded initial weights; the same hidden widths and activation are required (InputError otherwise). The source
+model's digest is part of the fingerprint, so a finished network is not reused across warm-start sources.
+
 Which estimator a network trains: its method's (`training.methods`), configured from `training` (alpha);
 per-variation networks (variation != nominal) learn log p(x|nu_k = +-1) / p(x|nu = 0) at the reference with
 x as the only input, so they are benchmark_ratio-type classifiers whatever the method (the method's own loss
@@ -52,6 +57,32 @@ def estimator_for(spec: NetworkSpec, cfg: AnalysisConfig, *, has_joint_ratio: bo
     if spec.is_variation or spec.method == "benchmark_ratio":
         return BenchmarkRatio(BenchmarkRatioConfig(labels="joint" if has_joint_ratio else "y"))
     return get_estimator(spec.method).from_training(cfg.training)
+
+
+def warm_start_state(cfg: AnalysisConfig, network_id: str) -> tuple[dict[str, Any], str, str] | None:
+    """(state dict, digest, model URI) of the network that `training.warm_start` names for this id; None when
+    the setting is off. InputError naming the file when it is missing or has another architecture."""
+    from sbi_core.ml.model_io import load_model
+
+    source = cfg.training.warm_start
+    if source is None:
+        return None
+    uri = RunLayout(source).network_file(network_id, "model.pt")
+    if not storage.exists(uri):
+        raise InputError(f"network {network_id}: training.warm_start run {source} has no {uri}: train that network "
+                         "there first, or unset training.warm_start")
+    model, info = load_model(uri)
+    want = {"hidden": list(cfg.training.network.hidden), "activation": cfg.training.network.activation}
+    got = {k: info.architecture[k] for k in want}
+    if got != want:
+        raise InputError(f"network {network_id}: training.warm_start model {uri} has {got}, this run trains {want} "
+                         "(training.network): a warm start needs the same architecture")
+    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    h = hashlib.sha256()
+    for k in sorted(state):
+        h.update(k.encode())
+        h.update(state[k].numpy().tobytes())
+    return state, h.hexdigest(), uri
 
 
 def _digest(ts: TrainingSet, keys: tuple[str, ...]) -> str:
@@ -140,8 +171,9 @@ def _log_tracking(layout: RunLayout, cfg: AnalysisConfig, network_id: str, param
 
 
 def train_one(layout: RunLayout, cfg: AnalysisConfig, spec: NetworkSpec, sets: dict[str, TrainingSet],
-              device: Any) -> dict[str, Any]:
-    """Train (or resume, or skip when finished) one network; write its files; return its result dict."""
+              device: Any, *, track: bool = True) -> dict[str, Any]:
+    """Train (or resume, or skip when finished) one network; write its files; return its result dict.
+    track=False: no MLflow run (a study's trial networks are tracked by the study)."""
     from sbi_core.ml.export import export_network, save_export
     from sbi_core.ml.model_io import save_model
     from sbi_core.ml.trainer import TrainOptions, network_seed, train_network, training_fingerprint
@@ -155,10 +187,14 @@ def train_one(layout: RunLayout, cfg: AnalysisConfig, spec: NetworkSpec, sets: d
     uses = tuple(est.uses)
     keys = tuple(dict.fromkeys((*uses, "theta0", "t_xz")))  # shapes for n_params; standardisation of theta0
     extra = {"train": _digest(train, uses), "val": _digest(val, uses), "config_hash": train.config_hash}
+    warm = warm_start_state(cfg, nid)
+    if warm is not None:
+        extra["warm_start"] = warm[1]
     seed = network_seed(tr.seed, nid)
     base = {"network_id": nid, "method": spec.method, "head": spec.head, "variation": spec.variation,
             "member": spec.member, "estimator": est.name, "estimator_config": asdict(est.config),
-            "n_train": len(train), "n_val": len(val), "seed": seed, "bootstrap": tr.bootstrap}
+            "n_train": len(train), "n_val": len(val), "seed": seed, "bootstrap": tr.bootstrap,
+            "warm_start": warm[2] if warm is not None else None}
     fp = training_fingerprint(est, network_id=nid, options=options, hidden=list(tr.network.hidden),
                               activation=tr.network.activation, seed=seed, n_train=len(train), n_val=len(val),
                               bootstrap=tr.bootstrap, device=device, extra=extra)
@@ -171,14 +207,14 @@ def train_one(layout: RunLayout, cfg: AnalysisConfig, spec: NetworkSpec, sets: d
             est, _tensors(train, keys), _tensors(val, keys), network_id=nid, options=options,
             hidden=list(tr.network.hidden), activation=tr.network.activation, seed=seed, device=device,
             checkpoint_uri=layout.network_file(nid, "checkpoint.pt"), bootstrap=tr.bootstrap,
-            fingerprint_extra=extra,
+            fingerprint_extra=extra, init_state=warm[0] if warm is not None else None,
         )
     except NetworkFailed as exc:
-        return _write_failure(layout, cfg, nid, base, str(exc), exc.history, t0, device)
+        return _write_failure(layout, cfg, nid, base, str(exc), exc.history, t0, device, track)
     except Exception as exc:  # noqa: BLE001 - one network's crash must not stop the batch
         log.error("network %s failed:\n%s", nid, traceback.format_exc())
         return _write_failure(layout, cfg, nid, base, f"network {nid} failed: {type(exc).__name__}: {exc}", [],
-                              t0, device)
+                              t0, device, track)
     model = result.model
     saved = save_model(layout.network_file(nid, "model.pt"), model, network_id=nid, method=spec.method,
                parametrised=est.parametrised, output=est.output,
@@ -193,22 +229,25 @@ def train_one(layout: RunLayout, cfg: AnalysisConfig, spec: NetworkSpec, sets: d
            "seconds": round(time.perf_counter() - t0, 3), "fingerprint": result.fingerprint,
            "parametrised": est.parametrised, "output": est.output, **saved}
     storage.write_json(layout.network_file(nid, "result.json"), out)  # last: "finished"
-    _log_tracking(layout, cfg, nid, params={k: v for k, v in out.items() if k != "error"}, history=result.history,
-                  artifacts=[layout.network_file(nid, n) for n in ("model.pt", "export.npz", "history.json")],
-                  status="ok")
+    if track:
+        _log_tracking(layout, cfg, nid, params={k: v for k, v in out.items() if k != "error"},
+                      history=result.history,
+                      artifacts=[layout.network_file(nid, n) for n in ("model.pt", "export.npz", "history.json")],
+                      status="ok")
     return {**out, "skipped": False}
 
 
 def _write_failure(layout: RunLayout, cfg: AnalysisConfig, nid: str, base: dict[str, Any], error: str,
-                   history: list[dict], t0: float, device: Any) -> dict[str, Any]:
+                   history: list[dict], t0: float, device: Any, track: bool = True) -> dict[str, Any]:
     log.error("%s", error)
     storage.write_json(layout.network_file(nid, "history.json"), history)
     out = {**base, "status": "failed", "error": error, "epochs": len(history), "best_epoch": None,
            "best_val_loss": None, "n_parameters": None, "device": str(device),
            "seconds": round(time.perf_counter() - t0, 3), "fingerprint": None}
     storage.write_json(layout.network_file(nid, "result.json"), out)
-    _log_tracking(layout, cfg, nid, params=out, history=history, artifacts=[layout.network_file(nid, "result.json")],
-                  status="failed")
+    if track:
+        _log_tracking(layout, cfg, nid, params=out, history=history,
+                      artifacts=[layout.network_file(nid, "result.json")], status="failed")
     return {**out, "skipped": False}
 
 
@@ -229,6 +268,8 @@ def train(run_uri: str, network_ids: list[str]) -> dict[str, Any]:
                              f"{cfg.training.variations})")
         specs.append(spec)
     sets = _load_sets(layout, cfg, specs)
+    for spec in specs:  # a missing or foreign warm-start model is bad input, found before anything trains
+        warm_start_state(cfg, spec.id)
     device = resolve_device(cfg.training.device)
     results = {s.id: train_one(layout, cfg, s, sets[(s.method, s.head, s.variation)], device) for s in specs}
     failed = {nid: r["error"] for nid, r in results.items() if r["status"] != "ok"}

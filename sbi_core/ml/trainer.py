@@ -200,13 +200,16 @@ def train_network(
     checkpoint_uri: str | None = None,
     bootstrap: bool = False,
     fingerprint_extra: Mapping[str, Any] | None = None,
+    init_state: Mapping[str, torch.Tensor] | None = None,
 ) -> TrainResult:
     """Train one network of `estimator` on `train` (tensors by name: x (n, O), theta0 (n, P), y (n,),
     log_r_xz (n,), t_xz (n, P); only `estimator.uses` are read), early-stopped on `val`.
 
     seed fixes the initial weights, the batch order and the bootstrap resample (a resample of the training
     rows with replacement, for ensemble members); with checkpoint_uri the state is written there after every
-    epoch and a matching checkpoint is resumed. NetworkFailed when a loss is not finite."""
+    epoch and a matching checkpoint is resumed. init_state (a warm start: another network's state dict, the
+    standardisation included) replaces the initial weights; the caller puts its digest in fingerprint_extra.
+    NetworkFailed when a loss is not finite."""
     t0 = time.perf_counter()
     device = torch.device(device)
     uses = tuple(estimator.uses)
@@ -224,6 +227,8 @@ def train_network(
     torch.manual_seed(seed)
     model = estimator.build_model(n_x, n_params, hidden=list(hidden), activation=activation)
     model.set_standardisation(train["x"].float(), train["theta0"].float() if estimator.parametrised else None)
+    if init_state is not None:
+        model.load_state_dict(dict(init_state))  # strict: another architecture is an error
     model.to(device)
     optimizer = make_adam(list(model.parameters()), options)
     scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=options.gamma)

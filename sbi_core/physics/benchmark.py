@@ -156,6 +156,8 @@ class BenchmarkSimulator:
     """EFT-like toy with exact p(x|theta, nu), p(x, z|theta) and joint score; see the module docstring."""
 
     name: ClassVar[str] = "benchmark"
+    #: It draws events at any parameter point (generation.sampling_point).
+    samples_anywhere: ClassVar[bool] = True
     #: For the default `dimensions` (5); an instance with other dimensions has its own tuple.
     provided_observables: ClassVar[tuple[str, ...]] = _obs_names(5)
 
@@ -239,7 +241,7 @@ class BenchmarkSimulator:
         self._powers = quadratic_powers(self._n_params)
         self._morphing = Morphing(self._powers, np.asarray(cfg.benchmark_matrix(), dtype=np.float64))
         self._keep = np.array([self.provided_observables.index(o) for o in cfg.observable_names], dtype=np.int64)
-        self._theta_s = np.asarray(cfg.benchmark_matrix()[cfg.benchmark_names.index(cfg.sampling_benchmark)])
+        self._theta_s = np.asarray(cfg.sampling_theta())  # generation.sampling_point, or the sampling benchmark
         geo = _Geometry.build(opts, self._n_params)
         self._geo = geo
         self._n_amp = geo.signs.shape[0]
@@ -343,7 +345,7 @@ class BenchmarkSimulator:
 
     @property
     def sampling_theta(self) -> np.ndarray:
-        """(n_parameters,) theta of the sampling benchmark."""
+        """(n_parameters,) theta where events are drawn (the sampling benchmark, or generation.sampling_point)."""
         return self._theta_s.copy()
 
     @property
@@ -584,7 +586,8 @@ class BenchmarkSimulator:
         return xa * self._scale(np.asarray(nu, dtype=np.float64))
 
     def simulate(self, n: int, rng: np.random.Generator) -> EventBatch:
-        """n events at the sampling benchmark (nominal nuisances, before cuts); deterministic given rng."""
+        """n events at the sampling point (`sampling_theta`: the sampling benchmark unless the config gives
+        generation.sampling_point), nominal nuisances, before cuts; deterministic given rng."""
         if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 0:
             raise ValueError(f"n: expected an int >= 0, got {n!r}")
         if not isinstance(rng, np.random.Generator):

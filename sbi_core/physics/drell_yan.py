@@ -187,6 +187,8 @@ class DrellYanSimulator:
     """pp -> gamma*/Z -> l l with contact operators; see the module docstring."""
 
     name: ClassVar[str] = "drell_yan_eft"
+    #: It draws events at any parameter point (generation.sampling_point).
+    samples_anywhere: ClassVar[bool] = True
 
     # ------------------------------------------------------------------ config
     @classmethod
@@ -238,7 +240,8 @@ class DrellYanSimulator:
         basis = np.asarray(cfg.benchmark_matrix(), dtype=np.float64)
         self._morphing = Morphing(self._powers, basis)
         self._sampling_index = cfg.benchmark_names.index(cfg.sampling_benchmark)
-        self._theta_s = basis[self._sampling_index].copy()
+        self._at_point = cfg.generation.sampling_point is not None  # events drawn off the basis benchmarks
+        self._theta_s = np.asarray(cfg.sampling_theta(), dtype=np.float64)
         self._engine = _engine(tuple(cfg.parameter_names), self.options.model_dump_json(), tuple(self._theta_s))
         self._detector = Detector(self.options.detector)
         # observations_at: the objects reconstructed at nominal keep their slots; no pT threshold is re-applied.
@@ -462,6 +465,10 @@ class DrellYanSimulator:
         noise = DetectorNoise.draw(n, 2, rng)
         z = np.column_stack([m, y, c, phi, kt, noise.flat()])
         dsig = eng.model.dsigma(m, y, c, self._morphing.basis)  # (n, B), direct |M|^2 at each benchmark
-        weights = eng.clipped_xs * overweight[:, None] * dsig / dsig[:, self._sampling_index, None]
+        if self._at_point:  # dsigma at the sampling point itself (not a basis column)
+            dsig_s = eng.model.dsigma(m, y, c, self._theta_s[None, :])[:, 0]
+        else:
+            dsig_s = dsig[:, self._sampling_index]
+        weights = eng.clipped_xs * overweight[:, None] * dsig / dsig_s[:, None]
         rec = self._reconstruct(z)
         return EventBatch(self._observe(rec, None), z, weights, self._nuisance_weights(z, rec))

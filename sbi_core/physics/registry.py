@@ -62,6 +62,9 @@ def check_analysis(cfg: AnalysisConfig, source: str = "") -> None:
             if unknown:
                 issues.append((f"nuisance[{i}].samples", f"unknown samples {unknown}: simulator "
                                                         f"{cfg.simulator.name!r} has {list(names)}"))
+    if cfg.generation.sampling_point is not None and not getattr(cls, "samples_anywhere", False):
+        issues = [*issues, ("generation.sampling_point", f"simulator {cfg.simulator.name!r} draws no events of its "
+                            "own (it reads files): it cannot sample at a point")]
     if issues:
         raise ConfigError(source, issues)
 

@@ -1,7 +1,8 @@
 """The `StudyKind` protocol and the registry of kinds: what the loop mechanism asks of a kind of study.
 
 A kind is an object with (see docs/studies.md for the full contract):
-- `name` (its registry key), `unit` (what its budget counts: "toys", "events", "trainings"), `options`
+- `name` (its registry key), `unit` (what its budget counts: "toys", "events", "trainings"; a kind whose unit
+  depends on its options also has `unit_for(study) -> str`, read through `Study.unit`), `options`
   (a `ConfigSection` model of its own settings, the study's `options:`);
 - `check(study) -> [(field, message)]`: checks of the options against the source run (an unknown
   parameter, a grid outside the range...), run by `study --create` before anything is written;
@@ -42,6 +43,8 @@ __all__ = ["KINDS", "PointFailed", "StudyKind", "check_kind", "get_kind", "kind_
 #: CLI stays light).
 KINDS: dict[str, str] = {
     "toy_limits": "sbi_core.studies.toy_limits:KIND",
+    "active_learning": "sbi_core.studies.active_learning:KIND",
+    "hpo": "sbi_core.studies.hpo:KIND",
 }
 PLUGINS_ENV = "SBI_STUDY_PLUGINS"
 

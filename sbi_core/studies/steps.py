@@ -105,7 +105,7 @@ def create(study_uri: str, config_uri: str | None = None, overrides: Sequence[st
     _write_json(layout.state, StudyState().to_json())
     storage.write_text(layout.config, text)
     return _summary(study, "create", created=True, config=layout.config, budget=study.config.budget,
-                    unit=study.kind.unit, max_rounds=study.config.max_rounds, **_where(layout))
+                    unit=study.unit, max_rounds=study.config.max_rounds, **_where(layout))
 
 
 def _where(layout: StudyLayout) -> dict[str, Any]:
@@ -153,9 +153,9 @@ def _new_plan(study: Study, state: StudyState, r: int) -> dict[str, Any]:
             spent += item.cost
         if len(kept) < len(items):
             log.info("round %d: %d of %d items fit the budget left (%g %s)", r, len(kept), len(items), left,
-                     study.kind.unit)
+                     study.unit)
         if not kept:
-            ended = (f"budget spent: {left:g} {study.kind.unit} left, the next item needs {items[0].cost:g}" if items
+            ended = (f"budget spent: {left:g} {study.unit} left, the next item needs {items[0].cost:g}" if items
                      else f"nothing left to do: the kind planned no work for round {r}")
         items = kept
     return {"round": r, "items": [i.to_json() for i in items], "cost": sum(i.cost for i in items), "ended": ended}
@@ -253,7 +253,7 @@ def _bounded(study: Study, state: StudyState, decision: Decision, r: int) -> tup
             decision = Decision.end(f"max_rounds reached ({r} of {cfg.max_rounds}); last: {decision.reason}",
                                     "finished", decision.summary)
         elif state.budget_used >= cfg.budget:
-            decision = Decision.end(f"budget spent ({state.budget_used:g} of {cfg.budget} {study.kind.unit}); last: "
+            decision = Decision.end(f"budget spent ({state.budget_used:g} of {cfg.budget} {study.unit}); last: "
                                     f"{decision.reason}", "finished", decision.summary)
     status = "running" if decision.action == "continue" else decision.status
     reason = "" if decision.action == "continue" else decision.reason
@@ -289,7 +289,7 @@ def finish(study_uri: str) -> dict[str, Any]:
     results = study.kind.finish(study, state, history)
     record = {"study": study.uri, "name": study.name, "kind": study.kind.name, "status": state.status,
               "reason": state.reason, "rounds": state.rounds, "budget": study.config.budget,
-              "budget_used": state.budget_used, "unit": study.kind.unit, "points": len(history), **results}
+              "budget_used": state.budget_used, "unit": study.unit, "points": len(history), **results}
     _write_json(layout.results, record)
     from sbi_core import tracking
 
@@ -333,7 +333,7 @@ def show(study_uri: str) -> dict[str, Any]:
     print(text, flush=True)
     return _summary(study, "show", status=state.status, reason=state.reason, round=state.round,
                     rounds=state.rounds, budget=study.config.budget, budget_used=state.budget_used,
-                    unit=study.kind.unit, stop_flag=stop, pending=pending, summary=state.summary,
+                    unit=study.unit, stop_flag=stop, pending=pending, summary=state.summary,
                     history=len(history), results=layout.results if storage.exists(layout.results) else None)
 
 

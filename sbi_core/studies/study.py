@@ -74,6 +74,13 @@ class Study:
     def analysis(self) -> AnalysisConfig:
         return self.source[1]
 
+    @property
+    def unit(self) -> str:
+        """What the budget counts: the kind's `unit_for(study)` when it has one (a kind whose unit depends on its
+        options: active learning counts evaluations or simulated events), else its `unit`."""
+        unit_for = getattr(self.kind, "unit_for", None)
+        return str(unit_for(self)) if callable(unit_for) else str(self.kind.unit)
+
 
 def _wants_text(annotation: Any) -> bool:
     """Whether a field takes text (then an override's value stays text, e.g. `name=2024`)."""

@@ -68,7 +68,7 @@ def render(study: Any, state: Any, rounds: Sequence[Mapping[str, Any]], history:
     lines = [
         f"Study {study.name}  (kind {study.kind.name}; {study.uri})",
         f"  status : {_status_line(state, pending, stop)}",
-        f"  budget : {state.budget_used:g} of {cfg.budget} {study.kind.unit} used ({pct:.0f}%); rounds "
+        f"  budget : {state.budget_used:g} of {cfg.budget} {study.unit} used ({pct:.0f}%); rounds "
         f"{state.rounds} of at most {cfg.max_rounds}; tolerance {cfg.tolerance:g}",
     ]
     if cfg.run:

@@ -51,6 +51,7 @@ ROOMS_BELOW = {
     "sbi_core.data": {"sbi_core.physics", "sbi_core.ml"},  # training_sets reads the method names
     "sbi_core.ml": {"sbi_core.physics", "sbi_core.data"},
     "sbi_core.inference": {"sbi_core.physics", "sbi_core.data", "sbi_core.ml"},
+    "sbi_core.search": set(),  # the searchers know points and values, nothing of the analysis
     # iterative studies run the stages' own functions (fits, toys, training, generation) and the searches
     "sbi_core.studies": {"sbi_core.physics", "sbi_core.data", "sbi_core.ml", "sbi_core.inference", "sbi_core.search"},
     "sbi_core.publish": {"sbi_core.physics", "sbi_core.data", "sbi_core.ml", "sbi_core.inference"},
