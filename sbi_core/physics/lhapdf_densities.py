@@ -74,6 +74,8 @@ class LhapdfDensities:
     def _xf(self, pid: int, x: np.ndarray, q2: np.ndarray) -> np.ndarray:
         if pid not in self._flavours:
             return np.zeros_like(x)
+        if x.size == 1:  # parton turns a one-point answer into a float and fails on numpy 2: ask for two points
+            return self._xf(pid, np.repeat(x, 2), np.repeat(q2, 2))[:1]
         out = np.asarray(self._pdf.xfxQ2(pid, x, q2, grid=False), dtype=np.float64)
         if not np.all(np.isfinite(out)):
             bad = ~np.isfinite(out)
