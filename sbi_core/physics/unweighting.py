@@ -69,7 +69,7 @@ def max_weight(w: np.ndarray, rule: MaxWeightRule) -> float:
         return rule.safety * top
     s = np.sort(w)[::-1]
     cum = np.cumsum(s)
-    budget = rule.overweight_fraction * cum[-1]
+    budget = rule.overweight_fraction * float(cum[-1])
     k = np.arange(1, s.size + 1)
     excess_at = cum - k * s  # excess above t = s[k-1]: sum over the k largest of (s_i - s[k-1])
     last = int(np.flatnonzero(excess_at <= budget)[-1])  # excess_at[0] = 0, so there is one
@@ -77,7 +77,7 @@ def max_weight(w: np.ndarray, rule: MaxWeightRule) -> float:
         return rule.safety * float(s[-1])
     # On [s[last+1], s[last]] the excess is cum[last] - (last + 1) t: solve for the budget.
     t = max(float(s[last + 1]), (float(cum[last]) - budget) / (last + 1))
-    return rule.safety * t
+    return float(rule.safety * t)
 
 
 @dataclass(frozen=True)
