@@ -79,6 +79,7 @@ def configure(config_uri: str, run_uri: str | None = None, overrides: list[str] 
         "groups": plan.groups,
         "n_groups": len(plan.groups),
         "samplers": [sampler] if sampler else [],  # a train-sampler task before generate when not empty
+        **({"parton_densities": sim.provenance()["parton_densities"]} if hasattr(sim, "provenance") else {}),
         **plan_summary(cfg),
         "sizes_known": plan.sizes_known,
         "seconds": round(time.perf_counter() - t0, 3),

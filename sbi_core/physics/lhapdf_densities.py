@@ -4,8 +4,10 @@ The grid is read by the `parton` package (MIT licence): no LHAPDF C++ library is
 x f(x, Q) bicubically in (log x, log Q^2) on each subgrid (LHAPDF's own default is a local log-bicubic
 interpolation too; values agree to the interpolation error of the grid). Where the grid ends (x below
 XMin, Q outside [QMin, QMax]) `parton` gives NaN: this module refuses such points with an `InputError`
-naming the set instead of extrapolating. A flavour the set does not list has density zero (as in LHAPDF);
-negative interpolated values (possible near x -> 1) are set to zero, so every weight stays >= 0.
+naming the set instead of extrapolating. Above XMax (real sets put it at 1; a grid that stops short of it)
+the densities, which vanish as x -> 1, are taken as zero. A flavour the set does not list has density zero
+(as in LHAPDF); negative interpolated values (possible near x -> 1) are set to zero, so every weight
+stays >= 0.
 
 Where sets are found: `path` (a directory holding the set's folder), else each directory of
 `LHAPDF_DATA_PATH` (colon-separated), as LHAPDF itself looks. Nothing is downloaded.
@@ -64,6 +66,7 @@ class LhapdfDensities:
         self.directory = find_set(name, path)
         self._pdf = _load(name, self.member, str(self.directory))
         self._flavours = {int(f) for f in self._pdf.pdfset.info.get("Flavors", [])}
+        self._x_max = max(float(np.max(g.x)) for g in self._pdf.pdfgrids)
         data = self.directory / name / f"{name}_{self.member:04d}.dat"
         self.sha256 = hashlib.sha256(data.read_bytes()).hexdigest()
 
@@ -76,6 +79,12 @@ class LhapdfDensities:
             return np.zeros_like(x)
         if x.size == 1:  # parton turns a one-point answer into a float and fails on numpy 2: ask for two points
             return self._xf(pid, np.repeat(x, 2), np.repeat(q2, 2))[:1]
+        above = x > self._x_max
+        if np.any(above):  # beyond the grid's XMax (below 1): zero, where the densities vanish anyway
+            out = np.zeros_like(x)
+            if not np.all(above):
+                out[~above] = self._xf(pid, x[~above], q2[~above])
+            return out
         out = np.asarray(self._pdf.xfxQ2(pid, x, q2, grid=False), dtype=np.float64)
         if not np.all(np.isfinite(out)):
             bad = ~np.isfinite(out)
@@ -97,8 +106,13 @@ class LhapdfDensities:
 
     def luminosities(self, x1: np.ndarray, x2: np.ndarray,
                      scale: np.ndarray | float | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """(forward, backward) q qbar products per flavour type at scale Q, each (n, 2)."""
-        return flavour_luminosities(*self.densities(x1, scale), *self.densities(x2, scale))
+        """(forward, backward) q qbar products per flavour type at scale Q, each (n, 2) (both beams in one
+        evaluation of the grid: half the interpolator calls)."""
+        n = np.asarray(x1).shape[0]
+        q = np.broadcast_to(np.asarray(scale if scale is not None else np.nan, dtype=np.float64), (n,))
+        quarks, antiquarks = self.densities(np.concatenate([x1, x2]), np.concatenate([q, q]) if scale is not None
+                                            else None)
+        return flavour_luminosities(quarks[:n], antiquarks[:n], quarks[n:], antiquarks[n:])
 
 
 def write_grid(directory: Path, name: str, xf: Callable[[int, np.ndarray, np.ndarray], np.ndarray],

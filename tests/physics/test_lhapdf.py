@@ -73,6 +73,10 @@ def test_outside_the_grid_and_missing_sets_are_input_errors(grids, monkeypatch):
     pdf = LhapdfDensities("toyflat", 0, str(grids))
     with pytest.raises(InputError, match="outside its grid"):
         pdf.densities(np.array([1e-8]), 100.0)  # below XMin: not extrapolated
+    with pytest.raises(InputError, match="outside its grid"):
+        pdf.densities(np.array([0.1]), 2.0e4)  # above QMax
+    quarks, antiquarks = pdf.densities(np.array([0.9995, 0.5]), 100.0)  # above XMax (0.999): zero
+    assert np.all(quarks[0] == 0) and np.all(antiquarks[0] == 0) and np.all(quarks[1] > 0)
     with pytest.raises(InputError, match="'nosuchset' not found"):
         LhapdfDensities("nosuchset", 0, str(grids))
     monkeypatch.setenv("LHAPDF_DATA_PATH", f"/nonexistent:{grids}")
