@@ -23,6 +23,9 @@ REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "configs" / "drell_yan_eft.yaml"
 #: Points inside the shipped ranges ([-0.2, 0.2] for both coefficients), none of them a benchmark.
 NEW_POINTS = ([0.12, -0.15], [-0.17, 0.08], [0.05, 0.18])
+#: The conditional flow a second time with 4x the batch and 2x the steps (trained once for every point): each
+#: step's loss averages over theta, and a larger batch covers the range better (quick: 2x the quick steps).
+LARGE = {"batch_size": 4096, "steps_factor": 2}
 QUANTILE, MAX_RULE = (1.0, 1e-3), (1.1, 0.0)  # (safety, overweight_fraction)
 
 
@@ -85,8 +88,19 @@ def _flow_at(setup: Any, theta: list[float] | np.ndarray, conditional_art: Any =
     return ns.FlowProposal(mods, space, cond, frac, scale=point.sigma_s), seconds
 
 
-def run(quick: bool) -> list[dict[str, Any]]:
+def _conditional(setup: Any, update: dict[str, Any]) -> tuple[Any, Any]:
+    """(setup, artifact) of the conditional flow trained across the ranges with the flow options updated."""
     import dataclasses
+
+    from sbi_core.physics import drell_yan_sampling as dys
+
+    flow = setup.opts.sampling.flow.model_copy(update={"conditional": True, **update})
+    opts = setup.opts.model_copy(update={"sampling": setup.opts.sampling.model_copy(update={"flow": flow})})
+    cond_setup = dataclasses.replace(setup, opts=opts)
+    return cond_setup, dys.train_flow(cond_setup)
+
+
+def run(quick: bool) -> list[dict[str, Any]]:
 
     from sbi_core.physics import drell_yan_sampling as dys
     from sbi_core.physics.adaptive_sampling import AdaptiveSampler, VegasProposal
@@ -105,18 +119,17 @@ def run(quick: bool) -> list[dict[str, Any]]:
     rows = {"flat": _figures(flat, n, 1), "vegas": _figures(vegas.proposal, n, 1), "flow": _figures(flow, n, 1)}
     rates = {"vegas": _rate(vegas.proposal, events, 2), "flow": _rate(flow, events, 2)}
     recs = [_record_main(rows, rates, sizes, vegas_seconds, flow_seconds)]
-    cond_opts = opts.model_copy(update={"sampling": opts.sampling.model_copy(update={
-        "flow": opts.sampling.flow.model_copy(update={"conditional": True})})})
-    cond_setup = dataclasses.replace(setup, opts=cond_opts)
-    cond_art = dys.train_flow(cond_setup)
-    cond_seconds = float(cond_art.meta["training"]["train_seconds"])
+    same = _conditional(setup, {})
+    large = _conditional(setup, {"batch_size": LARGE["batch_size"], "steps": sizes["steps"] * LARGE["steps_factor"]})
     per_point = []
     for i, theta in enumerate(NEW_POINTS):
         alone, alone_seconds = _flow_at(setup, theta)
-        shared, _ = _flow_at(cond_setup, theta, cond_art)
-        per_point.append({"theta": theta, "conditional": _figures(shared, n, 10 + i), "alone": _figures(alone, n, 10 + i),
-                          "alone_train_seconds": round(alone_seconds, 1)})
-    recs.append(_record_conditional(per_point, sizes, cond_seconds))
+        row = {"theta": theta, "alone": _figures(alone, n, 10 + i), "alone_train_seconds": round(alone_seconds, 1)}
+        for key, (cond_setup, art) in (("conditional", same), ("conditional_large", large)):
+            row[key] = _figures(_flow_at(cond_setup, theta, art)[0], n, 10 + i)
+        per_point.append(row)
+    recs.append(_record_conditional(per_point, sizes, [float(c[1].meta["training"]["train_seconds"])
+                                                       for c in (same, large)]))
     for rec in recs:
         emit(rec)
     return recs
@@ -137,14 +150,20 @@ def _record_main(rows: dict[str, dict[str, float]], rates: dict[str, float], siz
     return fig.record()
 
 
-def _record_conditional(per_point: list[dict[str, Any]], sizes: dict[str, Any], seconds: float) -> dict[str, Any]:
-    ratios = [p["conditional"]["efficiency"] / p["alone"]["efficiency"] for p in per_point]
+def _record_conditional(per_point: list[dict[str, Any]], sizes: dict[str, Any],
+                        seconds: list[float]) -> dict[str, Any]:
+    def ratios(key: str) -> list[float]:
+        return [p[key]["efficiency"] / p["alone"]["efficiency"] for p in per_point]
+
     fig = Figure(name="sampler_conditional_vs_per_point", sizes={"config": CONFIG.name, "points": len(per_point),
                                                                   "flow_steps": sizes["steps"]},
                  ours=[p["conditional"]["efficiency"] for p in per_point],
                  baseline=[p["alone"]["efficiency"] for p in per_point],
-                 ours_label="efficiency (conditional flow)", baseline_label="efficiency (flow trained there)",
-                 target=">= 0.8 at every point",
-                 extra={"min_ratio": round(min(ratios), 3), "points": per_point,
-                        "conditional_train_seconds": round(seconds, 1)})
+                 ours_label="efficiency (conditional flow, same settings)",
+                 baseline_label="efficiency (flow trained there)", target=">= 0.8 at every point",
+                 extra={"min_ratio_same_settings": round(min(ratios("conditional")), 3),
+                        "min_ratio_large": round(min(ratios("conditional_large")), 3),
+                        "large": f"batch {LARGE['batch_size']}, steps x {LARGE['steps_factor']}",
+                        "points": per_point, "conditional_train_seconds": round(seconds[0], 1),
+                        "conditional_large_train_seconds": round(seconds[1], 1)})
     return fig.record()
