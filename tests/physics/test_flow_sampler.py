@@ -176,6 +176,8 @@ def test_shards_draw_from_the_file_reproducibly_and_a_rerun_keeps_it(flow_run):
     before = open(layout.sampler, "rb").read()
     again = train_sampler(flow_run)
     assert again["kept"] and not again["trained"] and open(layout.sampler, "rb").read() == before
+    with pytest.raises(InputError, match="--sampler vegas"):
+        train_sampler(flow_run, "vegas")
     summary = steps.generate(flow_run, [0, 1])
     assert summary["sampler"] == "flow" and summary["unweighting_efficiency"] > 0
     first = _samples(layout.shard(1))
@@ -183,6 +185,11 @@ def test_shards_draw_from_the_file_reproducibly_and_a_rerun_keeps_it(flow_run):
     steps.generate(flow_run, [1])  # the same shard again, alone: the same events bit for bit
     for k, v in _samples(layout.shard(1)).items():
         np.testing.assert_array_equal(v, first[k])
+
+
+def test_a_run_without_a_trained_sampler_has_nothing_to_train(small_run):
+    summary = train_sampler(str(small_run))  # the benchmark simulator
+    assert summary["sampler"] is None and not summary["trained"] and summary["uri"] is None
 
 
 def test_a_corrupt_sampler_file_is_refused_with_exit_2_naming_it(flow_run, tmp_path, cli):
