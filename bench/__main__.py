@@ -13,6 +13,7 @@ from bench.common import machine, table
 BENCHMARKS = {
     "combine": "bench.combine",
     "generate": "bench.generate",
+    "sampler": "bench.sampler",
     "dag": "bench.dag",
     "morphing": "bench.morphing",
     "ingest": "bench.ingest",

@@ -77,9 +77,11 @@ def _dy_simulator(adapt: bool) -> tuple[Any, float]:
     from sbi_core.physics import drell_yan
 
     drell_yan._engine.cache_clear()  # time the set-up (adaptation, max search, quadrature) every time
+    drell_yan._vegas.cache_clear()
     cfg = load_config(str(DY_CONFIG), [f"simulator.options.sampling.adapt={str(adapt).lower()}"])
     t0 = time.perf_counter()
     sim = drell_yan.DrellYanSimulator(cfg)
+    sim.unweighting_report()  # the sampler is set up when first needed
     return sim, time.perf_counter() - t0
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from airflow.sdk import dag
 
 from operators.assets import EVENTS, publish, run_limits, stage_schedule
-from operators.groups import inference_group, mapped_step, training_group
+from operators.groups import NONE_FAILED, inference_group, mapped_step, training_group
 from operators.params import pipeline_params
 from operators.plans import prepare, stage_gate
 from operators.steps import sbi_step, task_defaults
@@ -27,6 +27,7 @@ it wrote.
 |---|---|
 | `prepare` | picks this run's artifact prefix and builds the configure command from the form |
 | `configure` | validates the analysis config, writes `config.yaml`, `setup.h5` and the shard plan |
+| `plan_train_sampler`, `train_sampler` | trains the phase-space sampler once (pool `sbi_gpu`) when the config asks for one (`simulator.options.sampler: flow`); skipped otherwise |
 | `plan_generate`, `generate` | simulates the events: a mapped task per shard (per batch past a few hundred) |
 | `plan_combine`, `combine` | merges the shards of each group into one file |
 | `combine_all` | merges the groups into `events.h5`: every event of the run, shards in order |
@@ -80,10 +81,14 @@ SCHEDULE = stage_schedule("sbi_pipeline")
     tags=["sbi", "simulation", "training", "inference"],
 )
 def sbi_pipeline() -> None:
-    """configure -> generate[shard batch] -> combine[group] -> combine_all -> training -> inference."""
+    """configure -> train_sampler -> generate[shard batch] -> combine[group] -> combine_all -> training -> inference."""
     run = prepare()
     configure = sbi_step("configure", arguments=run["configure"], retries=1)
-    _, generate = mapped_step("generate", run["run"], configure.output, retries=3)
+    # One task when the config's sampler is trained per run, none (skipped) otherwise: generate runs after it either way.
+    _, train_sampler = mapped_step("train-sampler", run["run"], configure.output, task_id="train_sampler",
+                                   profile="gpu")
+    _, generate = mapped_step("generate", run["run"], configure.output, retries=3, trigger_rule=NONE_FAILED)
+    train_sampler >> generate
     _, combine = mapped_step("combine", run["run"], configure.output)
     combine_all = sbi_step("combine_all", arguments=["combine", "--run", run["run"], "--all"])
     generate >> combine >> combine_all

@@ -69,6 +69,7 @@ class Fan:
 FANS: dict[str, Fan] = {
     f.step: f
     for f in (
+        Fan("train-sampler", "--sampler", "samplers", "single", "sampler"),
         Fan("generate", "--shard", "shards", "repeat", "shard"),
         Fan("combine", "--group", "n_groups", "repeat", "group"),
         Fan("sample", "--method", "methods", "single", "method"),

@@ -31,6 +31,11 @@ class RunLayout:
         """Header-only HDF5 file: parameters, benchmarks, morphing, observables, nuisance parameters."""
         return storage.join(self.root, "setup.h5")
 
+    @property
+    def sampler(self) -> str:
+        """The trained phase-space sampler (`sbi-core train-sampler`) every generate shard draws from."""
+        return storage.join(self.root, "sampler", "proposal.bin")
+
     def shard(self, index: int) -> str:
         return storage.join(self.root, "shards", f"shard-{index:05d}.h5")
 

@@ -59,12 +59,14 @@ def configure(config_uri: str, run_uri: str | None = None, overrides: list[str] 
         plan = make_plan(g.events, g.shards, g.shards_per_group, g.seed, digest)
     else:
         plan = make_file_plan(len(inputs), g.events, g.shards_per_group, g.seed, digest)
+    sim = make_simulator(cfg)
+    sampler = sim.sampler_kind() if hasattr(sim, "sampler_kind") else None
     with storage.atomic_write(layout.setup) as tmp, h5py.File(tmp, "w") as f:
         write_header(
             f,
             cfg,
             config_hash=digest,
-            **simulator_header(cfg, make_simulator(cfg)),
+            **simulator_header(cfg, sim),
             kind="setup",
             chunk_rows=plan.chunk_rows,
             seed=g.seed,
@@ -83,6 +85,8 @@ def configure(config_uri: str, run_uri: str | None = None, overrides: list[str] 
         "shards": list(range(plan.n_shards)),
         "groups": plan.groups,
         "n_groups": len(plan.groups),
+        "samplers": [sampler] if sampler else [],  # a train-sampler task before generate when not empty
+        **({"parton_densities": sim.provenance()["parton_densities"]} if hasattr(sim, "provenance") else {}),
         **plan_summary(cfg),
         "sizes_known": plan.sizes_known,
         "seconds": round(time.perf_counter() - t0, 3),

@@ -29,6 +29,7 @@ from sbi_core.errors import InputError, ShardError
 from sbi_core.physics.base import EventBatch, Simulator
 from sbi_core.physics.cuts import cut_mask
 from sbi_core.physics.registry import make_simulator
+from sbi_core.physics.sampler_file import read_sampler
 
 if TYPE_CHECKING:
     from sbi_core.config import AnalysisConfig
@@ -75,10 +76,13 @@ def simulate_passing(
     ), n_generated
 
 
-def generate_shard(cfg: AnalysisConfig, plan: GenerationPlan, index: int, uri: str) -> dict[str, Any]:
+def generate_shard(cfg: AnalysisConfig, plan: GenerationPlan, index: int, uri: str,
+                   sampler_uri: str | None = None) -> dict[str, Any]:
     """Simulate shard `index` of the plan and write it atomically to uri; return its summary.
 
-    A shard that uri already holds complete and verified (a retried batch task) is kept as it is."""
+    A shard that uri already holds complete and verified (a retried batch task) is kept as it is. A simulator
+    whose sampler is trained once per run (`sampler_kind()` not None) draws from the run's sampler file at
+    sampler_uri, refused (InputError naming it) when corrupt or trained for another config."""
     plan.check_shard(index)
     t0 = time.perf_counter()
     n_keep = plan.shard_events[index]
@@ -87,6 +91,11 @@ def generate_shard(cfg: AnalysisConfig, plan: GenerationPlan, index: int, uri: s
         log.info("shard %d: %s is complete and verified, not regenerated", index, uri)
         return _summary(index, uri, n_keep, done.n_generated, skipped=True, t0=t0)
     sim = make_simulator(cfg)
+    kind = sim.sampler_kind() if hasattr(sim, "sampler_kind") else None
+    if kind is not None:
+        if sampler_uri is None:
+            raise ValueError(f"simulator {cfg.simulator.name!r} draws from a trained sampler: pass its file")
+        sim.load_sampler(read_sampler(sampler_uri, config_hash=plan.config_hash, kind=kind), sampler_uri)
     batch, n_generated = simulate_passing(sim, cfg, n_keep, shard_rng(plan.seed, index))
     # Each shard's weights sum to (its share of the run's events) x the fiducial cross section.
     scale = n_keep / (n_generated * plan.events)
@@ -106,7 +115,8 @@ def generate_shard(cfg: AnalysisConfig, plan: GenerationPlan, index: int, uri: s
         writer = EventFileWriter(tmp, cfg, chunk_rows=plan.chunk_rows, widths=widths, n_rows=n_keep, header=header)
         writer.append(batch, scale)
         writer.close(n_generated)
-    return _summary(index, uri, n_keep, n_generated, skipped=False, t0=t0)
+    provenance = sim.provenance() if hasattr(sim, "provenance") else {}
+    return {**_summary(index, uri, n_keep, n_generated, skipped=False, t0=t0), "provenance": provenance}
 
 
 def _summary(index: int, uri: str, n_keep: int, n_generated: int, *, skipped: bool, t0: float) -> dict[str, Any]:

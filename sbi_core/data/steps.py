@@ -23,12 +23,14 @@ def generate(run_uri: str, shards: list[int]) -> dict[str, Any]:
     layout, cfg, plan = load_run(run_uri)
     for i in shards:
         plan.check_shard(i)
-    results = [generate_shard(cfg, plan, i, layout.shard(i)) for i in shards]
+    results = [generate_shard(cfg, plan, i, layout.shard(i), layout.sampler) for i in shards]
+    provenance = next((r["provenance"] for r in results if r.get("provenance")), {})
     return {
         "step": "generate",
         "run": layout.root,
         "shards": results,
         "n_events": sum(r["n_events"] for r in results),
+        **provenance,
         "seconds": round(time.perf_counter() - t0, 3),
     }
 

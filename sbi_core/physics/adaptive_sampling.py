@@ -1,35 +1,34 @@
-"""Adaptive importance sampling on a box (a `vegas` map), then unweighting by accept-reject.
+"""Adaptive importance sampling on a box (a `vegas` map), then exact unweighting (`unweighting.Unweighter`).
 
 How it works, in the order `AdaptiveSampler` does it:
 1. Adapt: `vegas.Integrator` iterates on the integrand f(x) >= 0 over the box and learns a separable
    map y -> x(y) from the unit cube, with Jacobian J(y), that makes w(y) = f(x(y)) J(y) as flat as it can.
    Its random numbers come from `numpy.random.default_rng([seed, 0])`, so the map is a pure function
    of (integrand, box, seed): every shard of a run draws from the same map.
-2. Find the maximum weight: w_max = `safety` x the largest w over `max_points` uniform y from the
-   stream `[seed, 1]`. A finite sample can miss the true maximum, so an event above w_max is not
-   dropped: it is accepted and keeps the factor w / w_max (`overweight`), which keeps the sample
-   exact (accepted density min(w, w_max); weight max(1, w / w_max): their product is w). The
-   integral of the part above w_max, estimated on an independent stream `[seed, 2]`, is `excess`:
-   normalisations use the clipped integral `integral - excess` (see `clipped_integral`).
-3. Draw: uniform y from the caller's Generator, x = x(y), accept with probability min(1, w / w_max).
-The unweighting efficiency is mean(w) / w_max: `efficiency_flat` is the same figure for the identity
-map (no adaptation, same max-finding), `efficiency` for the map drawn from (the adapted one, or the
-flat one when `SamplerSettings.adapt` is False, which exists for comparisons).
+2. Maximum weight, overweights and accept-reject: `unweighting.Unweighter` on the map (`VegasProposal`:
+   uniform y, x = x(y), w = f(x) J(y)), with its seeded streams `[seed, 1]` (w_max) and `[seed, 2]` (the
+   excess above w_max); `SamplerSettings.safety` and `overweight_fraction` choose the rule (the largest
+   weight found, or the quantile rule of MadGraph and MadNIS).
+The unweighting efficiency is accepted / proposed points: `efficiency_flat` is the same figure for the
+identity map (no adaptation, same max-finding), `efficiency` for the map drawn from (the adapted one, or
+the flat one when `SamplerSettings.adapt` is False, which exists for comparisons).
 
 What to use when: build one `AdaptiveSampler` per integrand (it is deterministic: cache it), then
-`sample(n, rng)` as often as needed; `report()` gives the figures for logs and benchmarks.
+`sample(n, rng)` as often as needed; `report()` gives the figures for logs and benchmarks; `map` is the
+adapted grid (`neural_sampling` starts its flows from such a grid).
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import vegas
 
-__all__ = ["AdaptiveSampler", "SamplerSettings", "UnweightingReport"]
+from sbi_core.physics.unweighting import MaxWeightRule, Unweighter, WeightStats
+
+__all__ = ["AdaptiveSampler", "SamplerSettings", "UnweightingReport", "VegasProposal", "adapt_map"]
 
 Integrand = Callable[[np.ndarray], np.ndarray]
 
@@ -45,12 +44,16 @@ class SamplerSettings:
     safety: float = 1.1
     increments: int = 200
     adapt: bool = True  # False: draw from the flat map (for comparison only: far less efficient)
+    overweight_fraction: float = 0.0  # > 0: the quantile rule for w_max (unweighting.max_weight)
 
     def __post_init__(self) -> None:
         if self.iterations < 1 or self.evaluations < 100 or self.max_points < 1000 or self.increments < 2:
             raise ValueError(f"sampler settings too small: {self}")
-        if not self.safety >= 1.0:
-            raise ValueError(f"safety must be >= 1, got {self.safety}")
+        MaxWeightRule(self.safety, self.overweight_fraction)  # checks both
+
+    @property
+    def rule(self) -> MaxWeightRule:
+        return MaxWeightRule(self.safety, self.overweight_fraction)
 
 
 @dataclass(frozen=True)
@@ -67,87 +70,86 @@ class UnweightingReport:
         return {k: float(v) for k, v in self.__dict__.items()}
 
 
+def adapt_map(integrand: Integrand, limits: np.ndarray, *, seed: int, iterations: int,
+              evaluations: int) -> vegas.AdaptiveMap:
+    """A vegas map adapted on integrand over the box limits (d, 2), from the stream `[seed, 0]` (vegas
+    chooses the number of increments)."""
+    rng = np.random.default_rng([seed, 0])
+    integ = vegas.Integrator(np.asarray(limits, dtype=np.float64).tolist(),
+                             ran_array_generator=lambda size: rng.random(size), nproc=1)
+
+    @vegas.lbatchintegrand
+    def f(x: np.ndarray) -> np.ndarray:
+        return integrand(np.ascontiguousarray(x))
+
+    integ(f, nitn=iterations, neval=evaluations)
+    return vegas.AdaptiveMap(integ.map)  # a copy: the integrator may be dropped
+
+
+class VegasProposal:
+    """Uniform y in the unit cube through a vegas map: x = x(y), w = f(x) J(y)."""
+
+    def __init__(self, integrand: Integrand, amap: vegas.AdaptiveMap) -> None:
+        self._f = integrand
+        self.map = amap
+        self.dim = int(amap.dim)
+
+    def weights(self, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(x(y) (n, d), w(y) = f(x) J(y) (n,)) for points y (n, d) of the unit cube."""
+        y = np.ascontiguousarray(y, dtype=np.float64)
+        x = np.empty_like(y)
+        jac = np.empty(y.shape[0])
+        self.map.map(y, x, jac)
+        w = self._f(x) * jac
+        if not np.all(np.isfinite(w)) or np.any(w < 0):
+            raise ValueError("integrand: weights must be finite and >= 0")
+        return x, w
+
+    def draw(self, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        return self.weights(rng.random((n, self.dim)))
+
+
 class AdaptiveSampler:
     """Exact draws from f(x) / integral(f) on a box, via a vegas-adapted map and accept-reject."""
 
     def __init__(self, integrand: Integrand, limits: np.ndarray, settings: SamplerSettings | None = None) -> None:
-        self.settings = settings or SamplerSettings()
+        self.settings = st = settings or SamplerSettings()
         lim = np.asarray(limits, dtype=np.float64)
         if lim.ndim != 2 or lim.shape[1] != 2 or not np.all(lim[:, 0] < lim[:, 1]):
             raise ValueError(f"limits: expected (d, 2) with low < high, got {lim.tolist()}")
-        self._f = integrand
         self.limits = lim
         self.dim = lim.shape[0]
-        st = self.settings
-        flat = vegas.AdaptiveMap(lim.tolist(), ninc=st.increments)
-        self.efficiency_flat, _, _ = self._max_weight(flat, np.random.default_rng([st.seed, 1]))
-        self.map = self._adapt() if st.adapt else flat
-        self.efficiency, self.w_max, self.integral = self._max_weight(self.map, np.random.default_rng([st.seed, 1]))
-        y = np.random.default_rng([st.seed, 2]).random((st.max_points, self.dim))
-        w = self.weights(y)[1]
-        self.excess = float(np.maximum(w - self.w_max, 0.0).mean())
+        flat = VegasProposal(integrand, vegas.AdaptiveMap(lim.tolist(), ninc=st.increments))
+        self.flat_stats = Unweighter.find(flat, seed=st.seed, max_points=st.max_points, rule=st.rule).stats
+        self.efficiency_flat = self.flat_stats.efficiency
+        amap = adapt_map(integrand, lim, seed=st.seed, iterations=st.iterations,
+                         evaluations=st.evaluations) if st.adapt else flat.map
+        self.proposal = VegasProposal(integrand, amap)
+        self._unweighter = Unweighter.find(self.proposal, seed=st.seed, max_points=st.max_points, rule=st.rule)
+        self.map = amap
+        self.efficiency = self._unweighter.efficiency
+        self.w_max = self._unweighter.w_max
+        self.integral = self._unweighter.integral
+        self.excess = self._unweighter.excess
 
-    # ---------------------------------------------------------------- set-up
-    def _adapt(self) -> vegas.AdaptiveMap:
-        st = self.settings
-        rng = np.random.default_rng([st.seed, 0])
-        integ = vegas.Integrator(self.limits.tolist(), ran_array_generator=lambda size: rng.random(size),
-                                 nproc=1)
+    @property
+    def stats(self) -> WeightStats:
+        """Efficiency, relative variance of the weights, overweights of the map drawn from (max-search sample)."""
+        return self._unweighter.stats
 
-        @vegas.lbatchintegrand
-        def f(x: np.ndarray) -> np.ndarray:
-            return self._f(np.ascontiguousarray(x))
-
-        integ(f, nitn=st.iterations, neval=st.evaluations)
-        return vegas.AdaptiveMap(integ.map)  # a copy: the integrator may be dropped
-
-    def _max_weight(self, amap: vegas.AdaptiveMap, rng: np.random.Generator) -> tuple[float, float, float]:
-        """(efficiency mean(w)/w_max, w_max, mean(w)) over max_points uniform y."""
-        st = self.settings
-        y = rng.random((st.max_points, self.dim))
-        w = self._weights(amap, y)[1]
-        if not np.all(np.isfinite(w)) or np.any(w < 0):
-            raise ValueError("integrand: weights must be finite and >= 0")
-        w_max = st.safety * float(w.max())
-        if not w_max > 0:
-            raise ValueError("integrand: zero everywhere on the max-finding sample")
-        return float(w.mean()) / w_max, w_max, float(w.mean())
-
-    def _weights(self, amap: vegas.AdaptiveMap, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        y = np.ascontiguousarray(y, dtype=np.float64)
-        x = np.empty_like(y)
-        jac = np.empty(y.shape[0])
-        amap.map(y, x, jac)
-        return x, self._f(x) * jac
-
-    # ---------------------------------------------------------------- use
     def weights(self, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(x(y) (n, d), w(y) = f(x) J(y) (n,)) for points y (n, d) of the unit cube."""
-        return self._weights(self.map, y)
+        return self.proposal.weights(y)
 
     def clipped_integral(self, integral: float) -> float:
         """integral(min(w, w_max)) given an accurate integral(f): what the accepted events represent."""
-        return integral - self.excess
+        return self._unweighter.clipped_integral(integral)
 
     def sample(self, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         """Exactly n accepted points x (n, d) and their overweight factors max(1, w / w_max) (n,).
 
         Deterministic given rng: per round, uniform y (m, d) then one uniform per point for the test."""
-        if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 0:
-            raise ValueError(f"n: expected an int >= 0, got {n!r}")
-        xs, factors = [], []
-        have = 0
-        while have < n:
-            m = math.ceil((n - have) / self.efficiency * 1.05) + 64
-            x, w = self.weights(rng.random((m, self.dim)))
-            keep = rng.random(m) * self.w_max < w
-            take = np.flatnonzero(keep)[: n - have]
-            xs.append(x[take])
-            factors.append(np.maximum(1.0, w[take] / self.w_max))
-            have += take.size
-        if not xs:
-            return np.empty((0, self.dim)), np.empty(0)
-        return np.concatenate(xs), np.concatenate(factors)
+        return self._unweighter.sample(n, rng)
 
     def report(self) -> UnweightingReport:
         return UnweightingReport(self.efficiency_flat, self.efficiency, self.w_max, self.integral, self.excess)

@@ -6,6 +6,12 @@ inputs; nothing is broadcast for you.
 A simulator whose events come from input files instead of `simulate` (the `lhe` simulator) also defines
 the classmethod `resolve_inputs(cfg, config_uri) -> (cfg, input URIs)`: configure then plans one shard per
 input with sizes unknown in advance (`data.plan.make_file_plan`).
+
+A simulator that draws from a proposal trained once per run (drell_yan_eft with `sampler: flow`) also
+defines `sampler_kind() -> str | None` (None: nothing to train for this config), `train_sampler() ->
+SamplerArtifact` (what `sbi-core train-sampler` writes, `physics/sampler_file.py`) and
+`load_sampler(artifact, uri)` (generate calls it before `simulate`); `provenance() -> dict` adds what the
+events rest on (the parton densities, the sampler) to generate's summary.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Subcommands of the physics stage: `ingest-lhe` (see `sbi_core.cli`)."""
+"""Subcommands of the physics stage: `ingest-lhe`, `train-sampler` (see `sbi_core.cli`)."""
 
 from __future__ import annotations
 
@@ -20,8 +20,19 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     )
     s.set_defaults(handler=_ingest)
 
+    s = sub.add_parser("train-sampler", help="train the run's phase-space sampler once, before generate (gpu)")
+    s.add_argument("--run", required=True, help="run URI (configured)")
+    s.add_argument("--sampler", default=None, help="the sampler the plan expects (checked against the config)")
+    s.set_defaults(handler=_train_sampler)
+
 
 def _ingest(args: argparse.Namespace) -> dict[str, Any]:
     from sbi_core.data.ingest import ingest_lhe
 
     return ingest_lhe(args.run, args.files)
+
+
+def _train_sampler(args: argparse.Namespace) -> dict[str, Any]:
+    from sbi_core.physics.sampler_step import train_sampler
+
+    return train_sampler(args.run, args.sampler)

@@ -5,9 +5,13 @@ Physics (each piece in its own module):
   operators; every parameter of interest names one operator (`OPERATORS`: c_LL, c_LR, c_RL, c_RR,
   c_lq1, c_lq3, c_eu, c_ed, c_lu, c_ld, c_qe) with coefficient theta / Lambda^2, so |M|^2, and with
   it every event weight, is quadratic in theta and morphing on (n+1)(n+2)/2 benchmarks is exact;
-- `parton_densities`: an analytic, scale-independent parametrisation of the quark densities (not a fit);
+- `parton_densities`: an analytic, scale-independent parametrisation of the quark densities (not a fit), the
+  offline default; `lhapdf_densities`: an installed LHAPDF set at Q = m_ll (`simulator.options.pdf`);
 - `drell_yan_model`: the hadronic dsigma / (dm_ll dy_ll dcos) and its integrals (quadrature);
-- `adaptive_sampling`: a vegas map adapted on dsigma at the sampling benchmark, then accept-reject;
+- `drell_yan_sampling`: the phase space and its samplers (`simulator.options.sampler`): a vegas map adapted
+  on dsigma at the sampling benchmark, or a MadNIS flow trained once per run (`train_sampler`, written by
+  `sbi-core train-sampler` and loaded by every shard with `load_sampler`), then exact unweighting;
+- `drell_yan_options`: the typed `simulator.options`;
 - `detector` / `observables` / `particles`: the same parametrised detector and observable library as
   LHE ingestion (`simulator.options.detector`; observables are any names the library reads).
 
@@ -44,29 +48,32 @@ import functools
 import logging
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
-from pydantic import Field, ValidationInfo, field_validator
 
-from sbi_core.config_base import ConfigSection, parse_section
+from sbi_core.config_base import parse_section
 from sbi_core.errors import ConfigError, InputError
+from sbi_core.physics import drell_yan_sampling as sampling
 from sbi_core.physics import observables as obs
-from sbi_core.physics.adaptive_sampling import AdaptiveSampler, SamplerSettings, UnweightingReport
+from sbi_core.physics.adaptive_sampling import AdaptiveSampler, UnweightingReport
 from sbi_core.physics.base import EventBatch
 from sbi_core.physics.basis import quadratic_morphing_issues
-from sbi_core.physics.detector import Detector, DetectorNoise, DetectorOptions, ObjectResponse
+from sbi_core.physics.detector import Detector, DetectorNoise
 from sbi_core.physics.drell_yan_model import DrellYanModel
+from sbi_core.physics.drell_yan_options import DrellYanOptions, FlowOptions, PdfOptions, SamplingOptions
 from sbi_core.physics.ew_amplitudes import OPERATORS, DileptonAmplitudes
 from sbi_core.physics.morphing import Morphing, monomials, monomials_gradient, quadratic_powers
 from sbi_core.physics.particles import Particles
-from sbi_core.physics.parton_densities import PartonDensities
+from sbi_core.physics.parton_densities import DensityModel, PartonDensities
 from sbi_core.physics.registry import register_simulator
+from sbi_core.physics.sampler_file import SamplerArtifact
+from sbi_core.physics.unweighting import Unweighter
 
 if TYPE_CHECKING:
     from sbi_core.config import AnalysisConfig
 
-__all__ = ["LATENT_NAMES", "DrellYanOptions", "DrellYanSimulator", "SamplingOptions"]
+__all__ = ["LATENT_NAMES", "DrellYanOptions", "DrellYanSimulator", "FlowOptions", "PdfOptions", "SamplingOptions"]
 
 log = logging.getLogger(__name__)
 
@@ -78,62 +85,32 @@ _PDG_ID = {"electron": 11, "muon": 13}
 _LOG_2PI = math.log(2.0 * math.pi)
 
 
-class SamplingOptions(ConfigSection):
-    """Adaptive importance sampling and unweighting (`adaptive_sampling`); part of the event definition."""
-
-    seed: int = Field(default=20240611, ge=0, lt=2**63,
-                      description="Seed of the vegas adaptation and the max-weight search (not the run seed): "
-                      "every shard draws from the same adapted map.")
-    iterations: int = Field(default=12, ge=1, le=100, description="vegas adaptation iterations.")
-    evaluations: int = Field(default=20_000, ge=1000, le=10_000_000,
-                             description="Integrand evaluations per vegas iteration.")
-    max_points: int = Field(default=200_000, ge=10_000, le=100_000_000,
-                            description="Points of the max-weight search (and of the overweight estimate).")
-    safety: float = Field(default=1.1, ge=1.0, le=10.0,
-                          description="w_max = safety x the largest weight found: fewer overweight events, "
-                          "lower efficiency.")
-    adapt: bool = Field(default=True, description="false: draw from the flat (unadapted) map, for comparisons "
-                        "only: the unweighting efficiency drops by about 100x.")
-
-    def settings(self) -> SamplerSettings:
-        return SamplerSettings(seed=self.seed, iterations=self.iterations, evaluations=self.evaluations,
-                               max_points=self.max_points, safety=self.safety, adapt=self.adapt)
-
-
-class DrellYanOptions(ConfigSection):
-    """`simulator.options` of drell_yan_eft (unknown keys are refused)."""
-
-    sqrt_s_gev: float = Field(default=13_000.0, gt=100.0, le=100_000.0, description="Collider energy in GeV.")
-    m_ll_range: tuple[float, float] = Field(
-        default=(60.0, 400.0), description="Generated dilepton mass window [low, high] in GeV (parton level).")
-    lambda_tev: float = Field(default=1.0, gt=0.0, le=1000.0,
-                              description="Lambda in TeV: the contact terms are theta / Lambda^2.")
-    lepton: Literal["electron", "muon"] = Field(default="muon", description="Lepton flavour (l = e or mu).")
-    intrinsic_kt_gev: float = Field(
-        default=5.0, ge=0.0, le=100.0,
-        description="Gaussian width (per transverse component, GeV) of the dilepton pT: stands in for the "
-        "initial-state radiation a leading-order event lacks (without it delta-phi is pi and pT_ll is 0).")
-    pdf_tilt_pivot_gev: float = Field(
-        default=91.1876, gt=0.0, description="shape_weight nuisances tilt the densities about x0 = pivot / sqrt(s).")
-    detector: DetectorOptions = Field(default_factory=DetectorOptions,
-                                      description="Detector response (the leptons use their type's entry).")
-    sampling: SamplingOptions = Field(default_factory=SamplingOptions, description="Phase-space sampling.")
-
-    @field_validator("m_ll_range")
-    @classmethod
-    def _window(cls, v: tuple[float, float], info: ValidationInfo) -> tuple[float, float]:
-        sqrt_s = info.data.get("sqrt_s_gev", math.inf)
-        if not (math.isfinite(v[0]) and math.isfinite(v[1]) and 1.0 <= v[0] < v[1] < sqrt_s):
-            raise ValueError(f"need 1 <= low < high < sqrt_s_gev ({sqrt_s}), got {list(v)}")
-        return v
-
-    @property
-    def lepton_response(self) -> ObjectResponse:
-        return self.detector.response(self.lepton)
-
-
 def _validate_options(cfg: AnalysisConfig) -> tuple[DrellYanOptions | None, list[tuple[str, str]]]:
     return parse_section(DrellYanOptions, cfg.simulator.options, "simulator.options")
+
+
+def _sampling_issues(cfg: AnalysisConfig, opts: DrellYanOptions | None) -> list[tuple[str, str]]:
+    """The parton densities can be found; a conditional flow covers the sampling benchmark."""
+    issues: list[tuple[str, str]] = []
+    if opts is None:
+        return issues
+    if opts.pdf.source == "lhapdf":
+        from sbi_core.physics.lhapdf_densities import find_set
+
+        try:
+            find_set(str(opts.pdf.name), opts.pdf.path)
+        except InputError as exc:
+            issues.append(("simulator.options.pdf.name", str(exc)))
+    flow = opts.sampling.flow
+    if opts.sampler == "flow" and flow.conditional and cfg.sampling_benchmark in cfg.benchmark_names:
+        theta = cfg.benchmark_matrix()[cfg.benchmark_names.index(cfg.sampling_benchmark)]
+        outside = [p.name for p, t in zip(cfg.parameters, theta, strict=True) if not p.range[0] <= t <= p.range[1]]
+        if outside:
+            issues.append(("simulator.options.sampling.flow.conditional", f"the sampling benchmark lies outside "
+                           f"the ranges of {outside}: a conditional flow is trained across the ranges only"))
+    if flow.reuse is not None and not (opts.sampler == "flow" and flow.conditional):
+        issues.append(("simulator.options.sampling.flow.reuse", "reuse needs sampler: flow and conditional: true"))
+    return issues
 
 
 @dataclass(frozen=True)
@@ -148,38 +125,38 @@ class _Reconstruction:
 
 @dataclass(frozen=True)
 class _Engine:
-    """What a set of options and a sampling point determine: the model, the adapted sampler, the cross sections."""
+    """What a set of options determines: the model (amplitudes, densities) and its component cross sections."""
 
     model: DrellYanModel
-    sampler: AdaptiveSampler
     component_xs: np.ndarray  # (C,) sigma_c over the window, nominal
-    sampling_xs: float  # sigma(theta_s)
-    clipped_xs: float  # Z: what the accepted events represent at theta_s
+
+
+def _densities(opts: PdfOptions) -> DensityModel:
+    if opts.source == "analytic":
+        return PartonDensities()
+    from sbi_core.physics.lhapdf_densities import LhapdfDensities
+
+    return LhapdfDensities(str(opts.name), opts.member, opts.path)
 
 
 @functools.lru_cache(maxsize=8)
-def _engine(operators: tuple[str, ...], opts_json: str, theta_s: tuple[float, ...]) -> _Engine:
-    """Build (and cache per process: adaptation takes about a second) the sampling engine."""
+def _engine(operators: tuple[str, ...], opts_json: str) -> _Engine:
+    """Build (and cache per process) the model and its cross sections by quadrature."""
     opts = DrellYanOptions.model_validate_json(opts_json)
+    pdf = _densities(opts.pdf)
     model = DrellYanModel(DileptonAmplitudes(list(operators), opts.lambda_tev), sqrt_s=opts.sqrt_s_gev,
-                          m_range=tuple(opts.m_ll_range), pdf=PartonDensities())
-    theta = np.asarray(theta_s, dtype=np.float64)
-
-    def integrand(x: np.ndarray) -> np.ndarray:  # x = (m, v, cos) with y = v * ymax(m)
-        ymax = model.rapidity_limit(x[:, 0])
-        return model.dsigma(x[:, 0], x[:, 1] * ymax, x[:, 2], theta) * ymax
-
-    limits = np.array([list(opts.m_ll_range), [-1.0, 1.0], [-1.0, 1.0]])
-    sampler = AdaptiveSampler(integrand, limits, opts.sampling.settings())
-    log.info("drell_yan_eft: unweighting efficiency %.4g with the flat map, %.4g with the %s map (w_max %.4g)",
-             sampler.efficiency_flat, sampler.efficiency, "adapted" if opts.sampling.adapt else "flat",
-             sampler.w_max)
+                          m_range=tuple(opts.m_ll_range), pdf=pdf, scale_gev=opts.pdf.scale_gev)
     comp = model.cross_section_components()
     comp.setflags(write=False)
-    sigma_s = float(monomials(theta, model.amplitudes.powers) @ comp)
-    if not sigma_s > 0:
-        raise InputError(f"drell_yan_eft: the cross section at the sampling benchmark is {sigma_s:.4g} pb (not > 0)")
-    return _Engine(model, sampler, comp, sigma_s, sampler.clipped_integral(sigma_s))
+    log.info("drell_yan_eft: parton densities: %s", pdf.describe())
+    return _Engine(model, comp)
+
+
+@functools.lru_cache(maxsize=8)
+def _vegas(operators: tuple[str, ...], opts_json: str, theta_s: tuple[float, ...]) -> AdaptiveSampler:
+    """The vegas sampler (cached per process: adaptation and the max search take about a second)."""
+    opts = DrellYanOptions.model_validate_json(opts_json)
+    return sampling.vegas_sampler(_engine(operators, opts_json).model, opts, np.asarray(theta_s))
 
 
 @register_simulator
@@ -217,6 +194,7 @@ class DrellYanSimulator:
                     (resp.stochastic, resp.noise, resp.constant, resp.pt_term)):
                 issues.append((f"nuisance[{i}].kind", f"{kind} needs a lepton resolution > 0 (its event weights are "
                                f"ratios of resolution densities): set simulator.options.detector.{opts.lepton}"))
+        issues.extend(_sampling_issues(cfg, opts))
         n = len(cfg.parameters)
         n_comp = (n + 1) * (n + 2) // 2
         if len(cfg.benchmarks) != n_comp:
@@ -242,7 +220,12 @@ class DrellYanSimulator:
         self._sampling_index = cfg.benchmark_names.index(cfg.sampling_benchmark)
         self._at_point = cfg.generation.sampling_point is not None  # events drawn off the basis benchmarks
         self._theta_s = np.asarray(cfg.sampling_theta(), dtype=np.float64)
-        self._engine = _engine(tuple(cfg.parameter_names), self.options.model_dump_json(), tuple(self._theta_s))
+        self._engine = _engine(tuple(cfg.parameter_names), self.options.model_dump_json())
+        if not self.cross_section(self._theta_s) > 0:
+            raise InputError(f"drell_yan_eft: the cross section at the sampling benchmark is "
+                             f"{self.cross_section(self._theta_s):.4g} pb (not > 0)")
+        self._unweighter: Unweighter | AdaptiveSampler | None = None  # built when first needed (sampler)
+        self._sampler_meta: dict[str, Any] = {}
         self._detector = Detector(self.options.detector)
         # observations_at: the objects reconstructed at nominal keep their slots; no pT threshold is re-applied.
         lax = self.options.detector.model_copy(update={
@@ -280,9 +263,62 @@ class DrellYanSimulator:
         """(C,) sigma_c in pb over the mass window before the detector: sigma(theta) = sum_c theta^powers[c] sigma_c."""
         return self._engine.component_xs.copy()
 
+    # ------------------------------------------------------------------ samplers
+    def sampler_kind(self) -> str | None:
+        """'flow' when the config's sampler is trained once per run (`sbi-core train-sampler`), else None."""
+        return sampling.FLOW if self.options.sampler == "flow" else None
+
+    def _flow_setup(self) -> sampling.FlowSetup:
+        ranges = np.array([p.range for p in self.cfg.parameters], dtype=np.float64)
+        return sampling.FlowSetup(self.model, self.options, list(self.cfg.parameter_names), self._theta_s.copy(),
+                                  ranges, self._engine.component_xs)
+
+    def train_sampler(self) -> SamplerArtifact:
+        """Train the flow of `sampling.flow` (or read the `reuse` one) and find w_max at the sampling benchmark.
+
+        The meta also holds the vegas sampler's figures at the same w_max rule, for comparison."""
+        if self.sampler_kind() is None:
+            raise InputError("simulator.options.sampler is vegas: there is no sampler to train")
+        art = sampling.train_flow(self._flow_setup())
+        vegas = self._vegas()
+        art.meta["vegas"] = {"efficiency": vegas.efficiency, "efficiency_flat": vegas.efficiency_flat,
+                             "relative_variance": vegas.stats.relative_variance}
+        return art
+
+    def load_sampler(self, artifact: SamplerArtifact, uri: str) -> None:
+        """Draw from the trained sampler of the run's sampler file (`read_sampler` checked it); InputError naming
+        uri when it does not fit this simulator."""
+        if artifact.kind != self.sampler_kind():
+            raise InputError(f"sampler file {uri}: holds a {artifact.kind!r} sampler, the config asks for "
+                             f"{self.options.sampler!r}")
+        self._unweighter = sampling.flow_unweighter(artifact, self._flow_setup(), uri)
+        self._sampler_meta = artifact.meta
+
+    def _vegas(self) -> AdaptiveSampler:
+        return _vegas(tuple(self.cfg.parameter_names), self.options.model_dump_json(), tuple(self._theta_s))
+
+    def _sampler(self) -> Unweighter | AdaptiveSampler:
+        if self._unweighter is None:
+            if self.sampler_kind() is not None:
+                raise InputError("drell_yan_eft with sampler flow draws from the run's trained sampler: run "
+                                 "`sbi-core train-sampler --run RUN` first (generate loads its file)")
+            self._unweighter = self._vegas()
+        return self._unweighter
+
     def unweighting_report(self) -> UnweightingReport:
-        """Unweighting efficiencies before (flat map) and after adaptation, w_max, overweight excess."""
-        return self._engine.sampler.report()
+        """Unweighting efficiency of the sampler drawn from (and of the flat map), w_max, overweight excess."""
+        sampler = self._sampler()
+        if isinstance(sampler, AdaptiveSampler):
+            return sampler.report()
+        flat = float(self._sampler_meta.get("vegas", {}).get("efficiency_flat", math.nan))
+        return UnweightingReport(flat, sampler.efficiency, sampler.w_max, sampler.integral, sampler.excess)
+
+    def provenance(self) -> dict[str, Any]:
+        """What the events rest on beyond the config's numbers: the densities and the sampler (for summaries)."""
+        out: dict[str, Any] = {"parton_densities": self.model.pdf.describe(), "sampler": self.options.sampler}
+        if self._unweighter is not None:
+            out["unweighting_efficiency"] = round(float(self._unweighter.efficiency), 6)
+        return out
 
     # ------------------------------------------------------------------ input checks
     def _theta(self, theta: np.ndarray) -> np.ndarray:
@@ -456,19 +492,20 @@ class DrellYanSimulator:
         if not isinstance(rng, np.random.Generator):
             raise TypeError(f"rng: expected numpy.random.Generator, got {type(rng).__name__}")
         n = int(n)
-        eng = self._engine
-        points, overweight = eng.sampler.sample(n, rng)
+        sampler = self._sampler()
+        points, overweight = sampler.sample(n, rng)
         m, c = points[:, 0], points[:, 2]
-        y = points[:, 1] * eng.model.rapidity_limit(m)
+        y = points[:, 1] * self.model.rapidity_limit(m)
         phi = rng.uniform(-math.pi, math.pi, n)
         kt = self.options.intrinsic_kt_gev * rng.standard_normal((n, 2))
         noise = DetectorNoise.draw(n, 2, rng)
         z = np.column_stack([m, y, c, phi, kt, noise.flat()])
-        dsig = eng.model.dsigma(m, y, c, self._morphing.basis)  # (n, B), direct |M|^2 at each benchmark
+        dsig = self.model.dsigma(m, y, c, self._morphing.basis)  # (n, B), direct |M|^2 at each benchmark
         if self._at_point:  # dsigma at the sampling point itself (not a basis column)
-            dsig_s = eng.model.dsigma(m, y, c, self._theta_s[None, :])[:, 0]
+            dsig_s = self.model.dsigma(m, y, c, self._theta_s[None, :])[:, 0]
         else:
             dsig_s = dsig[:, self._sampling_index]
-        weights = eng.clipped_xs * overweight[:, None] * dsig / dsig_s[:, None]
+        clipped = sampler.clipped_integral(self.cross_section(self._theta_s))
+        weights = clipped * overweight[:, None] * dsig / dsig_s[:, None]
         rec = self._reconstruct(z)
         return EventBatch(self._observe(rec, None), z, weights, self._nuisance_weights(z, rec))

@@ -7,7 +7,9 @@ so this is the Collins-Soper frame). With x1,2 = m_ll / sqrt(s) exp(+-y_ll),
     dsigma / (dm dy dcos) = (2 m / s) sum_{types t} [ F_t(x1, x2) D_t(m, cos) + B_t(x1, x2) D_t(m, -cos) ]
 
 in pb / GeV, where F_t = sum_q f_q(x1) f_qbar(x2) (quark along +z), B_t = f_qbar(x1) f_q(x2) and
-D_t = dsigma_hat / dcos of `ew_amplitudes` (in pb); phi is uniform (density 1 / 2 pi).
+D_t = dsigma_hat / dcos of `ew_amplitudes` (in pb); phi is uniform (density 1 / 2 pi). The parton
+densities f(x, Q) are taken at the factorisation scale Q = m_ll (or a fixed `scale_gev`): any
+`parton_densities.DensityModel` (the analytic toy ignores Q; an LHAPDF grid does not).
 
 What to use when: `dsigma` (direct |A|^2, any theta), `dsigma_components` (the morphing components),
 `cross_section_components` (sigma_c by deterministic quadrature: Gauss-Legendre in y, adaptive in m),
@@ -23,7 +25,7 @@ import numpy as np
 from scipy.integrate import quad_vec
 
 from sbi_core.physics.ew_amplitudes import GEV2_TO_PB, N_COLOURS, DileptonAmplitudes, angular_sums
-from sbi_core.physics.parton_densities import PartonDensities
+from sbi_core.physics.parton_densities import DensityModel, PartonDensities
 
 __all__ = ["DrellYanModel"]
 
@@ -37,7 +39,8 @@ class DrellYanModel:
     amplitudes: DileptonAmplitudes
     sqrt_s: float = 13_000.0
     m_range: tuple[float, float] = (60.0, 400.0)
-    pdf: PartonDensities = field(default_factory=PartonDensities)
+    pdf: DensityModel = field(default_factory=PartonDensities)
+    scale_gev: float | None = None  # factorisation scale; None: m_ll event by event
 
     def __post_init__(self) -> None:
         lo, hi = self.m_range
@@ -56,6 +59,10 @@ class DrellYanModel:
         """Largest |y_ll| at mass m (both x below 1): ln(sqrt_s / m)."""
         return np.log(self.sqrt_s / np.asarray(m, dtype=np.float64))
 
+    def _scale(self, m: np.ndarray) -> np.ndarray | float:
+        """The factorisation scale of each point: the fixed one, or m_ll."""
+        return m if self.scale_gev is None else self.scale_gev
+
     def momentum_fractions(self, m: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         r = np.asarray(m) / self.sqrt_s
         return r * np.exp(y), r * np.exp(-y)
@@ -73,7 +80,7 @@ class DrellYanModel:
 
     def _contract(self, squared: np.ndarray, m: np.ndarray, y: np.ndarray, c: np.ndarray) -> np.ndarray:
         """sum over types and helicities of luminosity x angular factor x |A|^2 (squared: (n, ..., 2, 4))."""
-        fwd, bwd = self.pdf.luminosities(*self.momentum_fractions(m, y))  # (n, 2) each
+        fwd, bwd = self.pdf.luminosities(*self.momentum_fractions(m, y), self._scale(m))  # (n, 2) each
         same, opp = angular_sums(squared)  # (n, ..., 2)
         extra = squared.ndim - 3
         shape = (m.shape[0],) + (1,) * extra
@@ -99,7 +106,7 @@ class DrellYanModel:
         ymax = float(self.rapidity_limit(m))
         y = ymax * _Y_NODES
         mm = np.full(y.shape, m)
-        fwd, bwd = self.pdf.luminosities(*self.momentum_fractions(mm, y))
+        fwd, bwd = self.pdf.luminosities(*self.momentum_fractions(mm, y), self._scale(mm))
         lum = ymax * (_Y_WEIGHTS @ (fwd + bwd))  # (2,) int dy (F_t + B_t)
         same, opp = angular_sums(self.amplitudes.squared_components(np.array([m * m]))[0])  # (C, 2)
         return (8.0 / 3.0) * ((same + opp) @ lum) * float(self._prefactor(np.array([m]))[0])

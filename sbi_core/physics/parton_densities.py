@@ -19,17 +19,20 @@ fit gives at Q ~ M_Z (~0.55), because the valence shapes are the toy's at its lo
 
 What to use when: `PartonDensities().densities(x)` for f_q(x) of every flavour; `luminosities(x1, x2)`
 for the per-flavour-type products that enter pp -> gamma*/Z -> l l; `tilt_weight` for the PDF-like
-shape systematic (a change of the small-x power of every density, see there).
+shape systematic (a change of the small-x power of every density, see there). `DensityModel` is what the
+Drell-Yan model needs of any densities: this toy (it takes the scale and ignores it) or an LHAPDF grid
+(`lhapdf_densities.LhapdfDensities`, with the scale dependence).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 from scipy.special import beta as _beta
 
-__all__ = ["FLAVOURS", "UP_TYPE", "PartonDensities", "tilt_weight"]
+__all__ = ["FLAVOURS", "UP_TYPE", "DensityModel", "PartonDensities", "flavour_luminosities", "tilt_weight"]
 
 #: Quark flavours in column order of `densities` (quark columns first, then antiquark columns).
 FLAVOURS = ("d", "u", "s", "c", "b")
@@ -40,6 +43,35 @@ _UV = (0.8, 3.0)  # (a + 1, b) of x u_v = N x^0.8 (1-x)^3, i.e. u_v = N x^-0.2 (
 _DV = (0.8, 4.0)
 _SEA_POWER, _SEA_LARGE_X = -0.3, 9.0
 _HEAVY_FRACTIONS = {"s": 0.8, "c": 0.5, "b": 0.3}
+
+
+class DensityModel(Protocol):
+    """Quark densities at a factorisation scale, as the Drell-Yan model uses them."""
+
+    def densities(self, x: np.ndarray, scale: np.ndarray | float | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(quark, antiquark) number densities f(x, Q), each (n, 5) in FLAVOURS order; scale Q in GeV, (n,) or
+        one value (None: the model's own choice)."""
+        ...
+
+    def luminosities(self, x1: np.ndarray, x2: np.ndarray,
+                     scale: np.ndarray | float | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(forward, backward) q qbar products per flavour type, each (n, 2) (see `flavour_luminosities`)."""
+        ...
+
+    def describe(self) -> str:
+        """One line for summaries and logs: which densities, and whether they are a fit."""
+        ...
+
+
+def flavour_luminosities(q1: np.ndarray, a1: np.ndarray, q2: np.ndarray,
+                         a2: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(forward, backward), each (n, 2) with columns (down-type, up-type), from the densities of beams 1 and 2.
+
+    forward: sum over flavours of f_q(x1) f_qbar(x2) (the quark comes from beam 1, moving along +z);
+    backward: f_qbar(x1) f_q(x2) (the quark moves along -z)."""
+    fwd, bwd = q1 * a2, a1 * q2
+    return (np.stack([fwd[:, ~UP_TYPE].sum(1), fwd[:, UP_TYPE].sum(1)], axis=1),
+            np.stack([bwd[:, ~UP_TYPE].sum(1), bwd[:, UP_TYPE].sum(1)], axis=1))
 
 
 def valence_normalisations() -> tuple[float, float]:
@@ -53,8 +85,13 @@ class PartonDensities:
 
     sea_normalisation: float = 0.15
 
-    def densities(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(quark, antiquark) number densities f(x), each (n, 5) in FLAVOURS order, for x (n,) in (0, 1)."""
+    def describe(self) -> str:
+        return ("analytic toy densities (sbi_core/physics/parton_densities.py): not a fit, no scale dependence; "
+                "the offline default")
+
+    def densities(self, x: np.ndarray, scale: np.ndarray | float | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(quark, antiquark) number densities f(x), each (n, 5) in FLAVOURS order, for x (n,) in (0, 1); the
+        scale is ignored (these densities have none)."""
         x = np.asarray(x, dtype=np.float64)
         if x.ndim != 1:
             raise ValueError(f"x: expected shape (n,), got {x.shape}")
@@ -73,16 +110,10 @@ class PartonDensities:
         antiquarks = np.stack([dbar, ubar, s, c, b], axis=1)
         return quarks, antiquarks
 
-    def luminosities(self, x1: np.ndarray, x2: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(forward, backward), each (n, 2) with columns (down-type, up-type).
-
-        forward: sum over flavours of f_q(x1) f_qbar(x2) (the quark comes from beam 1, moving along +z);
-        backward: f_qbar(x1) f_q(x2) (the quark moves along -z)."""
-        q1, a1 = self.densities(x1)
-        q2, a2 = self.densities(x2)
-        fwd, bwd = q1 * a2, a1 * q2
-        return (np.stack([fwd[:, ~UP_TYPE].sum(1), fwd[:, UP_TYPE].sum(1)], axis=1),
-                np.stack([bwd[:, ~UP_TYPE].sum(1), bwd[:, UP_TYPE].sum(1)], axis=1))
+    def luminosities(self, x1: np.ndarray, x2: np.ndarray,
+                     scale: np.ndarray | float | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(forward, backward), each (n, 2) with columns (down-type, up-type): `flavour_luminosities`."""
+        return flavour_luminosities(*self.densities(x1), *self.densities(x2))
 
     def momentum_fraction(self) -> float:
         """int x (sum of quark and antiquark densities) dx: the share of the proton momentum the quarks carry."""

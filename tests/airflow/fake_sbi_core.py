@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 PLAN: dict[str, Any] = {
+    "samplers": [],
     "shards": [0, 1, 2, 3],
     "n_groups": 2,
     "methods": ["alices", "benchmark_ratio"],
@@ -54,7 +55,8 @@ def summary(argv: list[str], plan: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {"step": step, "argv": argv, "run": run}
     n_networks = len(plan["methods"]) * plan["members"]
     if step == "configure":
-        out.update(shards=plan["shards"], n_groups=plan["n_groups"], methods=plan["methods"], n_networks=n_networks)
+        out.update(shards=plan["shards"], n_groups=plan["n_groups"], methods=plan["methods"], n_networks=n_networks,
+                   samplers=plan["samplers"])
     elif step == "derive":
         out.update(source=opts["--from"][0], events=f"{opts['--from'][0]}/events.h5", methods=plan["methods"],
                    n_networks=n_networks)

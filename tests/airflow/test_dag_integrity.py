@@ -52,8 +52,10 @@ UPSTREAM = {
     "sbi_pipeline": {
         "prepare": set(),
         "configure": {"prepare"},
+        "plan_train_sampler": {"configure", "prepare"},
+        "train_sampler": {"plan_train_sampler"},
         "plan_generate": {"configure", "prepare"},
-        "generate": {"plan_generate"},
+        "generate": {"plan_generate", "train_sampler"},
         "plan_combine": {"configure", "prepare"},
         "combine": {"generate", "plan_combine"},
         "combine_all": {"combine", "prepare"},
@@ -76,10 +78,10 @@ UPSTREAM = {
         "publish_results": {"inference.report", "prepare_derive"},
     },
 }
-MAPPED = {"generate", "combine", "training.sample", "training.train", "training.evaluate", "inference.likelihood",
+MAPPED = {"train_sampler", "generate", "combine", "training.sample", "training.train", "training.evaluate", "inference.likelihood",
           "inference.hessian", "inference.scan", "inference.toys"}
-PROFILES = {"training.train": ("gpu", "sbi_gpu"), "inference.hessian": ("highmem", "sbi_highmem")}
-TRIGGER_RULES = {"training.ensemble": "all_done_min_one_success", "training.evaluate_report": "none_failed",
+PROFILES = {"train_sampler": ("gpu", "sbi_gpu"), "training.train": ("gpu", "sbi_gpu"), "inference.hessian": ("highmem", "sbi_highmem")}
+TRIGGER_RULES = {"generate": "none_failed", "training.ensemble": "all_done_min_one_success", "training.evaluate_report": "none_failed",
                  "inference.likelihood_join": "none_failed", "inference.assemble": "none_failed",
                  "inference.limits": "none_failed", "inference.report": "none_failed"}
 

@@ -103,6 +103,7 @@ def test_sbi_pipeline_runs_every_stage_and_the_demo_shows_the_figures(migrated_a
 
     assert result["state"] == "success", result["tasks"]
     assert result["tasks"].pop("publish_events")["states"] == {"skipped": 1}  # the form did not ask to publish
+    assert result["tasks"].pop("train_sampler")["states"] == {"skipped": 1}  # the config trains no sampler
     assert all(set(e["states"]) == {"success"} for e in result["tasks"].values()), result["tasks"]
     assert result["tasks"]["training.train"]["n"] == 4 and result["tasks"]["inference.toys"]["n"] == 2
     configure = calls_of(fake_sbi_core, "configure")[0]
