@@ -88,6 +88,7 @@ def generate_shard(cfg: AnalysisConfig, plan: GenerationPlan, index: int, uri: s
     n_keep = plan.shard_events[index]
     done = _finished_shard(uri, plan.config_hash, n_keep)
     if done is not None:
+        storage.remove_stale_temporaries(uri)  # a writer killed after it published leaves its temporary
         log.info("shard %d: %s is complete and verified, not regenerated", index, uri)
         return _summary(index, uri, n_keep, done.n_generated, skipped=True, t0=t0)
     sim = make_simulator(cfg)

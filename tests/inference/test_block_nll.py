@@ -96,3 +96,21 @@ def test_layout_spreads_chunks_over_blocks_under_a_budget():
     assert small.chunks * small.rows * 824 <= (1 << 30) // 4
     tiny = plan_layout(700, 56, platform="gpu")
     assert (tiny.rows, tiny.chunks, tiny.blocks) == (1024, 1, 1)
+
+
+def test_the_scale_bench_files_follow_the_contract(tmp_path):
+    """bench/scale_data.py's files (what `python -m bench fit --full` fits) are version-2 likelihood files: read by
+    the contract's reader, and BlockNLL on them equals NLLModel; their Asimov fit lands at the truth."""
+    from bench.scale_data import TRUTH, write_scale_files
+    from sbi_core.data.likelihood_arrays import read_arrays
+
+    data_path, mc_path = write_scale_files(3000, 3, seed=1, directory=tmp_path)
+    data, mc = read_arrays(data_path), read_arrays(mc_path)
+    assert data.samples == ["total"] and data.log_ratio_var.shape == (3000, 3, 2, 1)
+    model = BlockNLL.from_file(data_path, luminosity=200.0, normalization=mc_path, dtype="float32")
+    ref = NLLModel.from_arrays(data, luminosity=200.0, normalization=mc)
+    p = np.array([0.2, -0.1, 0.3, -0.2, 0.5])
+    assert model.value(p) == pytest.approx(ref.value(p), rel=1e-6)
+    res = minimize(model, start=np.zeros(5))
+    assert res.valid
+    np.testing.assert_allclose(res.x, [*TRUTH, 0, 0, 0], atol=2e-3)
