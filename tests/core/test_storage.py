@@ -157,9 +157,8 @@ def test_streamed_hdf5_holds_a_few_parts_and_matches_a_local_write(s3_bucket, tm
     from the stream equal those read back from the file."""
     import h5py
 
-    from sbi_core.data.format import SAMPLE_DATASETS, raw_crc32
-
     from sbi_core.data import format as fmt
+    from sbi_core.data.format import SAMPLE_DATASETS, raw_crc32
 
     # the file has no analysis header: seal's MadMiner summary and notes have nothing to describe
     monkeypatch.setattr(fmt.madminer, "write_sample_summary", lambda *a, **k: None)
