@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import time
 from typing import Any
@@ -25,7 +26,7 @@ from sbi_core.config import (
     config_hash,
     config_to_yaml,
 )
-from sbi_core.data.format import simulator_header, write_header
+from sbi_core.data.format import madminer_gaps_of, simulator_header, write_header
 from sbi_core.data.steps import combine, combine_groups, generate
 from sbi_core.errors import InputError
 from sbi_core.layout import RunLayout
@@ -33,6 +34,8 @@ from sbi_core.ml.plan import plan_summary
 from sbi_core.physics.registry import get_simulator_class, make_simulator
 from sbi_core.plan import GenerationPlan, make_file_plan, make_plan
 from sbi_core.runs import load_run, read_plan, run_events
+
+log = logging.getLogger(__name__)
 
 
 def configure(config_uri: str, run_uri: str | None = None, overrides: list[str] | None = None) -> dict[str, Any]:
@@ -71,6 +74,9 @@ def configure(config_uri: str, run_uri: str | None = None, overrides: list[str] 
             chunk_rows=plan.chunk_rows,
             seed=g.seed,
         )
+        madminer_notes = madminer_gaps_of(f)
+    if madminer_notes:  # said once per run here, not at every shard
+        log.warning("event files for MadMiner 0.9.6: %s (docs/data-format.md)", "; ".join(madminer_notes))
     storage.write_text(layout.config, config_to_yaml(cfg))
     storage.write_json(layout.plan, plan.to_json())  # last: its presence means "configured"
     return {
@@ -89,6 +95,7 @@ def configure(config_uri: str, run_uri: str | None = None, overrides: list[str] 
         **({"parton_densities": sim.provenance()["parton_densities"]} if hasattr(sim, "provenance") else {}),
         **plan_summary(cfg),
         "sizes_known": plan.sizes_known,
+        "madminer_notes": madminer_notes,
         "seconds": round(time.perf_counter() - t0, 3),
     }
 

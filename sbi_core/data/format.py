@@ -195,19 +195,24 @@ def raw_crc32(ds: h5py.Dataset) -> int:
     return crc
 
 
+def madminer_gaps_of(f: h5py.File) -> list[str]:
+    """What MadMiner 0.9.6 cannot use of a file with this header (`madminer_layout.madminer_gaps`)."""
+    return madminer.madminer_gaps(decode_names(f["nuisance_parameters/kinds"]),
+                                  decode_names(f["nuisance_parameters/names"]),
+                                  decode_names(f["observables/definitions"]))
+
+
 def seal(f: h5py.File, n_generated: int) -> None:
     """Record counts and per-dataset raw CRCs, and MadMiner's sample summary; call last, after every sample is
-    written and flushed. Logs what MadMiner cannot use of the file (sbi_core.data.madminer_layout)."""
+    written and flushed. What MadMiner cannot use is said once per run by configure (`madminer_gaps_of`)."""
     f.flush()
     for name in SAMPLE_DATASETS:
         f[name].attrs["raw_crc32"] = raw_crc32(f[name])
     n = int(f[OBSERVATIONS].shape[0])
     madminer.write_sample_summary(f, n, str(f.attrs["sampling_benchmark"]))
-    gaps = madminer.madminer_gaps(decode_names(f["nuisance_parameters/kinds"]),
-                                  decode_names(f["nuisance_parameters/names"]),
-                                  decode_names(f["observables/definitions"]))
-    if gaps:
-        log.warning("event file for MadMiner 0.9.6: %s (docs/data-format.md)", "; ".join(gaps))
+    gaps = madminer_gaps_of(f)
+    if gaps:  # configure says it once per run (a warning); every file repeats it at debug level only
+        log.debug("event file for MadMiner 0.9.6: %s (docs/data-format.md)", "; ".join(gaps))
     f.attrs["n_events"] = n
     f.attrs["n_generated"] = int(n_generated)
 
