@@ -69,9 +69,11 @@ def write_scale_files(n: int, k: int, seed: int = 0, directory: Path | None = No
     with h5py.File(data, "w") as fd, h5py.File(mc, "w") as fm:
         for f in (fd, fm):
             _header(f, n, k, basis, powers, matrix)
-        lr_ds = fd.create_dataset("events/log_ratio", (n, n_b), dtype=np.float32, chunks=(ROWS, n_b))
-        var_ds = fd.create_dataset("events/log_ratio_var", (n, k, 2), dtype=np.float32, chunks=(ROWS // 8, k, 2))
-        w_ds = fd.create_dataset("events/weight", (n,), dtype=np.float64, chunks=(ROWS,))
+        rows = min(ROWS, n)  # h5py refuses a chunk longer than its dataset
+        lr_ds = fd.create_dataset("events/log_ratio", (n, n_b), dtype=np.float32, chunks=(rows, n_b))
+        var_ds = fd.create_dataset("events/log_ratio_var", (n, k, 2), dtype=np.float32,
+                                   chunks=(max(rows // 8, 1), k, 2))
+        w_ds = fd.create_dataset("events/weight", (n,), dtype=np.float64, chunks=(rows,))
         fm["events/weight"] = np.full(n, SIGMA_REF / n)
         for start in range(0, n, ROWS):
             m = min(ROWS, n - start)
