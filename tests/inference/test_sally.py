@@ -1,0 +1,155 @@
+"""SALLY: histograms of the score t(x) as a binned likelihood in the contract's arrays (sbi_core/inference/sally.py).
+
+The binned NLL is checked against an independent numpy Poisson NLL; the pipeline's steps (dataset -> likelihood
+batches -> join -> fit) run on a run derived from the session's `small_run` (6000 benchmark events, pseudo-data
+of ~1250 events at (cW, cHW) = (0.3, -0.2), L = 200/pb) with the exact score at the reference standing in for the
+trained network (what a perfectly trained sally ensemble returns, up to a constant per component)."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from sbi_core import steps as data_steps
+from sbi_core.errors import InputError
+from sbi_core.inference import sally, steps
+from sbi_core.inference.exact import exact_log_ratios, model_header
+from sbi_core.physics.morphing import monomials
+
+TRUTH = {"cW": 0.3, "cHW": -0.2}
+SALLY_RUN = ["inference.source=sally", "training.methods=[sally]", "inference.chunk_rows=2048"]
+
+
+def _exact_score(layout, cfg):
+    """t_p(x) = d/dtheta_p log dsigma(x | theta) at the reference, by morphing the exact per-benchmark ratios."""
+    from sbi_core.inference.datasets import event_header
+    from sbi_core.physics.registry import make_simulator
+    from sbi_core.runs import configured_plan, run_events
+
+    header = event_header(run_events(layout, configured_plan(layout.root)[1]))
+    sim = make_simulator(cfg)
+    ref = np.asarray(cfg.benchmark_matrix()[cfg.benchmark_names.index(cfg.sampling_benchmark)], dtype=np.float64)
+
+    def w(theta):
+        return monomials(theta, header["components"]) @ header["matrix"]
+
+    def score(x):
+        r = np.exp(exact_log_ratios(sim, cfg, np.asarray(x))[0][:, : len(cfg.benchmarks)])
+        h = 1e-4
+        grads = [(r @ (w(ref + h * e) - w(ref - h * e))) / (2 * h) for e in np.eye(ref.size)]
+        return np.stack(grads, axis=1) / (r @ w(ref))[:, None]
+
+    return score
+
+
+@pytest.fixture(scope="module")
+def sally_fit(small_run, tmp_path_factory):
+    """The pipeline's steps on a sally run (every nuisance floating), with the exact score as t(x)."""
+    run = str(tmp_path_factory.mktemp("sally") / "run")
+    data_steps.derive(str(small_run), run, SALLY_RUN)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(sally, "score_function", _exact_score)
+        out = {"dataset": steps.dataset(run)}
+        out["likelihood"] = steps.likelihood(run, [int(b) for b in out["dataset"]["likelihood_batches"]])
+        out["join"] = steps.likelihood_join(run)
+        out["fit"] = steps.fit(run)
+    return run, out
+
+
+def test_sally_fit_recovers_the_truth(sally_fit):
+    """The binned fit's best values lie within 2 standard errors of the truth (seed fixed: dataset.seed 0)."""
+    run, out = sally_fit
+    from sbi_core.data.likelihood_arrays import read_arrays
+    from sbi_core.layout import RunLayout
+
+    data = read_arrays(RunLayout(run).likelihood("pseudo", "sally"))
+    assert data.source == "sally" and data.n_events <= 25  # 5 x 5 score bins, empty ones dropped
+    assert data.weight.sum() == out["dataset"]["n_events"]  # every data event is in a bin
+    assert sum(n.startswith("staterror_") for n in data.nuisance) == data.n_events
+    fit = out["fit"]
+    assert fit["valid"]
+    values, errors = fit["values"], fit["errors"]
+    for name, truth in TRUTH.items():
+        pull = (values[name] - truth) / errors[name]
+        assert abs(pull) < 2.0, (name, values[name], errors[name])
+        assert 0.01 < errors[name] < 1.0
+
+
+def _poisson_nll(p, arrays, mc, lumi, n_pois):
+    """sum_b (lambda_b - n_b log lambda_b) + sum_k nu_k^2 / 2: numpy, exponential interpolation, written anew."""
+    theta, nu = p[:n_pois], p[n_pois:]
+    w = monomials(theta, arrays.morphing_components) @ arrays.morphing_matrix
+    sigma_bins = mc.weight[:, None] * np.exp(mc.log_ratio)  # S_b,c
+    u, d = mc.log_ratio_var[:, :, 0, 0], mc.log_ratio_var[:, :, 1, 0]
+    factor = np.exp(u * np.maximum(nu, 0) + d * np.maximum(-nu, 0)).prod(axis=1)
+    lam = lumi * (sigma_bins @ w) * factor
+    return float(np.sum(lam - arrays.weight * np.log(lam)) + np.sum(nu ** 2) / 2)
+
+
+def test_binned_nll_is_the_poisson_nll(small_run):
+    """NLLModel on the binned arrays minus an independent numpy Poisson NLL is one constant (to 1e-9 relative)."""
+    from sbi_core.inference.nll import NLLModel
+    from sbi_core.runs import load_run
+
+    _, cfg, _ = load_run(str(small_run))
+    n_b, n_k, n_bins = len(cfg.benchmarks), len(cfg.nuisance), 12
+    rng = np.random.default_rng(7)
+    sums = rng.uniform(0.5, 2.0, size=(n_bins, n_b + 2 * n_k))
+    sums[3] = 0.0  # an empty bin: dropped
+    counts = rng.poisson(40.0, size=n_bins).astype(float)
+    counts[3] = 0.0
+    sumw2 = sums[:, 0] ** 2 / 50.0
+    info = SimpleNamespace(xsec=sums[:, :n_b].sum(axis=0), xsec_var=np.ones((n_k, 2, n_b)), config_hash="x")
+    from sbi_core.inference.datasets import event_header
+
+    h = event_header(str(small_run / "events.h5"))
+    data, mc = sally.binned_arrays(cfg, model_header(cfg, info, h["components"], h["matrix"], "sally"),
+                                   counts, sums, sumw2)
+    assert data.n_events == n_bins - 1 and len(data.nuisance) == n_k + n_bins - 1
+    model = NLLModel.from_arrays(data, luminosity=20.0, normalization=mc, interpolation="exponential")
+    points = [np.concatenate([t, rng.normal(0, 0.7, len(data.nuisance))]) for t in rng.normal(0, 0.5, (4, 2))]
+    diffs = [model.value(p) - _poisson_nll(p, data, mc, 20.0, 2) for p in points]
+    scale = abs(_poisson_nll(points[0], data, mc, 20.0, 2))
+    np.testing.assert_allclose(diffs, diffs[0], rtol=0, atol=1e-9 * scale)
+
+
+def test_staterror_is_the_bins_mc_uncertainty(small_run):
+    """Bin b's staterror moves its rate by (1 + delta_b)^nu with delta_b = sqrt(sum w^2) / sum w, nothing else."""
+    from sbi_core.runs import load_run
+
+    _, cfg, _ = load_run(str(small_run))
+    n_b, n_k = len(cfg.benchmarks), len(cfg.nuisance)
+    sums = np.full((3, n_b + 2 * n_k), 2.0)
+    sumw2 = np.array([0.04, 0.16, 1.0])
+    info = SimpleNamespace(xsec=np.ones(n_b), xsec_var=np.ones((n_k, 2, n_b)), config_hash="x")
+    header = model_header(cfg, info, np.zeros((1, 2), np.int64), np.ones((1, n_b)), "sally")
+    data, _ = sally.binned_arrays(cfg, header, np.ones(3), sums, sumw2)
+    stat = data.log_ratio_var[:, n_k:, :, 0]
+    np.testing.assert_allclose(np.diagonal(stat[:, :, 0]), np.log1p([0.1, 0.2, 0.5]), rtol=1e-12)
+    assert np.count_nonzero(stat) == 6  # each staterror acts on its own bin alone
+    no_stat, _ = sally.binned_arrays(cfg, header, np.ones(3), sums, sumw2, staterror=False)
+    assert no_stat.nuisance == [n.name for n in cfg.nuisance]
+
+
+def test_binning_quantiles_and_index():
+    t = np.column_stack([np.arange(100.0), -np.arange(100.0)])
+    b = sally.Binning.from_scores(t, np.ones(100), 4)
+    assert b.shape == (4, 4) and b.edges[0] == (24.0, 49.0, 74.0)
+    np.testing.assert_array_equal(np.bincount(b.index(t)[t[:, 0] < 24], minlength=16)[:4], [0, 0, 0, 24])
+    assert sally.Binning.from_json(b.to_json()) == b
+
+
+def test_no_sally_network_is_refused_naming_the_field(small_run, tmp_path):
+    run = str(tmp_path / "run")
+    data_steps.derive(str(small_run), run, SALLY_RUN)
+    with pytest.raises(InputError, match="inference.source sally needs a trained sally score network"):
+        steps.dataset(run)
+
+
+def test_sally_config_checks(small_run, tmp_path):
+    with pytest.raises(InputError, match="inference.source"):
+        data_steps.derive(str(small_run), str(tmp_path / "a"), ["inference.source=sally"])
+    with pytest.raises(InputError, match="inference.normalization"):
+        data_steps.derive(str(small_run), str(tmp_path / "b"), [*SALLY_RUN, "inference.normalization=xsec"])
