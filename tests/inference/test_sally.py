@@ -1,9 +1,8 @@
 """SALLY: histograms of the score t(x) as a binned likelihood in the contract's arrays (sbi_core/inference/sally.py).
 
-The binned NLL is checked against an independent numpy Poisson NLL; the pipeline's steps (dataset -> likelihood
-batches -> join -> fit) run on a run derived from the session's `small_run` (6000 benchmark events, pseudo-data
-of ~1250 events at (cW, cHW) = (0.3, -0.2), L = 200/pb) with the exact score at the reference standing in for the
-trained network (what a perfectly trained sally ensemble returns, up to a constant per component)."""
+The binned NLL is checked against an independent numpy Poisson NLL; the pipeline's steps (sample, train,
+ensemble a small sally network, then dataset -> likelihood batches -> join -> fit) run on a run derived from the
+session's `small_run` (6000 benchmark events, pseudo-data of ~1330 events at (cW, cHW) = (0.3, -0.2), L = 200/pb)."""
 
 from __future__ import annotations
 
@@ -15,51 +14,40 @@ import pytest
 from sbi_core import steps as data_steps
 from sbi_core.errors import InputError
 from sbi_core.inference import sally, steps
-from sbi_core.inference.exact import exact_log_ratios, model_header
+from sbi_core.inference.exact import model_header
 from sbi_core.physics.morphing import monomials
 
 TRUTH = {"cW": 0.3, "cHW": -0.2}
 SALLY_RUN = ["inference.source=sally", "training.methods=[sally]", "inference.chunk_rows=2048"]
 
 
-def _exact_score(layout, cfg):
-    """t_p(x) = d/dtheta_p log dsigma(x | theta) at the reference, by morphing the exact per-benchmark ratios."""
-    from sbi_core.inference.datasets import event_header
-    from sbi_core.physics.registry import make_simulator
-    from sbi_core.runs import configured_plan, run_events
-
-    header = event_header(run_events(layout, configured_plan(layout.root)[1]))
-    sim = make_simulator(cfg)
-    ref = np.asarray(cfg.benchmark_matrix()[cfg.benchmark_names.index(cfg.sampling_benchmark)], dtype=np.float64)
-
-    def w(theta):
-        return monomials(theta, header["components"]) @ header["matrix"]
-
-    def score(x):
-        r = np.exp(exact_log_ratios(sim, cfg, np.asarray(x))[0][:, : len(cfg.benchmarks)])
-        h = 1e-4
-        grads = [(r @ (w(ref + h * e) - w(ref - h * e))) / (2 * h) for e in np.eye(ref.size)]
-        return np.stack(grads, axis=1) / (r @ w(ref))[:, None]
-
-    return score
+#: A small sally ensemble (1 member, 4 epochs on 3000 samples at the reference): ~4 s of training.
+TRAINING = ["training.members=1", "training.min_members=1", "training.samples.train=3000", "training.samples.test=200",
+            "training.variations=false", "training.network.hidden=[32]", "training.optimizer.epochs=4",
+            "training.optimizer.batch_size=256", "training.optimizer.learning_rate=0.01",
+            "training.optimizer.patience=0", "training.device=cpu"]
 
 
 @pytest.fixture(scope="module")
 def sally_fit(small_run, tmp_path_factory):
-    """The pipeline's steps on a sally run (every nuisance floating), with the exact score as t(x)."""
+    """sample -> train -> ensemble a sally score network, then dataset -> likelihood -> join -> fit on its
+    histograms (every nuisance floating)."""
+    from sbi_core.ml import ensemble, samples, train_step
+
     run = str(tmp_path_factory.mktemp("sally") / "run")
-    data_steps.derive(str(small_run), run, SALLY_RUN)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(sally, "score_function", _exact_score)
-        out = {"dataset": steps.dataset(run)}
-        out["likelihood"] = steps.likelihood(run, [int(b) for b in out["dataset"]["likelihood_batches"]])
-        out["join"] = steps.likelihood_join(run)
-        out["fit"] = steps.fit(run)
+    data_steps.derive(str(small_run), run, SALLY_RUN + TRAINING)
+    train_step.train(run, samples.sample(run, "sally")["networks"])
+    ensemble.build_ensembles(run)
+    out = {"dataset": steps.dataset(run)}
+    out["likelihood"] = steps.likelihood(run, [int(b) for b in out["dataset"]["likelihood_batches"]])
+    out["join"] = steps.likelihood_join(run)
+    out["fit"] = steps.fit(run)
     return run, out
 
 
 def test_sally_fit_recovers_the_truth(sally_fit):
-    """The binned fit's best values lie within 2 standard errors of the truth (seed fixed: dataset.seed 0)."""
+    """The binned fit's best values lie within 2 standard errors of the truth (seeds fixed: dataset.seed 0, the
+    training's; seen: pulls 0.56 (cW) and 0.12 (cHW), errors 0.085 and 0.075 against the exact fit's 0.068, 0.060)."""
     run, out = sally_fit
     from sbi_core.data.likelihood_arrays import read_arrays
     from sbi_core.layout import RunLayout
