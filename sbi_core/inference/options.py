@@ -182,6 +182,11 @@ class InferenceConfig(_Strict):
         "interest whose range holds 0 (null 0); {} for none.",
     )
     toys: ToyOptions = Field(default_factory=ToyOptions, title="Toys", description="Toy pseudo-experiments.")
+    bootstrap: bool = Field(
+        default=False, title="Bootstrap method uncertainty",
+        description="Also fit each ensemble member's likelihood alone (members train on bootstrap resamples) and "
+        "report the spread of best fits and interval ends as the method uncertainty (learned and sally sources).",
+    )
     sally: SallyOptions = Field(
         default_factory=SallyOptions, title="SALLY histograms", description="Binning of the score (source sally)."
     )

@@ -27,6 +27,8 @@ What to use when:
 - `partial_histogram(layout, cfg, info, batch)` -> `Partial`: one likelihood batch's sums.
 - `binned_arrays(cfg, info, header, counts, sums, sumw2)` -> (data, mc) `LikelihoodArrays`.
 - `join(layout, cfg, info)`: the `likelihood --join` of source sally.
+- `member_arrays(layout, cfg, plan, info, member)`: one ensemble member's histograms alone (the bootstrap fits,
+  `bootstrap.py`).
 """
 
 from __future__ import annotations
@@ -47,8 +49,8 @@ if TYPE_CHECKING:
     from sbi_core.layout import RunLayout
     from sbi_core.plan import GenerationPlan
 
-__all__ = ["SALLY", "Binning", "Partial", "binned_arrays", "join", "partial_histogram", "run_binning",
-           "score_function"]
+__all__ = ["SALLY", "Binning", "Partial", "binned_arrays", "join", "member_arrays", "partial_histogram", "run_binning",
+           "score_ensemble", "score_function"]
 
 SALLY = "sally"
 HEAD = "score"
@@ -103,8 +105,8 @@ class Binning:
         return cls(tuple(tuple(float(v) for v in e) for e in data["edges"]))
 
 
-def score_function(layout: RunLayout, cfg: AnalysisConfig) -> Any:
-    """t(x): the run's sally ensemble's mean score (n, P); InputError naming `inference.source` when none."""
+def score_ensemble(layout: RunLayout, cfg: AnalysisConfig) -> Any:
+    """The run's sally ensemble (or its source run's); InputError naming `inference.source` when there is none."""
     from sbi_core.runs import configured_plan, networks_layout
 
     try:
@@ -120,7 +122,17 @@ def score_function(layout: RunLayout, cfg: AnalysisConfig) -> Any:
     if ensemble.n_params != len(cfg.parameters):
         raise InputError(f"inference.source sally: the sally ensemble gives {ensemble.n_params} score components, "
                          f"the analysis has {len(cfg.parameters)} parameters")
-    return lambda x: ensemble.score(x)[0]
+    return ensemble
+
+
+def score_function(layout: RunLayout, cfg: AnalysisConfig, member: int | None = None) -> Any:
+    """t(x) (n, P): the sally ensemble's mean score, or member `member`'s alone (a bootstrap replica)."""
+    ensemble = score_ensemble(layout, cfg)
+    if member is None:
+        return lambda x: ensemble.score(x)[0]
+    if not 0 <= member < len(ensemble.members):
+        raise InputError(f"ensemble {ensemble.name} has {len(ensemble.members)} members, member {member} was asked for")
+    return lambda x: ensemble.member_score(x)[member]
 
 
 def _chunked_scores(score: Any, x: Any, n: int) -> np.ndarray:
@@ -128,14 +140,15 @@ def _chunked_scores(score: Any, x: Any, n: int) -> np.ndarray:
                            for s in range(0, n, _ROWS)]) if n else np.zeros((0, 0))
 
 
-def run_binning(layout: RunLayout, cfg: AnalysisConfig, plan: GenerationPlan) -> Binning:
-    """The binning of the run's events (their scores, weighted at the reference benchmark)."""
+def run_binning(layout: RunLayout, cfg: AnalysisConfig, plan: GenerationPlan, score: Any = None) -> Binning:
+    """The binning of the run's events (their scores, weighted at the reference benchmark); score: t(x), by
+    default the ensemble mean's (`score_function`)."""
     import h5py
 
     from sbi_core.data.format import OBSERVATIONS, WEIGHTS
     from sbi_core.runs import run_events
 
-    score = score_function(layout, cfg)
+    score = score or score_function(layout, cfg)
     ref = cfg.benchmark_names.index(cfg.sampling_benchmark)
     with storage.open_for_inspection(run_events(layout, plan)) as src, h5py.File(src, "r") as f:
         n = int(f[OBSERVATIONS].shape[0])
@@ -174,17 +187,20 @@ class Partial:
 
 def partial_histogram(layout: RunLayout, cfg: AnalysisConfig, info: DatasetInfo, batch: int) -> Partial:
     """The histogram of one likelihood batch, with the binning `dataset` recorded."""
+    if SALLY not in info.extra:
+        raise InputError(f"dataset {info.name} has no sally binning: rerun `sbi-core dataset` with inference.source "
+                         "sally")
+    return _fill(cfg, info, batch, Binning.from_json(info.extra[SALLY]), score_function(layout, cfg))
+
+
+def _fill(cfg: AnalysisConfig, info: DatasetInfo, batch: int, binning: Binning, score: Any) -> Partial:
+    """One likelihood batch's histogram with the given binning and t(x)."""
     import h5py
 
     from sbi_core.data.format import OBSERVATIONS, WEIGHTS
     from sbi_core.inference.datasets import MC_PART, read_events
 
-    if SALLY not in info.extra:
-        raise InputError(f"dataset {info.name} has no sally binning: rerun `sbi-core dataset` with inference.source "
-                         "sally")
-    binning = Binning.from_json(info.extra[SALLY])
     part, _, start, stop = info.batch(batch)
-    score = score_function(layout, cfg)
     if part != MC_PART:
         events = read_events(info, start, stop, part)
         idx = binning.index(_chunked_scores(score, events["observations"], stop - start))
@@ -245,17 +261,47 @@ def binned_arrays(cfg: AnalysisConfig, header: dict[str, Any], counts: np.ndarra
             LikelihoodArrays(**model, **common, weight=sums[:, ref]))
 
 
-def join(layout: RunLayout, cfg: AnalysisConfig, info: DatasetInfo) -> dict[str, str]:
-    """Sum the batches' partial histograms and write the dataset's and the mc part's arrays; {part: uri}."""
-    from dataclasses import replace
+def _summed(parts: list[Partial]) -> Partial:
+    """The histogram of several batches of one part (data or mc)."""
+    if parts[0].counts is not None:
+        return Partial(counts=np.sum([p.counts for p in parts], axis=0))
+    return Partial(sums=np.sum([p.sums for p in parts], axis=0), sumw2=np.sum([p.sumw2 for p in parts], axis=0))
 
-    from sbi_core.data.likelihood_arrays import write_arrays
-    from sbi_core.inference.datasets import MC_PART, event_header
+
+def _arrays(cfg: AnalysisConfig, info: DatasetInfo, data: Partial, mc: Partial) -> tuple[Any, Any]:
+    """(data, mc) `LikelihoodArrays` of the summed histograms."""
+    from sbi_core.inference.datasets import event_header
     from sbi_core.inference.exact import model_header
 
     if info.normalization != "mc":
         raise InputError("inference.normalization: source sally needs mc (the binned NLL is normalised by the "
                          "run's events per bin)")
+    h = event_header(str(info.mc_events))
+    header = model_header(cfg, info, h["components"], h["matrix"], SALLY)
+    return binned_arrays(cfg, header, data.counts, mc.sums, mc.sumw2, staterror=cfg.inference.sally.staterror)
+
+
+def member_arrays(layout: RunLayout, cfg: AnalysisConfig, plan: GenerationPlan, info: DatasetInfo,
+                  member: int) -> tuple[Any, Any]:
+    """(data, mc) arrays of member `member`'s score alone, binned at the quantiles of its own scores (in memory:
+    one bootstrap replica of the histogram likelihood)."""
+    from sbi_core.inference.datasets import MC_PART
+
+    score = score_function(layout, cfg, member)
+    binning = run_binning(layout, cfg, plan, score)
+    fills: dict[str, list[Partial]] = {}
+    for b in range(info.n_batches):
+        fills.setdefault(info.batch(b)[0], []).append(_fill(cfg, info, b, binning, score))
+    return _arrays(cfg, info, _summed(fills[info.name]), _summed(fills[MC_PART]))
+
+
+def join(layout: RunLayout, cfg: AnalysisConfig, info: DatasetInfo) -> dict[str, str]:
+    """Sum the batches' partial histograms and write the dataset's and the mc part's arrays; {part: uri}."""
+    from dataclasses import replace
+
+    from sbi_core.data.likelihood_arrays import write_arrays
+    from sbi_core.inference.datasets import MC_PART
+
     uris: dict[str, list[str]] = {}
     for b in range(info.n_batches):
         part, index, _, _ = info.batch(b)
@@ -264,18 +310,16 @@ def join(layout: RunLayout, cfg: AnalysisConfig, info: DatasetInfo) -> dict[str,
     if missing:
         raise InputError(f"likelihood --join: {len(missing)} of {info.n_batches} parts are missing "
                          f"(first: {missing[0]}): run `sbi-core likelihood --batch I` for them")
-    data = [Partial.read(u) for u in uris[info.name]]
-    mc = [Partial.read(u) for u in uris[MC_PART]]
-    counts = np.sum([p.counts for p in data], axis=0)
-    sums, sumw2 = np.sum([p.sums for p in mc], axis=0), np.sum([p.sumw2 for p in mc], axis=0)
-    h = event_header(str(info.mc_events))
-    header = model_header(cfg, info, h["components"], h["matrix"], SALLY)
-    arrays = binned_arrays(cfg, header, counts, sums, sumw2, staterror=cfg.inference.sally.staterror)
+    if MC_PART not in uris:
+        raise InputError("inference.normalization: source sally needs mc (the binned NLL is normalised by the "
+                         "run's events per bin)")
+    data = _summed([Partial.read(u) for u in uris[info.name]])
+    arrays = _arrays(cfg, info, data, _summed([Partial.read(u) for u in uris[MC_PART]]))
     out = {}
     for part, arr in zip((info.name, MC_PART), arrays, strict=True):
         uri = layout.likelihood(part, SALLY)
         meta = {"dataset": part, "events": info.events if part == info.name else str(info.mc_events),
-                "parts": len(uris[part]), "binning": str(info.extra[SALLY]), "bins": int(counts.size),
+                "parts": len(uris[part]), "binning": str(info.extra[SALLY]), "bins": int(data.counts.size),
                 "modifiers_on_total": "1"}
         with storage.atomic_write(uri) as tmp:
             write_arrays(tmp, replace(arr, meta=meta))

@@ -279,6 +279,13 @@ def fit(run_uri: str) -> dict[str, Any]:
         "hessian_blocks": blocks,
         "seconds": {"load": round(t_load, 3), "fit": round(time.perf_counter() - t0 - t_load, 3)},
     }
+    boot = None
+    if inf.bootstrap:  # every member's likelihood fitted alone: the method uncertainty (bootstrap.py)
+        from sbi_core.inference.bootstrap import fit_members
+
+        boot = fit_members(run_uri)
+        record["bootstrap_members"] = boot["n_members"]
+        record["seconds"]["bootstrap"] = boot["seconds"]
     storage.write_json(layout.fit, record)
     return {
         "step": "fit",
@@ -292,6 +299,7 @@ def fit(run_uri: str) -> dict[str, Any]:
         "edm": res.edm,
         "calls": res.calls,
         "hessian_blocks": blocks,
+        **({"bootstrap_members": boot["n_members"]} if boot else {}),
         "seconds": round(time.perf_counter() - t0, 3),
     }
 

@@ -26,6 +26,7 @@ class FakeEnsemble:
     spread: float = 0.01
     parametrised: bool = False
     output: str = "log_ratio"
+    member_shifts: tuple[float, ...] = ()
     calls: list[str] = field(default_factory=list)
 
     def _noise(self, x: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
@@ -46,6 +47,12 @@ class FakeEnsemble:
             theta_b = np.asarray(cfg.benchmark_matrix()[cfg.benchmark_names.index(self.head)])
             target = self.exact.log_ratio(x, theta_b, self.exact.reference)
         return target + self._noise(x, target.shape), np.full(target.shape, self.spread)
+
+    def member_log_ratio(self, x, theta0=None):
+        """(members, n): the mean's log r plus member m's shift `member_shifts[m]` (0 when not given)."""
+        mean = self.log_ratio(x, theta0)[0]
+        shifts = list(self.member_shifts) + [0.0] * (len(self.members) - len(self.member_shifts))
+        return np.stack([mean + shift for shift in shifts[: len(self.members)]])
 
     def score(self, x, theta0=None):
         cfg = self.exact.cfg
