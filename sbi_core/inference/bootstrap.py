@@ -1,7 +1,8 @@
 """Bootstrap ensembles as the method uncertainty: the fit repeated with each ensemble member's likelihood alone.
 
-Every ensemble member trains on its own bootstrap resample of the training set (`training.members`), so the
-members' likelihoods are replicas of what the training could have given; the spread of their best fits and interval
+Every ensemble member trains on its own bootstrap resample of the training set (`training.members`,
+`training.bootstrap`; without it members differ by their seeds alone, and the spread is that of the seeds:
+`members_resampled` says which), so the members' likelihoods are replicas of what the training could have given; the spread of their best fits and interval
 ends is the method (training) uncertainty, as the ATLAS NSBI analyses report it, beside the statistical one. The
 fit of the ensemble mean stays the result; this spread is reported separately (`results.json`:
 `method_uncertainty`), never added to it.
@@ -151,4 +152,5 @@ def summary(layout: RunLayout, cfg: AnalysisConfig, n_members: int) -> dict[str,
     pois = [p for p in cfg.parameter_names if p not in cfg.inference.fix]
     return {"n_members": n_members, "members": [f["member"] for f in fits], "valid": sum(f["valid"] for f in fits),
             "source": fits[0]["source"], "levels": list(cfg.inference.confidence_levels),
+            "members_resampled": bool(cfg.training.bootstrap),
             "parameters": spread(fits, pois, list(cfg.inference.confidence_levels))}

@@ -141,3 +141,22 @@ def test_sally_config_checks(small_run, tmp_path):
         data_steps.derive(str(small_run), str(tmp_path / "a"), ["inference.source=sally"])
     with pytest.raises(InputError, match="inference.normalization"):
         data_steps.derive(str(small_run), str(tmp_path / "b"), [*SALLY_RUN, "inference.normalization=xsec"])
+
+
+def test_a_members_histograms_are_the_ensembles_for_one_member(sally_fit):
+    """The bootstrap replica of member 0 (its own scores and binning) is the joined histogram when the ensemble
+    has that one member: the same bins, counts and log ratios."""
+    from sbi_core.data.likelihood_arrays import read_arrays
+    from sbi_core.inference.datasets import DatasetInfo
+    from sbi_core.layout import RunLayout
+    from sbi_core.runs import load_run
+
+    run, _ = sally_fit
+    layout, cfg, plan = load_run(run)
+    data, mc = sally.member_arrays(layout, cfg, plan, DatasetInfo.load(layout, "pseudo"), 0)
+    joined = read_arrays(RunLayout(run).likelihood("pseudo", "sally"))
+    assert data.nuisance == joined.nuisance
+    np.testing.assert_array_equal(data.weight, joined.weight)
+    np.testing.assert_allclose(data.log_ratio, joined.log_ratio, rtol=0, atol=1e-12)
+    with pytest.raises(InputError, match="1 members, member 1"):
+        sally.member_arrays(layout, cfg, plan, DatasetInfo.load(layout, "pseudo"), 1)
