@@ -160,3 +160,21 @@ def test_a_members_histograms_are_the_ensembles_for_one_member(sally_fit):
     np.testing.assert_allclose(data.log_ratio, joined.log_ratio, rtol=0, atol=1e-12)
     with pytest.raises(InputError, match="1 members, member 1"):
         sally.member_arrays(layout, cfg, plan, DatasetInfo.load(layout, "pseudo"), 1)
+
+
+def test_a_sally_likelihood_exports_as_its_histograms(sally_fit, tmp_path):
+    """export-likelihood writes the binned arrays (no networks needed) and the numpy reader gives the pipeline's
+    NLL, the per-bin staterrors included."""
+    import nsbi_likelihood
+    from sbi_core.inference.steps import load_model
+    from sbi_core.publish.artefact import export_likelihood
+    from sbi_core.runs import load_run
+
+    run, out = sally_fit
+    summary = export_likelihood(run, str(tmp_path / "lik"))
+    assert summary["source"] == "sally" and summary["networks"] == 0
+    layout, cfg, _ = load_run(run)
+    model = load_model(layout, cfg)
+    lik = nsbi_likelihood.load(str(tmp_path / "lik"))
+    p = np.array([out["fit"]["values"][n] for n in model.names]) + 0.01
+    assert lik.nll(p) == pytest.approx(model.value(p), rel=1e-10)
