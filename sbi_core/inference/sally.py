@@ -127,17 +127,23 @@ def score_ensemble(layout: RunLayout, cfg: AnalysisConfig) -> Any:
 
 def score_function(layout: RunLayout, cfg: AnalysisConfig, member: int | None = None) -> Any:
     """t(x) (n, P): the sally ensemble's mean score, or member `member`'s alone (a bootstrap replica)."""
+    from dataclasses import replace
+
     ensemble = score_ensemble(layout, cfg)
-    if member is None:
-        return lambda x: ensemble.score(x)[0]
-    if not 0 <= member < len(ensemble.members):
-        raise InputError(f"ensemble {ensemble.name} has {len(ensemble.members)} members, member {member} was asked for")
-    return lambda x: ensemble.member_score(x)[member]
+    if member is not None:
+        if not 0 <= member < len(ensemble.members):
+            raise InputError(f"ensemble {ensemble.name} has {len(ensemble.members)} members, member {member} was "
+                             "asked for")
+        one = slice(member, member + 1)  # an ensemble of that member alone: only its network runs
+        ensemble = replace(ensemble, members=ensemble.members[one], models=ensemble.models[one],
+                           infos=ensemble.infos[one])
+    return lambda x: ensemble.score(x)[0]
 
 
-def _chunked_scores(score: Any, x: Any, n: int) -> np.ndarray:
-    return np.concatenate([np.asarray(score(x[s : s + _ROWS]), dtype=np.float64).reshape(min(_ROWS, n - s), -1)
-                           for s in range(0, n, _ROWS)]) if n else np.zeros((0, 0))
+def _chunked_scores(score: Any, x: Any, n: int, width: int) -> np.ndarray:
+    """t(x) (n, width) of rows [0, n) of x, _ROWS at a time."""
+    return np.concatenate([np.asarray(score(x[s : s + _ROWS]), dtype=np.float64).reshape(min(_ROWS, n - s), width)
+                           for s in range(0, n, _ROWS)]) if n else np.zeros((0, width))
 
 
 def run_binning(layout: RunLayout, cfg: AnalysisConfig, plan: GenerationPlan, score: Any = None) -> Binning:
@@ -152,7 +158,7 @@ def run_binning(layout: RunLayout, cfg: AnalysisConfig, plan: GenerationPlan, sc
     ref = cfg.benchmark_names.index(cfg.sampling_benchmark)
     with storage.open_for_inspection(run_events(layout, plan)) as src, h5py.File(src, "r") as f:
         n = int(f[OBSERVATIONS].shape[0])
-        t = _chunked_scores(score, f[OBSERVATIONS], n)
+        t = _chunked_scores(score, f[OBSERVATIONS], n, len(cfg.parameters))
         w = f[WEIGHTS][:, ref]
     return Binning.from_scores(t, w, cfg.inference.sally.bins)
 
@@ -203,11 +209,11 @@ def _fill(cfg: AnalysisConfig, info: DatasetInfo, batch: int, binning: Binning, 
     part, _, start, stop = info.batch(batch)
     if part != MC_PART:
         events = read_events(info, start, stop, part)
-        idx = binning.index(_chunked_scores(score, events["observations"], stop - start))
+        idx = binning.index(_chunked_scores(score, events["observations"], stop - start, len(cfg.parameters)))
         return Partial(counts=np.bincount(idx, weights=events["weight"], minlength=binning.n_bins))
     with storage.open_for_inspection(str(info.mc_events)) as src, h5py.File(src, "r") as f:
         x, w = f[OBSERVATIONS][start:stop], f[WEIGHTS][start:stop]
-    idx = binning.index(_chunked_scores(score, x, stop - start))
+    idx = binning.index(_chunked_scores(score, x, stop - start, len(cfg.parameters)))
     ref = cfg.benchmark_names.index(cfg.sampling_benchmark)
     sums = np.stack([np.bincount(idx, weights=w[:, c], minlength=binning.n_bins) for c in range(w.shape[1])], axis=1)
     return Partial(sums=sums, sumw2=np.bincount(idx, weights=w[:, ref] ** 2, minlength=binning.n_bins))

@@ -84,10 +84,10 @@ def likelihood(run_uri: str, batches: list[int]) -> dict[str, Any]:
         if source == "sally":  # a partial histogram of the score; `--join` sums them (sbi_core/inference/sally.py)
             from sbi_core.inference.sally import partial_histogram
 
-            partial = partial_histogram(layout, cfg, info, b)
-            partial.write(layout.likelihood_part(part, source, index))
-            parts.append({"batch": b, "part": part, "uri": layout.likelihood_part(part, source, index),
-                          "n_events": info.batch(b)[3] - info.batch(b)[2]})
+            uri = layout.likelihood_part(part, source, index)
+            partial_histogram(layout, cfg, info, b).write(uri)
+            start, stop = info.batch(b)[2:]
+            parts.append({"batch": b, "part": part, "uri": uri, "n_events": stop - start})
             continue
         arrays = likelihood_batch(layout, cfg, info, b)
         uri = layout.likelihood_part(part, source, index)

@@ -254,12 +254,6 @@ class Ensemble:
             raise ValueError(f"ensemble {self.name} estimates a score, not a likelihood ratio")
         return self._per_member(x, theta0, "log_ratio")
 
-    def member_score(self, x: np.ndarray, theta0: np.ndarray | None = None) -> np.ndarray:
-        """(members, n, P) score of each member (what the mean and std of `score` reduce)."""
-        if self.output != "score" and not self.parametrised:
-            raise ValueError(f"ensemble {self.name} learns a ratio of x alone: it has no score in theta")
-        return self._per_member(x, theta0, "score")
-
     def score(self, x: np.ndarray, theta0: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Mean (n, P) and std (n, P) over members of the score t(x|theta0)."""
         if self.output != "score" and not self.parametrised:
