@@ -15,8 +15,9 @@ the fit, scans, limits and toys run on it unchanged:
 With `inference.normalization: mc` the NLL is then the binned Poisson NLL sum_b (lambda_b - n_b log lambda_b),
 lambda_b = L sum_c w_c(theta) S_b,c T_b(nu), plus the constraints. delta_b = sqrt(sum w_ref^2) / S_b,ref: one
 nuisance per bin (`staterror_<b>`, Barlow-Beeston-lite), acting as (1 + delta_b)^nu_b with nu_b ~ N(0, 1)
-(pyhf's staterror is 1 + delta_b nu_b: the same to first order in delta_b). The config's systematics act on
-the total, measured at the reference (as for the learned source, `meta_modifiers_on_total`).
+(pyhf's staterror is 1 + delta_b nu_b: the same to first order in delta_b; with `inference.interpolation:
+linear` the factor is 1 + delta_b nu_b above 0 and 1 - delta_b / (1 + delta_b) |nu_b| below). The config's
+systematics act on the total, measured at the reference (as for the learned source, `meta_modifiers_on_total`).
 
 Binning (`inference.sally.bins` per score component): the weighted quantiles at the reference of each
 component of t over the run's events, a grid of their products; a bin without MC weight at the reference is
@@ -25,7 +26,7 @@ dropped (`dataset` records the edges; the likelihood batches fill partial histog
 What to use when:
 - `Binning.from_scores(t, w, bins)` / `.index(t)`: the grid; `run_binning(layout, cfg, plan)` on a run.
 - `partial_histogram(layout, cfg, info, batch)` -> `Partial`: one likelihood batch's sums.
-- `binned_arrays(cfg, info, header, counts, sums, sumw2)` -> (data, mc) `LikelihoodArrays`.
+- `binned_arrays(cfg, header, counts, sums, sumw2)` -> (data, mc) `LikelihoodArrays`.
 - `join(layout, cfg, info)`: the `likelihood --join` of source sally.
 - `member_arrays(layout, cfg, plan, info, member)`: one ensemble member's histograms alone (the bootstrap fits,
   `bootstrap.py`).
@@ -229,7 +230,8 @@ def binned_arrays(cfg: AnalysisConfig, header: dict[str, Any], counts: np.ndarra
     n_b, n_k = len(cfg.benchmarks), len(cfg.nuisance)
     ref = cfg.benchmark_names.index(cfg.sampling_benchmark)
     counts, sums, sumw2 = (np.asarray(a, dtype=np.float64) for a in (counts, sums, sumw2))
-    if sums.ndim != 2 or sums.shape[1] != n_b + 2 * n_k or counts.shape != sums.shape[:1] != sumw2.shape:
+    if sums.ndim != 2 or sums.shape[1] != n_b + 2 * n_k or counts.shape != sums.shape[:1] \
+            or sumw2.shape != sums.shape[:1]:
         raise InputError(f"sally histogram: counts {counts.shape}, sums {sums.shape}, sumw2 {sumw2.shape} do not "
                          f"match {n_b} benchmarks and {n_k} nuisances")
     keep = sums[:, ref] > 0
@@ -321,12 +323,13 @@ def join(layout: RunLayout, cfg: AnalysisConfig, info: DatasetInfo) -> dict[str,
                          "run's events per bin)")
     data = _summed([Partial.read(u) for u in uris[info.name]])
     arrays = _arrays(cfg, info, data, _summed([Partial.read(u) for u in uris[MC_PART]]))
+    on_some = [n.name for n in cfg.nuisance if n.samples is not None]  # applied to the total here, as when learned
     out = {}
     for part, arr in zip((info.name, MC_PART), arrays, strict=True):
         uri = layout.likelihood(part, SALLY)
         meta = {"dataset": part, "events": info.events if part == info.name else str(info.mc_events),
                 "parts": len(uris[part]), "binning": str(info.extra[SALLY]), "bins": int(data.counts.size),
-                "modifiers_on_total": "1"}
+                **({"modifiers_on_total": ",".join(on_some)} if on_some else {})}
         with storage.atomic_write(uri) as tmp:
             write_arrays(tmp, replace(arr, meta=meta))
         out[part] = uri
