@@ -107,3 +107,11 @@ def test_learned_fit_with_bootstrap_reports_the_method_uncertainty(small_run, tm
             assert a == b and a == pytest.approx(fit["values"][name], abs=2e-5)
     assert (mu["parameters"]["cW"]["best_fit"]["std"] > 1e-3) == (shift > 0)
     assert set(report["method_uncertainty"]) == {"cW", "cHW"} and "bootstrap_cW" in report["plots"]
+
+
+def test_bootstrap_is_refused_on_the_exact_source(small_run, tmp_path):
+    from sbi_core import steps as data_steps
+    from sbi_core.errors import InputError
+
+    with pytest.raises(InputError, match="inference.bootstrap"):
+        data_steps.derive(str(small_run), str(tmp_path / "run"), ["inference.bootstrap=true"])

@@ -129,11 +129,11 @@ def test_binning_quantiles_and_index():
     assert sally.Binning.from_json(b.to_json()) == b
 
 
-def test_no_sally_network_is_refused_naming_the_field(small_run, tmp_path):
+def test_no_sally_network_is_refused_naming_the_field(small_run, tmp_path, cli):
     run = str(tmp_path / "run")
     data_steps.derive(str(small_run), run, SALLY_RUN)
-    with pytest.raises(InputError, match="inference.source sally needs a trained sally score network"):
-        steps.dataset(run)
+    result = cli("dataset", "--run", run)
+    assert result.returncode == 2 and "inference.source sally needs a trained sally score network" in result.stderr
 
 
 def test_sally_config_checks(small_run, tmp_path):
