@@ -128,16 +128,9 @@ def score_ensemble(layout: RunLayout, cfg: AnalysisConfig) -> Any:
 
 def score_function(layout: RunLayout, cfg: AnalysisConfig, member: int | None = None) -> Any:
     """t(x) (n, P): the sally ensemble's mean score, or member `member`'s alone (a bootstrap replica)."""
-    from dataclasses import replace
-
     ensemble = score_ensemble(layout, cfg)
     if member is not None:
-        if not 0 <= member < len(ensemble.members):
-            raise InputError(f"ensemble {ensemble.name} has {len(ensemble.members)} members, member {member} was "
-                             "asked for")
-        one = slice(member, member + 1)  # an ensemble of that member alone: only its network runs
-        ensemble = replace(ensemble, members=ensemble.members[one], models=ensemble.models[one],
-                           infos=ensemble.infos[one])
+        ensemble = ensemble.member(member)  # only that member's network runs
     return lambda x: ensemble.score(x)[0]
 
 

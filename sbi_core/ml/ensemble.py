@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -193,6 +193,13 @@ class Ensemble:
     @property
     def name(self) -> str:
         return f"{self.method}/{self.head}/{self.variation}"
+
+    def member(self, m: int) -> Ensemble:
+        """The ensemble of member m alone (a bootstrap replica: only its network runs); InputError when absent."""
+        if not 0 <= m < len(self.members):
+            raise InputError(f"ensemble {self.name} has {len(self.members)} members, member {m} was asked for")
+        return replace(self, members=self.members[m : m + 1], models=self.models[m : m + 1],
+                       infos=self.infos[m : m + 1])
 
     def _inputs(self, x: np.ndarray, theta0: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
         xa = np.asarray(x, dtype=np.float64)

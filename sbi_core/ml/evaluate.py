@@ -256,12 +256,7 @@ def _morphed_family(layout: RunLayout, cfg: AnalysisConfig, x: np.ndarray, exact
 
 def _member_log_ratio(ensemble: Any, x: np.ndarray, member: int | None) -> tuple[np.ndarray, np.ndarray]:
     """(log r, spread) of the ensemble's mean (member None), or of member `member` alone (spread 0)."""
-    if member is None:
-        return ensemble.log_ratio(x)
-    values = ensemble.member_log_ratio(x)
-    if not 0 <= member < values.shape[0]:
-        raise InputError(f"ensemble {ensemble.name} has {values.shape[0]} members, member {member} was asked for")
-    return values[member], np.zeros(values.shape[1])
+    return (ensemble if member is None else ensemble.member(member)).log_ratio(x)
 
 
 def _variation_keys(layout: RunLayout, cfg: AnalysisConfig) -> list[tuple[int, int, tuple[str, str, str]]]:

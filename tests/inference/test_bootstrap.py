@@ -98,13 +98,13 @@ def test_learned_fit_with_bootstrap_reports_the_method_uncertainty(small_run, tm
     mu = results["method_uncertainty"]
     assert mu["n_members"] == 2 and mu["valid"] == 2 and mu["source"] == "learned"
     members = [storage.read_json(RunLayout(run).bootstrap_member(m)) for m in range(2)]
-    # member 0 is the unshifted networks, the ensemble mean is halfway: member 0's fit is the ensemble's when the
-    # members agree, and the spread is |difference| / sqrt(2) for two members
+    # member 0 is the unshifted networks (the stand-in's mean): its fit is the ensemble's when the members agree;
+    # the spread of two members is |difference| / sqrt(2)
     for name in ("cW", "cHW"):
         a, b = (m["values"][name] for m in members)
         assert mu["parameters"][name]["best_fit"]["std"] == pytest.approx(abs(a - b) / np.sqrt(2), abs=1e-12)
-        if shift == 0.0:
-            assert a == b and a == pytest.approx(fit["values"][name], abs=2e-5)
+        assert a == pytest.approx(fit["values"][name], abs=2e-5)
+        assert (a == b) == (shift == 0.0)
     assert (mu["parameters"]["cW"]["best_fit"]["std"] > 1e-3) == (shift > 0)
     assert set(report["method_uncertainty"]) == {"cW", "cHW"} and "bootstrap_cW" in report["plots"]
 
