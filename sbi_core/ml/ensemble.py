@@ -15,6 +15,7 @@ Public API (the evaluation and inference stages use exactly this):
 - `Ensemble.score(x, theta0=None) -> (mean (n, P), std (n, P))`: SALLY's output, or grad_theta0 log r of a
   parametrised ratio (autograd);
 - `Ensemble.member_log_ratio(x, theta0=None) -> (members, n)`: every member's log r (the disagreement);
+- `Ensemble.member(m) -> Ensemble`: member m alone (a bootstrap replica: the method uncertainty's fits);
 - `Ensemble.members`: the member network ids.
 std is the standard deviation over members (ddof = 1; zeros for a single member).
 - `evaluate_batch_slice(n_rows, n_batches, batch)`: the rows of batch i when a test set is split in
