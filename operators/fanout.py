@@ -86,19 +86,21 @@ def _study_item(summary: Mapping[str, Any], item: Any) -> float | None:
 
 @dataclass(frozen=True)
 class Cost:
-    """How a step's work item is measured: `unit` (for the docs and messages) and `size(summary, item)` in
-    that unit, or None when the summary does not tell (the item then counts as a whole task's work)."""
+    """How a step's work item is measured: `unit` (for the docs and messages), `size(summary, item)` in that
+    unit, or None when the summary does not tell (the item then counts as a whole task's work), and `fixed`: the
+    seconds an item costs whatever its size (a network's model, data loading and checkpoints; a shard's file)."""
 
     unit: str
     size: Size
+    fixed: float = 0.0
 
 
 #: Every step whose items may be grouped by cost (the `repeat` steps of `operators.plans.FANS` and study work).
 COSTS: dict[str, Cost] = {
-    "generate": Cost("event", _shard_events),
-    "ingest-lhe": Cost("event", _shard_events),
-    "combine": Cost("event", _group_events),
-    "train": Cost("training row x epoch", _rows_x_epochs),
+    "generate": Cost("event", _shard_events, fixed=0.005),
+    "ingest-lhe": Cost("event", _shard_events, fixed=0.05),
+    "combine": Cost("event", _group_events, fixed=0.05),
+    "train": Cost("training row x epoch", _rows_x_epochs, fixed=1.0),
     "evaluate": Cost("batch", _one),
     "likelihood": Cost("batch", _one),
     "hessian": Cost("row", _range_length),
@@ -108,8 +110,9 @@ COSTS: dict[str, Cost] = {
 }
 
 #: Seconds per unit on one core, measured on the benchmark analysis (docs/operations.md, "Fan-out"):
-#: generate 500 x 400 events in 5.75 s in one process; training 49.5k rows x epochs/s (docs/training.md).
-#: The rest are round figures of the same runs; a site with slower simulators sets SBI_COST_RATES.
+#: generate 500 x 400 events in 5.75 s in one process; training 49.5k rows x epochs/s (docs/training.md), plus
+#: about 1 s per network whatever its size (10 networks of 1000 rows x 1 epoch: 17.9 s in one process, torch's
+#: import included). The rest are round figures; a site with slower simulators sets SBI_COST_RATES.
 DEFAULT_RATES: dict[str, float] = {
     "generate": 3e-5,
     "ingest-lhe": 1e-4,
@@ -135,14 +138,14 @@ def rates() -> dict[str, float]:
 
 def item_costs(step: str, summaries: Sequence[Mapping[str, Any]], items_of: Callable[[Mapping[str, Any]], list[Any]],
                rate_table: Mapping[str, float], unknown: float) -> list[float]:
-    """Estimated seconds of each work item of `step`, in order: its size (from the summary that lists it) times
-    the step's rate; `unknown` for an item whose summary does not tell its size."""
+    """Estimated seconds of each work item of `step`, in order: the step's fixed cost per item plus its size (from
+    the summary that lists it) times the step's rate; `unknown` for an item whose summary does not tell its size."""
     cost, rate = COSTS[step], rate_table[step]
     out: list[float] = []
     for summary in summaries:
         for item in items_of(summary):
             size = cost.size(summary, item)
-            out.append(unknown if size is None else max(0.0, size) * rate)
+            out.append(unknown if size is None else cost.fixed + max(0.0, size) * rate)
     return out
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from operators import settings
-from operators.fanout import DEFAULT_RATES, FanLimits, FanOutConflict, checked_max_tasks, group_by_cost
+from operators.fanout import COSTS, DEFAULT_RATES, FanLimits, FanOutConflict, checked_max_tasks, group_by_cost
 from operators.plans import FANS, plan, planned_arguments
 
 CONFIGURED = {"step": "configure", "run": "/r", "events": 400_000, "n_shards": 1000, "shards": list(range(1000)),
@@ -48,7 +48,7 @@ def test_a_heavy_item_gets_a_task_of_its_own_and_the_light_ones_share():
 
 def test_shards_are_grouped_by_their_events_and_spread_over_the_pool():
     limits = FanLimits(max_tasks=256, target_s=30.0, min_tasks=2)
-    # 1000 shards of 400 events at 3e-5 s/event: 12 s of work in all, less than one target: one task per slot.
+    # 1000 shards of 400 events at 3e-5 s/event and 5 ms each: 17 s of work, less than one target: a task per slot.
     argv = planned_arguments(FANS["generate"], "/r", CONFIGURED, limits)
     assert [len(a[4::2]) for a in argv] == [500, 500]
     assert [int(s) for a in argv for s in a[4::2]] == list(range(1000))
@@ -59,14 +59,14 @@ def test_shards_are_grouped_by_their_events_and_spread_over_the_pool():
 
 
 def test_networks_are_grouped_by_rows_times_epochs_of_their_method():
-    heavy = {"step": "sample", "networks": [f"alices-{i}" for i in range(4)], "n_train": 100_000, "epochs": 30}
-    light = {"step": "sample", "networks": [f"sally-{i}" for i in range(10)], "n_train": 10_000, "epochs": 30}
+    heavy = {"step": "sample", "networks": [f"alices-{i}" for i in range(4)], "n_train": 295_000, "epochs": 10}
+    light = {"step": "sample", "networks": [f"sally-{i}" for i in range(10)], "n_train": 25_000, "epochs": 10}
     limits = FanLimits(max_tasks=256, target_s=30.0, min_tasks=1)
     argv = planned_arguments(FANS["train"], "/r", [heavy, light], limits)  # 60 s per alices, 6 s per sally
     assert [a[4::2] for a in argv[:4]] == [[f"alices-{i}"] for i in range(4)]
     assert [a[4::2] for a in argv[4:]] == [[f"sally-{i}" for i in range(5)], [f"sally-{i}" for i in range(5, 10)]]
     # the 60 s of sally networks in two tasks of 30 s: 6 tasks, not the 10 of 300 s / 30 s
-    assert DEFAULT_RATES["train"] * 100_000 * 30 == pytest.approx(60.0)
+    assert COSTS["train"].fixed + DEFAULT_RATES["train"] * 295_000 * 10 == pytest.approx(60.0)  # 1 s + rows x epochs
 
 
 def test_blocks_weigh_their_points_and_a_summary_without_sizes_keeps_a_task_per_item():
