@@ -30,7 +30,10 @@ def run(quick: bool, size: int | None = None) -> list[dict[str, Any]]:
     figures = [json.loads(line) for line in res.stdout.splitlines() if line.startswith("{")]
     records = []
     for fig in figures:
-        if fig["figure"] in ("shards", "networks"):
+        if fig["figure"] in ("shards", "networks") and "ratio" not in fig:
+            rec = {"name": f"fanout[{fig['figure']}]", "sizes": {fig["figure"]: fig["size"]}, "ratio": "",
+                   "target": "<= 2.0", "state": fig["state"], "error": fig.get("error")}
+        elif fig["figure"] in ("shards", "networks"):
             rec = {"name": f"fanout[{fig['figure']}]", "sizes": {fig["figure"]: fig["size"], "tasks": fig["tasks"],
                                                                  "cpus": fig["cpus"]},
                    "ratio": fig["ratio"], "target": "<= 2.0", "scheduled_s": fig["scheduled_s"],

@@ -90,9 +90,10 @@ def rss_mb(airflow: LocalAirflow, component: str) -> float:
 
 def step_figures(api: AirflowApi, dag_id: str, run_id: str, task_id: str) -> dict[str, Any]:
     """Tasks, wall (first start to last end) and the overhead per task of one mapped step of a finished run."""
-    tis = [t for t in api.task_instances(dag_id, run_id) if t["task_id"] == task_id and t.get("start_date")]
+    tis = [t for t in api.task_instances(dag_id, run_id)
+           if t["task_id"] == task_id and t.get("start_date") and t.get("end_date")]
     if not tis:
-        raise RuntimeError(f"{dag_id} {run_id}: no task instance of {task_id} ran")
+        return {"tasks": 0, "error": f"no task instance of {task_id} ran"}
     starts = [datetime.fromisoformat(t["start_date"]) for t in tis]
     ends = [datetime.fromisoformat(t["end_date"]) for t in tis]
     durations = [(e - s).total_seconds() for s, e in zip(starts, ends, strict=True)]
@@ -142,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
         _emit({"figure": "one_process", **{k: round(v, 2) if isinstance(v, float) else v for k, v in baseline.items()}})
         for figure in scheduled(Path(tmp), args.size, args.timeout):
             key = {"shards": "generate_s", "networks": "train_s"}.get(figure["figure"])
-            if key:
+            if key and "scheduled_s" in figure:
                 figure.update(one_process_s=round(baseline[key], 2), ratio=round(figure["scheduled_s"] / baseline[key], 2))
             _emit({**figure, "cpus": os.cpu_count()})
     return 0
