@@ -13,7 +13,8 @@ What to use when:
 - `group_by_cost(costs, limits)`: the [start, stop) ranges of consecutive items each task takes.
 - `fan_limits(profile)`: the limits of one plan, read at planning time: SBI_MAX_FAN_OUT (checked against
   Airflow's `core.max_map_length`), SBI_TASK_TARGET_S, and the size of the profile's pool (a step never gets
-  fewer tasks than it has slots and items, so the work spreads over every slot).
+  fewer tasks than it has slots and items while each keeps `TASK_START_S` of work, so the work spreads over
+  every slot when that pays).
 
 Nothing here imports Airflow at module level (Airflow's configuration is read inside `map_length_limit`).
 """
@@ -30,6 +31,11 @@ from operators import settings
 
 __all__ = ["COSTS", "DEFAULT_RATES", "Cost", "FanLimits", "FanOutConflict", "fan_limits", "group_by_cost",
            "item_costs", "map_length_limit"]
+
+#: Seconds a mapped task spends before its step works (Airflow's task runner, the step's process, the XCom):
+#: ~5 s in issue 27's runs, 2-6 s in `python -m bench fanout` here. A step is spread over its pool's slots only
+#: as far as each task keeps at least this much work.
+TASK_START_S = 5.0
 
 Size = Callable[[Mapping[str, Any], Any], "float | None"]
 
@@ -152,8 +158,9 @@ def item_costs(step: str, summaries: Sequence[Mapping[str, Any]], items_of: Call
 def group_by_cost(costs: Sequence[float], limits: FanLimits) -> list[tuple[int, int]]:
     """[start, stop) ranges of consecutive items, one per task, of nearly equal cost.
 
-    Tasks: floor(total / target) (so each averages at least the target), raised to `min_tasks`, capped by
-    `max_tasks` and the item count (target 0: as many as the caps allow). Each cut is the item boundary nearest
+    Tasks: floor(total / target) (so each averages at least the target), raised to `min_tasks` as far as each
+    task keeps at least `TASK_START_S` of work (spreading less work over the slots costs more starts than it
+    saves), capped by `max_tasks` and the item count (target 0: as many as the caps allow). Each cut is the item boundary nearest
     to a multiple of the equal share total / tasks, so a task's cost is within the largest item's cost of that
     share; an item heavier than a share is a task of its own (then there are fewer tasks). Deterministic."""
     n_items = len(costs)
@@ -161,7 +168,8 @@ def group_by_cost(costs: Sequence[float], limits: FanLimits) -> list[tuple[int, 
         return []
     total = float(sum(costs))
     wanted = math.floor(total / limits.target_s) if limits.target_s > 0 else n_items
-    n = max(1, min(max(wanted, limits.min_tasks), limits.max_tasks, n_items))
+    spread = min(limits.min_tasks, math.floor(total / TASK_START_S))
+    n = max(1, min(max(wanted, spread), limits.max_tasks, n_items))
     if total <= 0:  # nothing to weigh: equal counts
         return _even_ranges(n_items, n)
     prefix = [0.0]

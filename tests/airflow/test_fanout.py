@@ -35,7 +35,9 @@ def test_the_caps_win_over_the_target_and_the_pool_raises_the_count():
     assert len(group_by_cost(costs, FanLimits(max_tasks=2, target_s=30.0))) == 2  # SBI_MAX_FAN_OUT caps
     assert len(group_by_cost(costs, FanLimits(max_tasks=256, target_s=30.0))) == 3
     assert len(group_by_cost(costs, FanLimits(max_tasks=256, target_s=30.0, min_tasks=8))) == 8  # every slot works
-    assert len(group_by_cost(costs[:5], FanLimits(max_tasks=256, target_s=30.0, min_tasks=8))) == 5  # no empty task
+    assert len(group_by_cost(costs[:12], FanLimits(max_tasks=256, target_s=30.0, min_tasks=8))) == 2  # 5 s a start
+    assert len(group_by_cost(costs[:4], FanLimits(max_tasks=256, target_s=30.0, min_tasks=8))) == 1  # less: 1 task
+    assert len(group_by_cost([30.0] * 5, FanLimits(max_tasks=256, target_s=60.0, min_tasks=8))) == 5  # no empty task
     assert len(group_by_cost(costs, FanLimits(max_tasks=256, target_s=0.0))) == 100  # target 0: by count
     assert group_by_cost([], FanLimits(max_tasks=4, target_s=30.0)) == []
     assert group_by_cost([0.0] * 4, FanLimits(max_tasks=2, target_s=0.0)) == [(0, 2), (2, 4)]
