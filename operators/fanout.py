@@ -84,10 +84,15 @@ def _one(summary: Mapping[str, Any], item: Any) -> float | None:
     return 1.0
 
 
+#: Seconds of one budget unit of a study kind (toy_limits: a toy fit; hpo: a training). A kind not listed
+#: (active_learning: its unit, events, says little of an item's work) gets a task per item.
+STUDY_UNIT_SECONDS = {"toy_limits": 0.5, "hpo": 30.0}
+
+
 def _study_item(summary: Mapping[str, Any], item: Any) -> float | None:
-    """A study item's share of the round's `cost` (the study's budget units: toys, networks, points)."""
-    cost, n = summary.get("cost"), summary.get("n_items")
-    return cost / n if _number(cost) and _number(n) and n > 0 else None
+    """A study item's share of the round's `cost`, in seconds of its kind's budget unit."""
+    cost, n, unit = summary.get("cost"), summary.get("n_items"), STUDY_UNIT_SECONDS.get(summary.get("kind", ""))
+    return cost / n * unit if _number(cost) and _number(n) and n > 0 and unit else None
 
 
 @dataclass(frozen=True)
@@ -112,7 +117,7 @@ COSTS: dict[str, Cost] = {
     "hessian": Cost("row", _range_length),
     "scan": Cost("point", _range_length),
     "toys": Cost("toy", _range_length),
-    "work": Cost("study budget unit", _study_item),
+    "work": Cost("second of the kind's budget unit", _study_item),
 }
 
 #: Seconds per unit on one core, measured on the benchmark analysis (docs/operations.md, "Fan-out"):

@@ -110,3 +110,16 @@ def test_settings_of_the_fan_out_refuse_bad_values(monkeypatch):
     monkeypatch.setenv("SBI_COST_RATES", "simulate=1")
     with pytest.raises(settings.SettingError, match="simulate"):
         rates()
+
+
+def test_study_work_is_weighed_by_its_kinds_budget_unit():
+    from operators.loop import work_arguments
+
+    limits = FanLimits(max_tasks=256, target_s=30.0, min_tasks=2)
+    toys = {"study": "/s", "round": 1, "kind": "toy_limits", "items": [f"p{i}" for i in range(40)], "n_items": 40,
+            "cost": 40 * 50}  # 50 toys an item at 0.5 s: 25 s each, 1000 s in all
+    assert len(work_arguments(toys, limits)) == 33
+    trainings = {**toys, "kind": "hpo", "items": [f"t{i}" for i in range(8)], "n_items": 8, "cost": 8}
+    assert [a[7::2] for a in work_arguments(trainings, limits)] == [[f"t{i}"] for i in range(8)]  # 30 s each
+    points = {**trainings, "kind": "active_learning", "cost": 8000}  # events: no estimate, a task per item
+    assert len(work_arguments(points, limits)) == 8
