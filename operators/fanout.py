@@ -165,9 +165,10 @@ def group_by_cost(costs: Sequence[float], limits: FanLimits) -> list[tuple[int, 
 
     Tasks: floor(total / target) (so each averages at least the target), raised to `min_tasks` as far as each
     task keeps at least `TASK_START_S` of work (spreading less work over the slots costs more starts than it
-    saves), capped by `max_tasks` and the item count (target 0: as many as the caps allow). Each cut is the item boundary nearest
-    to a multiple of the equal share total / tasks, so a task's cost is within the largest item's cost of that
-    share; an item heavier than a share is a task of its own (then there are fewer tasks). Deterministic."""
+    saves), capped by `max_tasks` and the item count (target 0: as many as the caps allow). Each cut is the
+    item boundary nearest to a multiple of the equal share total / tasks, so a task's cost is within the largest
+    item's cost of that share; an item heavier than a share is a task of its own (then there are fewer tasks).
+    Deterministic: the same costs and limits give the same ranges."""
     n_items = len(costs)
     if n_items == 0:
         return []
