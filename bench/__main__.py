@@ -15,6 +15,7 @@ BENCHMARKS = {
     "generate": "bench.generate",
     "sampler": "bench.sampler",
     "dag": "bench.dag",
+    "fanout": "bench.fanout",
     "morphing": "bench.morphing",
     "ingest": "bench.ingest",
     "train": "bench.train",
@@ -37,6 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--full", action="store_true",
                    help="fit only: the whole fit at ATLAS scale, 10^7 events and 100 nuisances (bench/fit_scale.py)")
     p.add_argument("--device", default="cpu", help="fit --full only: the JAX platform to fit on (cpu, gpu)")
+    p.add_argument("--size", type=int, default=None,
+                   help="fanout only: shards and networks (default 1000; --quick 100)")
     args = p.parse_args(argv)
     # One BLAS thread per process: the baselines and the parallel runs must use the cores we say they use.
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
@@ -50,7 +53,8 @@ def main(argv: list[str] | None = None) -> int:
             records.extend(run_full(quick=args.quick, device=args.device))
             continue
         module = importlib.import_module(BENCHMARKS[name])
-        records.extend(module.run(quick=args.quick))
+        sized = {"size": args.size} if name == "fanout" and args.size else {}
+        records.extend(module.run(quick=args.quick, **sized))
     print("\n" + table(records))
     return 0
 

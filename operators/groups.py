@@ -2,7 +2,7 @@
 
 What to use when:
 - `mapped_step(step, run, summaries)`: a `plan_<step>` task and the mapped `<step>` tasks it plans
-  (work items from `operators.plans.FANS`, batched past SBI_MAX_FAN_OUT).
+  (work items from `operators.plans.FANS`, grouped by estimated cost: `operators.fanout`).
 - `training_group(run, setup)`: sample[method] -> train[network batch] (profile gpu) -> ensemble ->
   evaluate[batch] -> evaluate_report. `setup` is configure's or derive's summary (it lists `methods`).
 - `inference_group(run)`: dataset -> likelihood[batch] -> likelihood_join -> fit -> hessian[rows]
@@ -33,7 +33,7 @@ def mapped_step(step: str, run: Any, summaries: Any, *, task_id: str | None = No
     """(`plan_<task id>` task, mapped `<task id>` task running `step`, default task id: the step's name);
     the plan reads the work items from `summaries` at run time."""
     task_id = task_id or step
-    planned = plan.override(task_id=f"plan_{task_id}")(step, run, summaries)
+    planned = plan.override(task_id=f"plan_{task_id}")(step, run, summaries, profile)
     task = sbi_step(task_id, profile=profile, map_index_template=FANS[step].label, **kwargs).expand(arguments=planned)
     return planned, task
 

@@ -7,15 +7,14 @@ imports sbi_core.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from typing import Any
 
 from airflow.sdk import Param, task
 
-from operators import settings
+from operators.fanout import FanLimits
 from operators.params import shipped_configs, trigger_params
-from operators.plans import PlanError
+from operators.plans import FANS, PlanError, planned_arguments, planning_limits
 
 DEFAULT_CONFIG = "lhe_example"
 # UI label of a mapped ingest task, read from its argument list (`ingest-lhe --run RUN --file I [--file J ...]`).
@@ -35,18 +34,14 @@ def ingest_params(configs: list[str] | None = None) -> dict[str, Param]:
     return params
 
 
-def ingest_arguments(summary: Mapping[str, Any], max_tasks: int) -> list[list[str]]:
-    """One `ingest-lhe` per input file, or per batch of consecutive files when there are more than `max_tasks`."""
-    for key in ("run", "shards"):
-        if key not in summary:
-            raise PlanError(f"step summary {summary.get('step', '?')!r} has no {key!r} (keys: {sorted(summary)})")
-    files = list(summary["shards"])
-    size = max(1, math.ceil(len(files) / max_tasks))
-    batches = [files[i : i + size] for i in range(0, len(files), size)]
-    return [["ingest-lhe", "--run", summary["run"], *[a for f in b for a in ("--file", str(f))]] for b in batches]
+def ingest_arguments(summary: Mapping[str, Any], limits: FanLimits | int) -> list[list[str]]:
+    """One `ingest-lhe` per input file, or per group of consecutive files (`operators.plans.planned_arguments`)."""
+    if "run" not in summary:
+        raise PlanError(f"step summary {summary.get('step', '?')!r} has no 'run' (keys: {sorted(summary)})")
+    return planned_arguments(FANS["ingest-lhe"], summary["run"], summary, limits)
 
 
 @task
 def plan_ingest(summary: dict[str, Any]) -> list[list[str]]:
     """Argument lists of the mapped ingest tasks (one per input file of the configured run)."""
-    return ingest_arguments(summary, settings.max_fan_out())
+    return ingest_arguments(summary, planning_limits("cpu"))

@@ -9,7 +9,7 @@
 - `create`: `sbi-core study --create` (validates the form's config, exit 2 naming the field: no round starts);
   on a continuing run it only checks that the study exists.
 - `plan`: `study --plan` (the run's round; a replanned round keeps its plan); `plan_work` turns the items into
-  the mapped `study --work` argument lists, batched past SBI_MAX_FAN_OUT like `operators/plans.py` does
+  the mapped `study --work` argument lists, grouped by cost like `operators/plans.py` does
   (`aggregate` reads the round from `plan`'s summary).
 - `work` (mapped, the kind's profile: cpu, or gpu for trainings), then `aggregate` (`study --aggregate`: the new
   state, the decision), runs unless something upstream failed, so an empty round (a stopped study) still ends.
@@ -35,8 +35,9 @@ from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOpe
 from airflow.sdk import Param, get_current_context, task
 
 from operators import settings
+from operators.fanout import FanLimits
 from operators.params import Knob, knob_params, override_items, schema_path
-from operators.plans import PlanError, batches, checked_params
+from operators.plans import PlanError, checked_params, item_groups, planning_limits
 from operators.steps import sbi_step
 
 STUDY_SCHEMA_FILE = "study-v1.json"
@@ -163,20 +164,23 @@ def prepare_study(kind: str) -> dict[str, Any]:
     return {"study": study, "create": create, "plan": plan, "finish": ["study", "--finish", "--study", study]}
 
 
-def work_arguments(summary: Mapping[str, Any], max_tasks: int) -> list[list[str]]:
-    """`study --work --study URI --round R --item I [--item J ...]` per item, or per batch past `max_tasks`."""
+def work_arguments(summary: Mapping[str, Any], limits: FanLimits | int) -> list[list[str]]:
+    """`study --work --study URI --round R --item I [--item J ...]` per item, or per group of items sized by the
+    round's `cost` (`operators.plans.item_groups`; a plain count of tasks: batches by count)."""
     try:
         study, r, items = summary["study"], int(summary["round"]), list(summary["items"])
     except (KeyError, TypeError, ValueError) as exc:
         raise PlanError(f"study plan summary lacks {exc}: {dict(summary)!r}") from None
+    limits = limits if isinstance(limits, FanLimits) else FanLimits(max_tasks=limits)
     head = ["study", "--work", "--study", study, "--round", str(r)]
-    return [head + [a for i in batch for a in ("--item", str(i))] for batch in batches(items, max_tasks)]
+    groups = item_groups("work", [summary], lambda _: items, limits)
+    return [head + [a for i in group for a in ("--item", str(i))] for group in groups]
 
 
 @task
-def plan_work(summary: dict[str, Any]) -> list[list[str]]:
+def plan_work(summary: dict[str, Any], profile: str = "cpu") -> list[list[str]]:
     """The mapped `study --work` commands of the planned round (none when the round has nothing to do)."""
-    return work_arguments(summary, settings.max_fan_out())
+    return work_arguments(summary, planning_limits(profile))
 
 
 @task.branch
@@ -203,7 +207,7 @@ def study_loop(kind: str, *, work_profile: str = "cpu") -> dict[str, Any]:
     create = sbi_step("create", arguments=prep["create"], retries=1)
     plan = sbi_step("plan", arguments=prep["plan"])
     create >> plan
-    planned = plan_work(plan.output)
+    planned = plan_work(plan.output, work_profile)
     work = sbi_step("work", profile=work_profile,
                     map_index_template="item {{ task.arguments[7] }}"
                                        "{% if task.arguments[9:] %}..{{ task.arguments[-1] }}{% endif %}",

@@ -4,8 +4,11 @@ What to use when:
 - `FANS` (a registry, one `Fan` per mapped step): which summary key lists a step's work items, which
   flag takes them, and how a task takes several (`repeat` the flag, or `single`: one item
   per task, for short lists such as the estimator methods).
-- `fan_out(fan, run, items, max_tasks)`: the mapped argument lists, batched past `max_tasks`.
-- `plan` (a task): the same, from the summaries of the step before, with the fan-out limit read at run time.
+- `fan_out(fan, run, items, max_tasks)`: the mapped argument lists, batched by count past `max_tasks`.
+- `planned_arguments(fan, run, summaries, limits)`: the mapped argument lists with the items grouped by their
+  estimated cost (`operators.fanout`: about SBI_TASK_TARGET_S seconds of work per task).
+- `plan` (a task): the same, from the summaries of the step before, with the limits read at planning time
+  (SBI_MAX_FAN_OUT checked against Airflow's `core.max_map_length`: a conflict fails the plan, naming both).
 - `prepare` / `prepare_derive` (tasks): this run's artifact prefix and its first command; both refuse a
   conf key the form does not have, and take their input from the asset events of a scheduled run.
 - `stage_gate` (a short-circuit task): skips every later stage of sbi_pipeline past the form's "Run up to".
@@ -17,7 +20,7 @@ Each fan-out gets its own task because Airflow maps only over a task's return va
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -25,6 +28,7 @@ from airflow.sdk import get_current_context, task
 
 from operators import settings
 from operators.assets import asset_source, inbox_inputs
+from operators.fanout import FanLimits, FanOutConflict, fan_limits, group_by_cost, item_costs, rates
 from operators.params import (
     GENERATION_KNOBS,
     INFERENCE_KNOBS,
@@ -106,6 +110,43 @@ def batches(values: Sequence[Any], max_tasks: int) -> list[list[Any]]:
     return [list(values[i : i + size]) for i in range(0, len(values), size)]
 
 
+def planned_arguments(fan: Fan, run: str, summaries: Mapping[str, Any] | Sequence[Mapping[str, Any]],
+                      limits: FanLimits | int) -> list[list[str]]:
+    """Argument lists of the mapped `fan.step` tasks for the items the summaries list: grouped by estimated cost
+    (`operators.fanout.group_by_cost`), or by count when `limits` is a plain task count or its target is 0."""
+    limits = limits if isinstance(limits, FanLimits) else FanLimits(max_tasks=limits)
+    listed = [summaries] if isinstance(summaries, Mapping) else list(summaries)
+    if fan.mode == "single":
+        return fan_out(fan, run, summary_items(listed, fan.key), limits.max_tasks)
+    groups = item_groups(fan.step, listed, lambda summary: summary_items(summary, fan.key), limits)
+    return [[fan.step, "--run", run, *_repeat(fan.flag, group)] for group in groups]
+
+
+def item_groups(step: str, summaries: Sequence[Mapping[str, Any]],
+                items_of: Callable[[Mapping[str, Any]], list[Any]], limits: FanLimits) -> list[list[Any]]:
+    """The items the summaries list (`items_of(summary)`), in order, cut into one group per task: by estimated
+    cost (`operators.fanout`), or by count (`batches`) when the target is 0."""
+    items = [item for summary in summaries for item in items_of(summary)]
+    if limits.target_s <= 0:
+        return batches(items, limits.max_tasks)
+    if limits.max_tasks < 1:
+        raise PlanError(f"{step}: the fan-out limit must be >= 1, got {limits.max_tasks}")
+    # An item whose summary does not tell its size counts as a whole task's work: a task per item, as before.
+    costs = item_costs(step, summaries, items_of, rates(), unknown=limits.target_s)
+    return [items[a:b] for a, b in group_by_cost(costs, limits)]
+
+
+def planning_limits(profile: str | None) -> FanLimits:
+    """`operators.fanout.fan_limits` in a task: a setting that conflicts with Airflow's fails the task at once
+    (`AirflowFailException`: a retry cannot help), naming both settings."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    try:
+        return fan_limits(profile)
+    except (FanOutConflict, settings.SettingError) as exc:
+        raise AirflowFailException(str(exc)) from exc
+
+
 def summary_items(summaries: Mapping[str, Any] | Sequence[Mapping[str, Any]], key: str) -> list[Any]:
     """The work items under `key` of one summary, or of several (a mapped step's), concatenated in order.
 
@@ -125,14 +166,14 @@ def summary_items(summaries: Mapping[str, Any] | Sequence[Mapping[str, Any]], ke
     return items
 
 
-def generate_arguments(summary: Mapping[str, Any], max_tasks: int) -> list[list[str]]:
-    """`generate --run RUN --shard I [--shard J ...]` per shard, or per batch of shards past `max_tasks`."""
-    return fan_out(FANS["generate"], _get(summary, "run"), summary_items(summary, "shards"), max_tasks)
+def generate_arguments(summary: Mapping[str, Any], limits: FanLimits | int) -> list[list[str]]:
+    """`generate --run RUN --shard I [--shard J ...]` per shard, or per group of shards (`planned_arguments`)."""
+    return planned_arguments(FANS["generate"], _get(summary, "run"), summary, limits)
 
 
-def combine_arguments(summary: Mapping[str, Any], max_tasks: int) -> list[list[str]]:
-    """`combine --run RUN --group G [--group H ...]` per first-level group, or per batch past `max_tasks`."""
-    return fan_out(FANS["combine"], _get(summary, "run"), summary_items(summary, "n_groups"), max_tasks)
+def combine_arguments(summary: Mapping[str, Any], limits: FanLimits | int) -> list[list[str]]:
+    """`combine --run RUN --group G [--group H ...]` per first-level group, or per group of them."""
+    return planned_arguments(FANS["combine"], _get(summary, "run"), summary, limits)
 
 
 def configure_arguments(params: Mapping[str, Any], run: str) -> list[str]:
@@ -216,22 +257,22 @@ def checked_params(context: Mapping[str, Any]) -> dict[str, Any]:
 
 
 @task
-def plan(step: str, run: str, summaries: Any) -> list[list[str]]:
-    """Argument lists of the mapped `step` tasks, from the items its predecessor's summary (or summaries) list."""
-    fan = FANS[step]
-    return fan_out(fan, run, summary_items(_plain(summaries), fan.key), settings.max_fan_out())
+def plan(step: str, run: str, summaries: Any, profile: str = "cpu") -> list[list[str]]:
+    """Argument lists of the mapped `step` tasks (run in `profile`'s pool), from the items its predecessor's
+    summary (or summaries) list, grouped by cost."""
+    return planned_arguments(FANS[step], run, _plain(summaries), planning_limits(profile))
 
 
 @task
 def plan_generate(summary: dict[str, Any]) -> list[list[str]]:
     """Argument lists of the mapped generate tasks, from configure's summary (which names the run)."""
-    return generate_arguments(summary, settings.max_fan_out())
+    return generate_arguments(summary, planning_limits("cpu"))
 
 
 @task
 def plan_combine(summary: dict[str, Any]) -> list[list[str]]:
     """Argument lists of the mapped first-level combine tasks, from configure's summary (sbi_ingest uses it)."""
-    return combine_arguments(summary, settings.max_fan_out())
+    return combine_arguments(summary, planning_limits("cpu"))
 
 
 @task.short_circuit(ignore_downstream_trigger_rules=True)

@@ -3,8 +3,9 @@
 What to use when:
 - `get_profile(name)`: a step's pod settings (read when the pod is built) and its pool name (read when
   the DAG is parsed: the scheduler needs it; one `stat` per parse, the file itself is cached).
-- `load_pools()`: every pool the profiles name, with its size (`pools:` in the file, `SBI_POOL_SLOTS`
-  overrides); `operators.pools` creates them in Airflow.
+- `load_pools()`: every pool the profiles name, with its size (`pools:` in the file; on the local backend the
+  cpu and training pools follow the machine's cores; `SBI_TRAIN_SLOTS`; `SBI_POOL_SLOTS` overrides all);
+  `operators.pools` creates them in Airflow.
 """
 
 from __future__ import annotations
@@ -17,6 +18,9 @@ from typing import Any
 import yaml
 
 from operators import settings
+
+#: The profiles whose pools the machine sizes: training (`settings.train_slots`) and, on the local backend, cpu.
+TRAINING_PROFILE, CPU_PROFILE = "gpu", "cpu"
 
 
 class ProfileError(ValueError):
@@ -87,19 +91,24 @@ def get_profile(name: str, path: Path | None = None) -> Profile:
 
 
 def load_pools(path: Path | None = None, slots: dict[str, int] | None = None) -> dict[str, Pool]:
-    """The pools named by the profiles of `path`, sized by the file's `pools:` section, then by `slots`
-    (default: `settings.pool_slots()`, i.e. `SBI_POOL_SLOTS`). A pool the file does not size gets 1 slot."""
+    """The pools named by the profiles of `path`, sized by the file's `pools:` section, then by the machine (the
+    training pool: `settings.train_slots()`; on the local backend it and the cpu pool follow the cores), then by
+    `slots` (default: `settings.pool_slots()`, i.e. `SBI_POOL_SLOTS`). A pool nothing sizes gets 1 slot."""
     path = path or settings.profiles_path()
     profiles, sizes = _load(path)
     slots = settings.pool_slots() if slots is None else slots
     unknown = set(slots) - {p.pool for p in profiles.values()}
     if unknown:
         raise ProfileError(f"SBI_POOL_SLOTS names pools no profile in {path} uses: {sorted(unknown)}")
+    machine = {profiles[name].pool: size for name, size in ((CPU_PROFILE, settings.local_cores()),
+                                                             (TRAINING_PROFILE, settings.train_slots()))
+               if name in profiles}
     pools = {}
     for profile in profiles.values():
         if profile.pool and profile.pool not in pools:
             base = sizes.get(profile.pool, Pool(profile.pool, 1))
-            pools[profile.pool] = Pool(profile.pool, slots.get(profile.pool, base.slots), base.description)
+            size = slots.get(profile.pool) or machine.get(profile.pool) or base.slots
+            pools[profile.pool] = Pool(profile.pool, size, base.description)
     return pools
 
 

@@ -6,7 +6,15 @@ What to set where:
 - `SBI_CONFIGS_URI`: where the shipped analysis configs are read from at run time (default `<repo>/configs`).
 - `SBI_PROFILES`: a YAML file replacing `operators/profiles.yaml` (Kubernetes resource profiles).
 - `SBI_CORE`: the `sbi-core` executable for the local backend (default: next to Python, else on PATH).
-- `SBI_MAX_FAN_OUT`: the most mapped tasks one step fans out to; above it shards go in batches (default 256).
+- `SBI_MAX_FAN_OUT`: the most mapped tasks one step fans out to (default 256); at most Airflow's
+  `core.max_map_length` (1024 unless configured): a plan refuses a larger value, naming both settings.
+- `SBI_TASK_TARGET_S`: seconds of work a mapped task should do at least (default 30): items are grouped by
+  estimated cost (`operators.fanout`); 0 groups by count only (a task per item up to SBI_MAX_FAN_OUT).
+- `SBI_COST_RATES`: seconds per work unit of a step, over the defaults of `operators.fanout.DEFAULT_RATES`,
+  e.g. `generate=1e-4,train=5e-5` (a slow simulator, a large network).
+- `SBI_TRAIN_SLOTS`: trainings at once (the size of the gpu profile's pool); default: the cores of the machine
+  on the local backend, the profiles file's size on Kubernetes (set it there to the GPUs the site declares).
+  On the local backend the cpu profile's pool follows the cores too.
 - `SBI_POOL_SLOTS`: pool sizes replacing those of the profiles file, e.g. `sbi_gpu=8,sbi_highmem=2`
   (read by `operators.pools`, which `make airflow` runs; a deployment runs it once or sets pools itself).
 - `SBI_CHAIN_STAGES`: `true` schedules the stage DAGs on each other's assets (LHE files -> sbi_ingest ->
@@ -23,6 +31,7 @@ What to set where:
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import re
 import shutil
@@ -34,6 +43,7 @@ BACKENDS = ("local", "kubernetes")
 DEFAULT_MAX_FAN_OUT = 256
 DEFAULT_AWS_CONN_ID = "aws_default"
 DEFAULT_RETRY_DELAY = 30
+DEFAULT_TASK_TARGET_S = 30.0
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("", "0", "false", "no", "off")
 _CRON_FIELDS = 5
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -78,6 +88,49 @@ def max_fan_out() -> int:
     if not raw.isdigit() or int(raw) < 1:
         raise SettingError(f"SBI_MAX_FAN_OUT={raw!r}: expected a positive integer")
     return int(raw)
+
+
+def task_target_s() -> float:
+    """`SBI_TASK_TARGET_S`: seconds of work each mapped task should do at least (0: group by count only)."""
+    raw = os.environ.get("SBI_TASK_TARGET_S", "").strip() or str(DEFAULT_TASK_TARGET_S)
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value < 0:
+        raise SettingError(f"SBI_TASK_TARGET_S={raw!r}: expected a number of seconds >= 0")
+    return value
+
+
+def cost_rates() -> dict[str, float]:
+    """`SBI_COST_RATES=step=seconds,...`: seconds per work unit of a step (default: none, the shipped rates)."""
+    raw = os.environ.get("SBI_COST_RATES", "").strip()
+    out: dict[str, float] = {}
+    for item in filter(None, (part.strip() for part in raw.split(","))):
+        name, _, rate = item.partition("=")
+        try:
+            value = float(rate)
+        except ValueError:
+            value = math.nan
+        if not name.strip() or not math.isfinite(value) or value < 0:
+            raise SettingError(f"SBI_COST_RATES={raw!r}: expected step=seconds[,step=seconds...] with seconds >= 0")
+        out[name.strip()] = value
+    return out
+
+
+def train_slots() -> int | None:
+    """`SBI_TRAIN_SLOTS`, else the machine's cores on the local backend, else None (the profiles file's size)."""
+    raw = os.environ.get("SBI_TRAIN_SLOTS", "").strip()
+    if raw:
+        if not raw.isdigit() or int(raw) < 1:
+            raise SettingError(f"SBI_TRAIN_SLOTS={raw!r}: expected a positive integer")
+        return int(raw)
+    return local_cores()
+
+
+def local_cores() -> int | None:
+    """The machine's cores when steps run on it (the local backend: the cpu and training pools follow them), else None."""
+    return (os.cpu_count() or 1) if backend() == "local" else None
 
 
 def pool_slots() -> dict[str, int]:

@@ -2,7 +2,8 @@
 
 Embedded defaults: AIRFLOW_HOME `<repo>/.airflow`, SQLite, LocalExecutor, the repo's `dags/`, no
 examples, the local step backend, the pools of the resource profiles (`operators.pools`; sizes from
-`operators/profiles.yaml`, `SBI_POOL_SLOTS` overrides). `LocalAirflow` is also what the integration tests
+`operators/profiles.yaml`, the cpu and training pools follow the cores, `SBI_POOL_SLOTS` overrides) and
+Airflow's `parallelism` / `max_active_tasks_per_dag` sized to fill them (`operators.pools.concurrency_env`). `LocalAirflow` is also what the integration tests
 and the DAG benchmark start: api-server, scheduler, dag-processor (and triggerer), each in its own
 process group.
 
@@ -121,6 +122,9 @@ def embedded_env(
     )
     env.setdefault("AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION", "False")
     env.setdefault("SBI_BACKEND", "local")
+    from operators.pools import concurrency_env
+
+    env.update(concurrency_env(env))  # parallelism to fill every pool (ones set by the caller are kept)
     return env
 
 
@@ -384,7 +388,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"Executor {env['AIRFLOW__CORE__EXECUTOR']}, metadata database {database} "
                 "(SBI_EXECUTOR, SBI_AIRFLOW_DB)\n"
                 f"DAGs from {REPO / 'dags'}; runs write under {artifacts}\n"
-                f"Pools (slots): {pools}  (SBI_POOL_SLOTS=name=slots,... to change)\n"
+                f"Pools (slots): {pools}  (SBI_POOL_SLOTS=name=slots,... to change); "
+                f"parallelism {env['AIRFLOW__CORE__PARALLELISM']}\n"
                 "Ctrl-C stops everything.",
                 flush=True,
             )

@@ -4,8 +4,11 @@ For CI: credentials come from the environment, never from the command line.
   AIRFLOW_API_URL    base URL of the API server (default http://127.0.0.1:8080)
   AIRFLOW_API_TOKEN  a bearer token, or else
   AIRFLOW_USERNAME / AIRFLOW_PASSWORD  exchanged for one at POST /auth/token
-Prints one JSON line on stdout ({"dag_id", "run_id", "state", "summaries": {task: XCom}}: the leaf tasks',
-or those named by --task); progress goes to stderr. Exit 0 when the run succeeds, 1 when it fails, 2 on bad input, 3 on timeout.
+Prints one JSON line on stdout ({"dag_id", "run_id", "state", "summaries": {task: XCom}}: those of the last
+tasks that ran, or those named by --task); progress goes to stderr. The last tasks that ran are the ones no
+later task ran after: a run stopped early ("Run up to: events") ends at `combine_all`, not at the skipped
+report; a gate or other task without a step summary gives way to the tasks before it; a mapped task gives the
+list of its instances' summaries. Task instances are read page by page (the API returns 100 at most). Exit 0 when the run succeeds, 1 when it fails, 2 on bad input, 3 on timeout.
 """
 
 from __future__ import annotations
@@ -21,6 +24,9 @@ from urllib.parse import quote
 import requests
 
 FINISHED = {"success", "failed"}
+#: Task instance states of a task that did not run in this run (its summary, if any, is not this run's).
+DID_NOT_RUN = {None, "skipped", "upstream_failed", "removed", "scheduled", "queued", "none", "no_status"}
+PAGE = 100  # the API's default page limit (its `maximum_page_limit` may be higher, never assumed)
 EXIT_FAILED, EXIT_BAD_INPUT, EXIT_TIMEOUT = 1, 2, 3
 
 
@@ -73,15 +79,56 @@ class AirflowApi:
     def run_state(self, dag_id: str, run_id: str) -> str:
         return self.call("GET", f"/dags/{quote(dag_id)}/dagRuns/{quote(run_id)}").json()["state"]
 
-    def leaf_tasks(self, dag_id: str) -> list[dict[str, Any]]:
-        tasks = self.call("GET", f"/dags/{quote(dag_id)}/tasks").json()["tasks"]
-        return [t for t in tasks if not t.get("downstream_task_ids")]
+    def tasks(self, dag_id: str) -> list[dict[str, Any]]:
+        """The DAG's tasks (`task_id`, `downstream_task_ids`, ...)."""
+        return self.call("GET", f"/dags/{quote(dag_id)}/tasks").json()["tasks"]
 
-    def summary(self, dag_id: str, run_id: str, task_id: str) -> Any:
+    def task_instances(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
+        """Every task instance of the run (a mapped task has one per map index), read page by page."""
+        path = f"/dags/{quote(dag_id)}/dagRuns/{quote(run_id)}/taskInstances"
+        out: list[dict[str, Any]] = []
+        while True:
+            page = self.call("GET", path, params={"limit": PAGE, "offset": len(out)}).json()
+            out.extend(page["task_instances"])
+            total = page.get("total_entries")
+            if not page["task_instances"] or (isinstance(total, int) and len(out) >= total):
+                return out
+
+    def summary(self, dag_id: str, run_id: str, task_id: str, map_index: int = -1) -> Any:
         """The task's return value (its step summary), or None when it pushed none."""
         path = f"/dags/{quote(dag_id)}/dagRuns/{quote(run_id)}/taskInstances/{quote(task_id)}/xcomEntries/return_value"
-        resp = self.call("GET", path, ok=(200, 404), params={"deserialize": "true"})
+        resp = self.call("GET", path, ok=(200, 404), params={"deserialize": "true", "map_index": map_index})
         return resp.json().get("value") if resp.status_code == 200 else None
+
+
+def last_summaries(api: AirflowApi, dag_id: str, run_id: str) -> dict[str, Any]:
+    """The summaries of the last tasks that ran with one: tasks that pushed a step summary (a JSON object), or
+    failed, and after which no task that ran did. A gate that stopped the run, or a skipped report, is passed
+    over. Summaries are fetched only for tasks with nothing of the kind after them (not for every shard)."""
+    ran: dict[str, list[int]] = {}
+    failed: set[str] = set()
+    for ti in api.task_instances(dag_id, run_id):
+        if ti.get("state") not in DID_NOT_RUN:
+            ran.setdefault(ti["task_id"], []).append(int(ti.get("map_index", -1)))
+        if ti.get("state") == "failed":
+            failed.add(ti["task_id"])
+    downstream = {t["task_id"]: [d for d in t.get("downstream_task_ids") or () if d in ran] for t in api.tasks(dag_id)}
+    values: dict[str, Any] = {}
+    below: dict[str, bool] = {}
+
+    def speaks(task: str) -> bool:  # failed, or pushed a step summary
+        if task not in values:
+            got = [api.summary(dag_id, run_id, task, i) for i in sorted(ran[task])]
+            values[task] = got[0] if sorted(ran[task]) == [-1] else got
+        return task in failed or any(isinstance(v, dict) for v in (values[task] if isinstance(values[task], list)
+                                                                   else [values[task]]))
+
+    def after(task: str) -> bool:  # a task after this one ran and speaks
+        if task not in below:
+            below[task] = any(after(d) or speaks(d) for d in downstream.get(task, ()))
+        return below[task]
+
+    return {task: values[task] for task in sorted(ran) if not after(task) and speaks(task)}
 
 
 def run(api: AirflowApi, dag_id: str, conf: dict[str, Any], timeout: float, poll: float,
@@ -104,8 +151,10 @@ def run(api: AirflowApi, dag_id: str, conf: dict[str, Any], timeout: float, poll
         if new_state != state:
             _say(f"run {run_id}: {new_state}")
         state = new_state
-    tasks = tasks or [t["task_id"] for t in api.leaf_tasks(dag_id)]
-    summaries = {task: api.summary(dag_id, run_id, task) for task in tasks}
+    if tasks:
+        summaries = {task: api.summary(dag_id, run_id, task) for task in tasks}
+    else:
+        summaries = last_summaries(api, dag_id, run_id)
     return {"dag_id": dag_id, "run_id": run_id, "state": state, "summaries": summaries}
 
 
@@ -121,7 +170,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=3600.0, help="seconds to wait for the run")
     parser.add_argument("--poll", type=float, default=5.0, help="seconds between state checks")
     parser.add_argument("--task", action="append", default=[], metavar="TASK_ID",
-                        help="print this task's summary (repeatable; default: the leaf tasks, e.g. inference.report)")
+                        help="print this task's summary (repeatable; default: the last tasks that ran, e.g. "
+                        "inference.report, or combine_all for a run stopped after the events)")
     args = parser.parse_args(argv)
     try:
         conf = json.loads(args.conf)

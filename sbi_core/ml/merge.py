@@ -116,4 +116,4 @@ def merge_samples(run_uri: str, method: str, part_uris: list[str]) -> dict[str, 
     storage.write_json(layout.samples_manifest(method), manifest)  # last: "sampled"
     return {"step": "merge-samples", "run": layout.root, "method": method, "parts": [p.root for p in parts],
             "networks": manifest["networks"], "n_train": rows["train"], "n_val": rows["val"], "n_test": rows["test"],
-            "seconds": round(time.perf_counter() - t0, 3)}
+            "epochs": cfg.training.optimizer.epochs, "seconds": round(time.perf_counter() - t0, 3)}

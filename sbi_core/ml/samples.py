@@ -521,6 +521,7 @@ def sample(run_uri: str, method: str) -> dict[str, Any]:
         "n_train": sizes["train"],
         "n_val": sizes["val"],
         "n_test": sizes["test"],
+        "epochs": cfg.training.optimizer.epochs,  # with n_train, what a network's training costs (the fan-out plan)
         "min_effective_events": stats["min_effective_events"],
         "seconds": round(time.perf_counter() - t0, 3),
     }

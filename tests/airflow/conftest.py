@@ -45,9 +45,13 @@ def sbi_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     """Default backend and a per-test artifact root, whatever the caller's environment says."""
     for name in ("SBI_BACKEND", "SBI_PROFILES", "SBI_CORE", "SBI_CONFIGS_URI", "SBI_MAX_FAN_OUT", "SBI_POOL_SLOTS",
                  "SBI_CHAIN_STAGES", "SBI_LHE_INBOX", "SBI_LHE_CONFIG", "SBI_AWS_CONN_ID", "SBI_RETRY_DELAY",
-                 "SBI_AIRFLOW_DB", "SBI_EXECUTOR", *(n for n in os.environ if n.startswith("SBI_SCHEDULE_"))):
+                 "SBI_AIRFLOW_DB", "SBI_EXECUTOR", "SBI_COST_RATES", "SBI_TRAIN_SLOTS",
+                 *(n for n in os.environ if n.startswith("SBI_SCHEDULE_"))):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("SBI_ARTIFACT_ROOT", str(tmp_path / "artifacts"))
+    # Batches by count, as the DAG-run tests count them (a task per item up to SBI_MAX_FAN_OUT): the sizing by
+    # work is tested on the plans themselves (test_fanout.py), and the fake sbi-core's summaries carry no sizes.
+    monkeypatch.setenv("SBI_TASK_TARGET_S", "0")
     return tmp_path / "artifacts"
 
 

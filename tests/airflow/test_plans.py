@@ -36,13 +36,13 @@ def test_configure_overrides_become_separate_set_items():
 
 
 def test_generate_maps_one_task_per_shard_below_the_fan_out_limit():
-    assert generate_arguments(CONFIGURED, max_tasks=256)[3] == ["generate", "--run", "/r", "--shard", "3"]
-    assert len(generate_arguments(CONFIGURED, max_tasks=256)) == 10
+    assert generate_arguments(CONFIGURED, 256)[3] == ["generate", "--run", "/r", "--shard", "3"]
+    assert len(generate_arguments(CONFIGURED, 256)) == 10
 
 
 def test_generate_batches_shards_above_the_fan_out_limit():
     summary = {**CONFIGURED, "shards": list(range(1000))}
-    batches = generate_arguments(summary, max_tasks=256)
+    batches = generate_arguments(summary, 256)
     assert len(batches) == 250
     assert batches[0] == ["generate", "--run", "/r", "--shard", "0", "--shard", "1", "--shard", "2", "--shard", "3"]
     assert [a for b in batches for a in b[4::2]] == [str(i) for i in range(1000)]

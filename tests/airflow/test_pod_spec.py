@@ -81,7 +81,7 @@ def test_mapped_generate_renders_one_pod_per_map_index(dag_of):
     dag = dag_of("sbi_pipeline", "kubernetes")
     run = "s3://b/{{ run_id }}"  # values from XCom are data: Jinja must leave them alone
     summary = {"step": "configure", "run": run, "shards": list(range(6))}
-    batches = generate_arguments(summary, max_tasks=3)
+    batches = generate_arguments(summary, 3)
     pods = []
     for index in range(len(batches)):
         context = fake_context(dag, {("plan_generate", "return_value"): batches}, map_index=index)

@@ -55,6 +55,7 @@ def test_contract_shapes_and_summary(sampled, small_run, tmp_path):
     cfg = load_config(RunLayout(run).config)
     assert summary["networks"] == training_plan(cfg)["networks"]["benchmark_ratio"]
     assert (summary["n_train"], summary["n_val"], summary["n_test"]) == (1200, 300, 500)
+    assert summary["epochs"] == cfg.training.optimizer.epochs  # what the fan-out plan weighs a network by
     assert set(summary["files"]) == {f"p{i}/nominal" for i in range(1, 6)} | {"sm/energy_scale_up",
                                                                                 "sm/energy_scale_down"}
     ts = read(sampled, "alices", "theta", "nominal", "train")
