@@ -187,6 +187,7 @@ def prod(postgres_url, redis_prefix, s3_endpoint, tmp_path_factory) -> Iterator[
         "SBI_HOLD_DIR": str(hold),
         "SBI_HOLD_MATCH": json.dumps(HOLD),
         "SBI_MAX_FAN_OUT": "2",
+        "SBI_TASK_TARGET_S": "0",  # batches by count: 4 shards make 2 generate tasks (one is held and killed)
         "SBI_RETRY_DELAY": "2",
         "SBI_CHAIN_STAGES": "true",
         "SBI_SCHEDULE_SBI_INFER": cron,
