@@ -44,12 +44,11 @@ def check_inference(cfg: AnalysisConfig) -> list[tuple[str, str]]:
         elif not ranges[name][0] <= null < ranges[name][1]:
             issues.append((f"inference.limits.{name}", f"null value {null} must lie in the range {list(ranges[name])} "
                                                        "below its upper end (the limit is searched above it)"))
-    if inf.source == "learned":
-        trained = list(cfg.training.methods)
-        for path, method in [("inference.estimator", inf.estimator),
-                             *((f"inference.compare[{i}]", m) for i, m in enumerate(inf.compare))]:
-            if method not in trained:
-                issues.append((path, f"method {method!r} is not trained (training.methods: {trained})"))
+    trained = list(cfg.training.methods)
+    named = [("inference.estimator", inf.estimator)] if inf.source == "learned" else []
+    for path, method in [*named, *((f"inference.compare[{i}]", m) for i, m in enumerate(inf.compare))]:
+        if method not in trained:
+            issues.append((path, f"method {method!r} is not trained (training.methods: {trained})"))
     overlap = sorted(set(pois) & {n.name for n in cfg.nuisance})
     if overlap:
         issues.append(("nuisance", f"nuisance parameters may not share a name with a parameter of interest: {overlap}"))

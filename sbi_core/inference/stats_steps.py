@@ -86,6 +86,11 @@ class _Context:
         """The NLL of in-memory arrays (a toy, an Asimov dataset) with the run's settings."""
         from sbi_core.inference.steps import model_from_arrays
 
+        if self.inf.source == "learned" and self.inf.estimator != "benchmark_ratio":
+            raise InputError(f"inference.estimator {self.inf.estimator}: expected (Asimov) results and toys of a "
+                             "parametrised estimator are not built (its network would be evaluated on resampled "
+                             "events); fit it (`sbi-core fit`), or use benchmark_ratio / source exact for them")
+
         return model_from_arrays(self.cfg, arrays, pool if self.normalization == "mc" else None,
                                  luminosity=self.info.luminosity)
 

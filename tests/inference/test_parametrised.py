@@ -101,3 +101,66 @@ def test_wrong_input_size_is_refused_naming_both(model):
         exported_ensemble([_random_export(5, 2, 0)], 6, 2, where="ensemble alices/theta/nominal")
     with pytest.raises(InputError, match=r"takes 3 parameters, the model has 2"):
         exported_ensemble([_random_export(6, 3, 0)], 6, 2)
+
+
+# ---------------------------------------------------------------------------------------------- through the steps
+def _install_exports(run: str, n_x: int, members: int = 2) -> None:
+    """An alices/theta/nominal ensemble of random exports in the run (what `sbi-core ensemble` leaves)."""
+    from sbi_core import storage
+    from sbi_core.layout import RunLayout
+    from sbi_core.ml.export import save_export
+
+    layout = RunLayout(run)
+    ids = [f"alices-theta-nominal-m{i}" for i in range(members)]
+    for i, nid in enumerate(ids):
+        save_export(layout.network_file(nid, "export.npz"), _random_export(n_x, 2, 10 + i))
+    storage.write_json(layout.ensemble("alices", "theta", "nominal"), {"status": "ok", "members": ids})
+    storage.write_json(layout.ensembles_index,
+                       {"ensembles": [{"method": "alices", "head": "theta", "variation": "nominal"}]})
+
+
+@pytest.fixture(scope="module")
+def alices_run(small_run, tmp_path_factory):
+    """A run derived from the session's small benchmark run (exact source), comparing a (random) alices ensemble."""
+    from sbi_core import steps as data_steps
+    from sbi_core.inference import steps
+
+    run = str(tmp_path_factory.mktemp("par") / "run")
+    data_steps.derive(str(small_run), run, ["training.methods=[alices]", "inference.compare=[alices]",
+                                            "inference.fix={energy_scale: 0.0}"])
+    _install_exports(run, 5)
+    ds = steps.dataset(run)
+    steps.likelihood(run, [int(b) for b in ds["likelihood_batches"]])
+    steps.likelihood_join(run)
+    return run, steps.fit(run)
+
+
+def test_fit_step_puts_the_learned_fit_beside_the_exact_one(alices_run):
+    run, summary = alices_run
+    cmp = summary["learned_vs_exact"]
+    assert cmp["exact"]["values"] == summary["values"]  # source exact: the global fit is the exact one
+    rows = cmp["methods"]["alices"]["parameters"]
+    assert set(rows) == {"cW", "cHW"}
+    for row in rows.values():
+        assert row["exact_width_68"] == pytest.approx(2 * summary["errors"][next(k for k in rows if rows[k] is row)])
+        assert row["width_ratio"] == pytest.approx(row["learned_width_68"] / row["exact_width_68"])
+        assert row["shift_in_exact_errors"] == pytest.approx((row["learned"] - row["exact"]) / (row["exact_width_68"] / 2))
+
+
+def test_learned_parametrised_source_fits_and_refuses_a_wrong_input_size(alices_run, tmp_path, cli):
+    from sbi_core import steps as data_steps
+    from sbi_core.inference import steps
+
+    run, _ = alices_run
+    new = str(tmp_path / "learned")
+    data_steps.derive(run, new, ["inference.source=learned", "inference.estimator=alices", "inference.compare=[]"])
+    _install_exports(new, 5)
+    ds = steps.dataset(new)
+    steps.likelihood(new, [int(b) for b in ds["likelihood_batches"]])
+    steps.likelihood_join(new)
+    out = steps.fit(new)
+    assert out["valid"] and set(out["learned_vs_exact"]["methods"]) == {"alices"}
+    _install_exports(new, 4)  # networks of 4 observables against events of 5
+    res = cli("fit", "--run", new)
+    assert res.returncode == 2, res.stderr
+    assert "takes 4 observables, the events have 5" in res.stderr and "alices/theta/nominal" in res.stderr
