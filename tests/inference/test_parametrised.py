@@ -164,3 +164,20 @@ def test_learned_parametrised_source_fits_and_refuses_a_wrong_input_size(alices_
     res = cli("fit", "--run", new)
     assert res.returncode == 2, res.stderr
     assert "takes 4 observables, the events have 5" in res.stderr and "alices/theta/nominal" in res.stderr
+
+
+def test_results_and_headline_carry_the_comparison(alices_run):
+    from sbi_core import storage
+    from sbi_core.inference.report import headline, learned_vs_exact_section
+    from sbi_core.layout import RunLayout
+
+    run, summary = alices_run
+    fit = storage.read_json(RunLayout(run).fit)
+    section = learned_vs_exact_section(fit)
+    assert section["learned_vs_exact"] == summary["learned_vs_exact"]
+    results = {"parameters_of_interest": ["cW", "cHW"], "best_fit": {"values": summary["values"],
+               "errors": summary["errors"], "valid": True}, **section}
+    rows = section["learned_vs_exact"]["methods"]["alices"]["parameters"]
+    assert headline(results)["learned_vs_exact"] == {
+        "alices": {p: [r["width_ratio"], r["shift_in_exact_errors"]] for p, r in rows.items()}}
+    assert learned_vs_exact_section({"values": {}}) == {}
