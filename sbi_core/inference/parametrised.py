@@ -26,6 +26,7 @@ reference) interpolated as in `NLLModel`, and
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 from functools import partial
@@ -150,12 +151,8 @@ class ParametrisedNLL:
             self._data["mc_total"] = float(np.sum(mc.weight))
             self.n_normalization = mc.n_events
         self._mc = normalization is not None
-        kw = {"log_ratio": log_ratio, "st": self._st, "add": tuple(self._add.tolist()), "mc": self._mc}
-        fn = partial(_nll, **kw)
-        self._vg = jax.jit(jax.value_and_grad(fn))
-        self._value = jax.jit(fn)
-        self._hess = jax.jit(jax.hessian(fn))
-        self._sigma = jax.jit(partial(_sigma, **kw))
+        self._value, self._vg, self._hess, self._sigma = _compiled(log_ratio, self._st, tuple(self._add.tolist()),
+                                                                   self._mc)
 
     @staticmethod
     def _events(prefix: str, x: np.ndarray, arrays: LikelihoodArrays, chunk_rows: int) -> dict[str, Any]:
@@ -193,6 +190,15 @@ class ParametrisedNLL:
 
     def __call__(self, p: Any) -> float:
         return self.value(p)
+
+
+@functools.lru_cache(maxsize=32)
+def _compiled(log_ratio: LogRatioFn, st: _Structure, add: tuple[bool, ...], mc: bool) -> tuple[Any, ...]:
+    """(value, value_and_grad, hessian, sigma) jitted once per network function and structure: models of other
+    events with the same function (toys, profile points) reuse them, compiled again only for a new shape."""
+    kw = {"log_ratio": log_ratio, "st": st, "add": add, "mc": mc}
+    fn = partial(_nll, **kw)
+    return jax.jit(fn), jax.jit(jax.value_and_grad(fn)), jax.jit(jax.hessian(fn)), jax.jit(partial(_sigma, **kw))
 
 
 def _log_t(v: Any, f: Any, add: tuple[bool, ...]) -> Any:

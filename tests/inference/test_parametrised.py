@@ -161,6 +161,12 @@ def test_learned_parametrised_source_fits_and_refuses_a_wrong_input_size(alices_
     steps.likelihood_join(new)
     out = steps.fit(new)
     assert out["valid"] and set(out["learned_vs_exact"]["methods"]) == {"alices"}
+    from sbi_core.inference.stats_steps import scan
+    from sbi_core.publish.artefact import export_likelihood
+
+    for step in (lambda: scan(new, "0:1"), lambda: export_likelihood(new)):  # not built for it: said, exit 2
+        with pytest.raises(InputError, match="inference.estimator alices"):
+            step()
     _install_exports(new, 4)  # networks of 4 observables against events of 5
     res = cli("fit", "--run", new)
     assert res.returncode == 2, res.stderr
