@@ -107,8 +107,12 @@ def _chunked(a: np.ndarray, rows: int, chunks: int) -> np.ndarray:
 
 
 def _layout(n: int, chunk_rows: int) -> tuple[int, int]:
-    rows = min(chunk_rows, max(_MIN_ROWS, 1 << max(0, math.ceil(math.log2(max(n, 1))))))
-    return rows, max(1, math.ceil(n / rows))
+    """(rows per chunk, chunks): n rounded up to an eighth of its power of two (at most 12.5% padding, few shapes
+    to compile across toys of varying size), in chunks of at most chunk_rows."""
+    chunks = max(1, math.ceil(n / chunk_rows))
+    per = math.ceil(max(n, 1) / chunks)
+    step = max(_MIN_ROWS // 8, (1 << max(0, math.ceil(math.log2(per)))) // 8)
+    return max(_MIN_ROWS, math.ceil(per / step) * step), chunks
 
 
 class ParametrisedNLL:
