@@ -47,7 +47,7 @@ DEMO_SETTINGS: dict[str, Any] = {
     "training.optimizer.epochs": 10,
     "training.optimizer.learning_rate": 0.01,
     "training.optimizer.learning_rate_final": 0.001,
-    "training.samples.train": 10_000,
+    "training.samples.train": 6_000,
     "training.samples.test": 2_000,
     "inference.compare": "[alices, benchmark_ratio]",
     "inference.scan.points": 11,
