@@ -6,7 +6,11 @@ What to use when:
   chunk), jitted once per shape, its gradient (and Hessian) in theta and nu by autodiff.
 - `exported_ensemble(exports, n_observables, n_parameters, where)` turns an ensemble's `export.npz` members
   (`sbi_core.ml.export`) into that function (the members' mean log r) and its parameters.
-- `load_exports(layout, method)` reads the members of a run's `METHOD/theta/nominal` ensemble (no torch).
+- `load_exports(layout, method)` reads the members of a run's `METHOD/theta/nominal` ensemble (no torch);
+  `ensemble_function(root, method, ...)` is both, once per process (every model of that network shares one
+  compiled NLL per shape).
+- `ParametrisedGenerator(pool, model, ...)`: toys and Asimov datasets of the run's events drawn and weighted with
+  the network's rates (`model.mc_log_rates`); `stats_steps` fits each through the network (scans, limits, toys).
 
 The model (one sample; the rate arrays come from `learned_arrays(..., estimator=METHOD)`, docs/likelihood-model.md):
 
@@ -29,6 +33,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from functools import partial
 from typing import Any
 
@@ -41,10 +46,11 @@ from sbi_core.errors import InputError
 from sbi_core.inference.compilation import configure_jax
 from sbi_core.inference.interpolation import ADDITIVE, schemes_for
 from sbi_core.inference.nll import _alpha, _basis, _Structure
+from sbi_core.inference.toys import ToyGenerator, toy_rng
 
 configure_jax()
 
-__all__ = ["ParametrisedNLL", "exported_ensemble", "load_exports"]
+__all__ = ["ParametrisedGenerator", "ParametrisedNLL", "ensemble_function", "exported_ensemble", "load_exports"]
 
 LogRatioFn = Callable[[Any, Any, Any], Any]  # (params, x (R, O), theta (P,)) -> log r (R,)
 _MIN_ROWS = 256
@@ -95,6 +101,17 @@ def exported_ensemble(exports: Sequence[dict[str, Any]], n_observables: int, n_p
         return sum(outs) / len(outs)
 
     return log_ratio, params
+
+
+@functools.lru_cache(maxsize=16)
+def ensemble_function(root: str, method: str, n_observables: int, n_parameters: int) -> tuple[LogRatioFn, Any]:
+    """`exported_ensemble` of a run's METHOD/theta/nominal ensemble, loaded once per process: every model built with
+    it (the dataset's, Asimov datasets', toys') shares one compiled NLL per shape."""
+    from sbi_core.layout import RunLayout
+
+    layout = RunLayout(root)
+    return exported_ensemble(load_exports(layout, method)[1], n_observables, n_parameters,
+                             where=f"ensemble {method}/theta/nominal ({root})")
 
 
 def _chunked(a: np.ndarray, rows: int, chunks: int) -> np.ndarray:
@@ -155,6 +172,7 @@ class ParametrisedNLL:
             self._data["mc_total"] = float(np.sum(mc.weight))
             self.n_normalization = mc.n_events
         self._mc = normalization is not None
+        self._log_ratio = log_ratio
         self._value, self._vg, self._hess, self._sigma = _compiled(log_ratio, self._st, tuple(self._add.tolist()),
                                                                    self._mc)
 
@@ -186,8 +204,22 @@ class ParametrisedNLL:
     def hessian(self, p: Any) -> np.ndarray:
         return np.asarray(self._hess(self._p(p), self._data), dtype=np.float64)
 
+    def hvp_rows(self, p: Any, vectors: Any) -> np.ndarray:
+        """H(p) v for each row v of `vectors` (m, n): the Hessian step's blocks (P + K is small: the whole Hessian)."""
+        return np.asarray(vectors, dtype=np.float64) @ self.hessian(p)
+
     def expected_events(self, p: Any) -> float:
         return float(self._data["lumi"] * self._sigma(self._p(p), self._data))
+
+    def mc_log_rates(self, p: Any) -> np.ndarray:
+        """log(sigma(theta) / sigma_ref * rhat_j(theta) / Z(theta) * T_j(nu)) per normalisation event (n_mc,): times
+        its MC weight, event j's expected cross section at p (they sum to sigma(theta, nu)); what Asimov datasets
+        and toys of this model weight and draw the run's events with."""
+        if not self._mc:
+            raise ValueError("mc_log_rates: the model has no normalisation sample (normalisation mc)")
+        out = _mc_log_rates(self._p(p), self._data, log_ratio=self._log_ratio, st=self._st,
+                            add=tuple(self._add.tolist()))
+        return np.asarray(out, dtype=np.float64).reshape(-1)[: self.n_normalization]
 
     def n_floored(self, p: Any) -> int:
         return 0  # rates are exp(...) > 0; an additive variation is clipped at its tiny floor (see _log_t)
@@ -203,6 +235,17 @@ def _compiled(log_ratio: LogRatioFn, st: _Structure, add: tuple[bool, ...], mc: 
     kw = {"log_ratio": log_ratio, "st": st, "add": add, "mc": mc}
     fn = partial(_nll, **kw)
     return jax.jit(fn), jax.jit(jax.value_and_grad(fn)), jax.jit(jax.hessian(fn)), jax.jit(partial(_sigma, **kw))
+
+
+@partial(jax.jit, static_argnames=("log_ratio", "st", "add"))
+def _mc_log_rates(p: Any, data: dict[str, Any], *, log_ratio: LogRatioFn, st: _Structure,
+                  add: tuple[bool, ...]) -> Any:
+    """Per MC event (chunks, rows): log(sigma(theta) / sigma_ref * rhat / Z * T); see `ParametrisedNLL.mc_log_rates`."""
+    theta, f = p[: st.n_pois], _basis(p[st.n_pois :], st)
+    per = jax.lax.map(lambda xs: log_ratio(data["params"], xs[0], theta) + _log_t(xs[1], f, add),
+                      (data["mc_x"], data["mc_v"]))
+    _, mc_r, _ = _sums(p, data, st, log_ratio, add, "mc_")
+    return per + jnp.log(_sigma_theta(p, data, st)) - data["log_xsec_ref"] - jnp.log(mc_r / data["mc_total"])
 
 
 def _log_t(v: Any, f: Any, add: tuple[bool, ...]) -> Any:
@@ -269,3 +312,38 @@ def _nll(p: Any, data: dict[str, Any], *, log_ratio: LogRatioFn, st: _Structure,
     ev, _, _ = _sums(p, data, st, log_ratio, add, "")
     events = ev + jnp.sum(data["w"]) * (jnp.log(_sigma_theta(p, data, st)) - data["log_xsec_ref"] - log_z)
     return data["lumi"] * sigma - events + 0.5 * jnp.sum((p[st.n_pois :] - data["aux"]) ** 2)
+
+
+class ParametrisedGenerator(ToyGenerator):
+    """Toys and Asimov datasets of a parametrised model: `toys.ToyGenerator`'s, with each run event's rate from the
+    network (`ParametrisedNLL.mc_log_rates` of `model`, whose normalisation sample is the pool), not from the pool's
+    rate columns. Each dataset's meta `pool_rows` says which pool events it holds (the fit needs their x)."""
+
+    def __init__(self, pool: LikelihoodArrays, model: ParametrisedNLL, **kwargs: Any) -> None:
+        if model.n_normalization != pool.n_events:
+            raise InputError(f"the parametrised model's normalisation sample has {model.n_normalization} events, "
+                             f"the pool {pool.n_events}: toys and Asimov datasets need normalisation mc")
+        super().__init__(pool, **kwargs)
+        self.model = model
+
+    def log_rates(self, p: Any) -> tuple[np.ndarray, int]:
+        with np.errstate(divide="ignore"):
+            return self.model.mc_log_rates(p) + np.log(np.asarray(self.pool.weight, dtype=np.float64)), 0
+
+    def hvp_rows(self, p: Any, vectors: Any) -> np.ndarray:
+        """H(p) v for each row v of `vectors` (m, n): the Hessian step's blocks (P + K is small: the whole Hessian)."""
+        return np.asarray(vectors, dtype=np.float64) @ self.hessian(p)
+
+    def expected_events(self, p: Any) -> float:
+        return self.model.expected_events(p)
+
+    def toy(self, p: Any, seed: int, index: int) -> LikelihoodArrays:
+        rng = toy_rng(seed, index)  # the base class's draws, in its order
+        rows, counts = self.draw(p, rng)
+        aux = self.draw_aux(p, rng)
+        return replace(self.pool.select(rows), weight=counts, aux=aux,
+                       meta={**self.pool.meta, "toy": int(index), "toy_seed": int(seed), "pool_rows": rows})
+
+    def asimov(self, p: Any) -> LikelihoodArrays:
+        arrays = super().asimov(p)  # every rate is exp(...) > 0: every pool row, in order
+        return replace(arrays, meta={**arrays.meta, "pool_rows": np.arange(self.pool.n_events)})

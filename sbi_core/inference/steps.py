@@ -220,21 +220,20 @@ def model_from_arrays(cfg: Any, arrays: Any, normalization: Any = None, luminosi
 
 
 def parametrised_model(layout: Any, cfg: Any, info: Any, arrays: Any, normalization: Any = None,
-                       estimator: str | None = None) -> Any:
+                       estimator: str | None = None, observations: Any = None) -> Any:
     """The NLL of a theta-parametrised estimator (`inference.estimator`, or `estimator`): its exported ensemble
-    evaluated on the dataset's observations inside the fit, the rate from `arrays` (the likelihood step's rate
+    evaluated on the events' observations inside the fit, the rate from `arrays` (the likelihood step's rate
     columns and variations, or any arrays of the same events: only their weights, variations, cross sections,
-    morphing and aux data are read) and, normalisation mc, the run's events."""
+    morphing and aux data are read) and, normalisation mc, the run's events. `observations`: the events' x when
+    they are not the dataset's (an Asimov dataset or a toy of the run's events)."""
     from sbi_core.inference.datasets import MC_PART, read_events
-    from sbi_core.inference.parametrised import ParametrisedNLL, exported_ensemble, load_exports
+    from sbi_core.inference.parametrised import ParametrisedNLL, ensemble_function
     from sbi_core.runs import configured_plan, networks_layout
 
     method = estimator or cfg.inference.estimator
     networks = networks_layout(layout, configured_plan(layout.root)[1])  # a derived run reads its source's
-    members, exports = load_exports(networks, method)
-    x = read_events(info, 0, info.n_events)["observations"]
-    fn, params = exported_ensemble(exports, x.shape[1], len(cfg.parameter_names),
-                                   where=f"ensemble {method}/theta/nominal ({networks.root})")
+    x = read_events(info, 0, info.n_events)["observations"] if observations is None else observations
+    fn, params = ensemble_function(networks.root, method, x.shape[1], len(cfg.parameter_names))
     norm = None
     if normalization is not None:
         norm = (read_events(info, 0, info.n_mc, MC_PART)["observations"], normalization)

@@ -105,6 +105,13 @@ def test_wrong_input_size_is_refused_naming_both(model):
 
 
 # ---------------------------------------------------------------------------------------------- through the steps
+def storage_json(summary: dict) -> dict:
+    """The block file a step's summary names."""
+    from sbi_core import storage
+
+    return storage.read_json(summary["block"])
+
+
 def _install_exports(run: str, n_x: int, members: int = 2) -> None:
     """An alices/theta/nominal ensemble of random exports in the run (what `sbi-core ensemble` leaves)."""
     from sbi_core import storage
@@ -148,25 +155,38 @@ def test_fit_step_puts_the_learned_fit_beside_the_exact_one(alices_run):
         assert row["shift_in_exact_errors"] == pytest.approx((row["learned"] - row["exact"]) / (row["exact_width_68"] / 2))
 
 
-def test_learned_parametrised_source_fits_and_refuses_a_wrong_input_size(alices_run, tmp_path, cli):
+def test_learned_parametrised_source_fits_scans_toys_and_refuses_a_wrong_input_size(alices_run, tmp_path, cli):
     from sbi_core import steps as data_steps
     from sbi_core.inference import steps
 
     run, _ = alices_run
     new = str(tmp_path / "learned")
-    data_steps.derive(run, new, ["inference.source=learned", "inference.estimator=alices", "inference.compare=[]"])
+    data_steps.derive(run, new, ["inference.source=learned", "inference.estimator=alices", "inference.compare=[]",
+                                 "inference.toys.n=2", "inference.scan.points=3"])
     _install_exports(new, 5)
     ds = steps.dataset(new)
     steps.likelihood(new, [int(b) for b in ds["likelihood_batches"]])
     steps.likelihood_join(new)
     out = steps.fit(new)
     assert out["valid"] and set(out["learned_vs_exact"]["methods"]) == {"alices"}
-    from sbi_core.inference.stats_steps import scan
+    from sbi_core.inference.fit import minimize
+    from sbi_core.inference.stats_steps import load_context, scan, toys
     from sbi_core.publish.artefact import export_likelihood
 
-    for step in (lambda: scan(new, "0:1"), lambda: export_likelihood(new)):  # not built for it: said, exit 2
-        with pytest.raises(InputError, match="inference.estimator alices"):
-            step()
+    # expected results: the Asimov dataset of the network's own rates (normalisation mc) has its minimum at its
+    # point; a scan block and toys run through the same models
+    ctx = load_context(new)
+    pool = ctx.pool()
+    gen = ctx.generator(pool)
+    point = {**ctx.expected_point(), "lumi": 0.2}
+    res = minimize(ctx.model(gen.asimov(gen.vector(point)), pool), start=ctx.best["values"], fixed=ctx.inf.fix)
+    assert res.valid
+    for name in ("cW", "cHW", "lumi"):
+        assert res.values[name] == pytest.approx(point[name], abs=1e-4 * max(1.0, res.errors[name]))
+    assert scan(new, "0:1")["step"] == "scan"
+    assert len(storage_json(toys(new, "0:2"))["toys"]) == 2
+    with pytest.raises(InputError, match="inference.estimator alices"):  # not built for it: said, exit 2
+        export_likelihood(new)
     _install_exports(new, 4)  # networks of 4 observables against events of 5
     res = cli("fit", "--run", new)
     assert res.returncode == 2, res.stderr
