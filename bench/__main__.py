@@ -28,6 +28,7 @@ BENCHMARKS = {
     "toy_limits": "bench.toy_limits",
     "active_learning": "bench.active_learning",
     "hpo": "bench.hpo",
+    "learned_fit": "bench.learned_fit",
 }
 
 

@@ -44,6 +44,9 @@ def check_inference(cfg: AnalysisConfig) -> list[tuple[str, str]]:
         elif not ranges[name][0] <= null < ranges[name][1]:
             issues.append((f"inference.limits.{name}", f"null value {null} must lie in the range {list(ranges[name])} "
                                                        "below its upper end (the limit is searched above it)"))
+    if inf.bootstrap and inf.source == "learned" and inf.estimator != "benchmark_ratio":
+        issues.append(("inference.bootstrap", f"the bootstrap fits per member are built for benchmark_ratio and sally, "
+                                              f"not for a parametrised estimator ({inf.estimator})"))
     if inf.bootstrap and inf.source == "exact":
         issues.append(("inference.bootstrap", "the exact source has no ensemble members: set it for a learned or "
                                               "sally source"))
@@ -53,6 +56,11 @@ def check_inference(cfg: AnalysisConfig) -> list[tuple[str, str]]:
         if inf.normalization != "mc":
             issues.append(("inference.normalization", "source sally needs mc (each bin is normalised by the run's "
                                                       "events in it)"))
+    trained = list(cfg.training.methods)
+    named = [("inference.estimator", inf.estimator)] if inf.source == "learned" else []
+    for path, method in [*named, *((f"inference.compare[{i}]", m) for i, m in enumerate(inf.compare))]:
+        if method not in trained:
+            issues.append((path, f"method {method!r} is not trained (training.methods: {trained})"))
     overlap = sorted(set(pois) & {n.name for n in cfg.nuisance})
     if overlap:
         issues.append(("nuisance", f"nuisance parameters may not share a name with a parameter of interest: {overlap}"))

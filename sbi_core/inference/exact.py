@@ -177,7 +177,8 @@ def likelihood_batch(layout: RunLayout, cfg: AnalysisConfig, info: DatasetInfo, 
         from sbi_core.runs import configured_plan, networks_layout
 
         networks = networks_layout(layout, configured_plan(layout.root)[1])  # a derived run reads its source's
-        arrays = learned_arrays(networks, cfg, events, np.asarray(info.xsec), np.asarray(info.xsec_var))
+        arrays = learned_arrays(networks, cfg, events, np.asarray(info.xsec), np.asarray(info.xsec_var),
+                                estimator=cfg.inference.estimator)
         if not isinstance(arrays, LikelihoodArrays) or arrays.n_events != stop - start:
             raise InputError(f"learned_arrays returned {type(arrays).__name__} with the wrong number of events "
                              f"for likelihood batch {batch} ({stop - start} expected)")

@@ -112,6 +112,21 @@ class InferenceConfig(_Strict):
         description="exact: the simulator's closed-form densities (closure tests); learned: the trained ratio "
         "networks' evaluated arrays; sally: a binned likelihood of histograms of the trained score t(x).",
     )
+    estimator: Literal["benchmark_ratio", "carl", "rolr", "rascal", "alice", "alices"] = Field(
+        default="benchmark_ratio",
+        title="Learned estimator",
+        description="For source learned: the trained method whose networks make the likelihood. benchmark_ratio: "
+        "per-benchmark ratios morphed in theta (per-event arrays); carl, rolr, rascal, alice, alices: one "
+        "theta-parametrised network evaluated inside the fit (sbi_core/inference/parametrised.py). It must be in "
+        "training.methods.",
+    )
+    compare: list[Literal["benchmark_ratio", "carl", "rolr", "rascal", "alice", "alices"]] = Field(
+        default_factory=list,
+        title="Methods compared with the exact fit",
+        description="For source learned on a simulator with an exact likelihood: trained methods fitted beside "
+        "the estimator and the exact likelihood on the same dataset (fit.json and results.json "
+        "`learned_vs_exact`). The estimator is always compared.",
+    )
     luminosity: float = Field(
         default=200.0, gt=0, le=1e9, title="Luminosity", description="Integrated luminosity in 1/pb."
     )

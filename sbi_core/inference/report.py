@@ -95,7 +95,15 @@ def build_results(cfg: Any, fit: dict[str, Any], hessian: dict[str, Any] | None,
         out["toys"] = {k: toys[k] for k in ("n", "valid", "missing_blocks", "point", "tests")}
         validity["toys_valid_fraction"] = toys["valid"] / toys["n"] if toys["n"] else None
     out["validity"] = validity
+    out.update(learned_vs_exact_section(fit))
     return _clean(out)
+
+
+def learned_vs_exact_section(fit: dict[str, Any]) -> dict[str, Any]:
+    """results.json's `learned_vs_exact` (fit.json's, `sbi_core.inference.compare`): each learned method's best
+    fit and 68% width beside the exact ones; {} when the fit compared nothing."""
+    cmp = fit.get("learned_vs_exact")
+    return {"learned_vs_exact": cmp} if cmp else {}
 
 
 def headline(results: dict[str, Any]) -> dict[str, Any]:
@@ -115,6 +123,10 @@ def headline(results: dict[str, Any]) -> dict[str, Any]:
     if "method_uncertainty" in results:
         out["method_uncertainty"] = {p: e["best_fit"]["std"]
                                      for p, e in results["method_uncertainty"]["parameters"].items()}
+    methods = (results.get("learned_vs_exact") or {}).get("methods") or {}
+    if methods:  # per method and POI: (learned width / exact width, shift in exact errors)
+        out["learned_vs_exact"] = {m: {p: [r["width_ratio"], r["shift_in_exact_errors"]]
+                                       for p, r in c["parameters"].items()} for m, c in methods.items()}
     return out
 
 

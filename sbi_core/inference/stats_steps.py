@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -44,6 +44,7 @@ class _Context:
     plan: Any
     info: Any
     best: dict[str, Any]
+    _cache: dict[str, Any] = field(default_factory=dict)  # the observed model, the run's observations
 
     @property
     def inf(self) -> Any:
@@ -61,7 +62,9 @@ class _Context:
     def observed_model(self) -> Any:
         from sbi_core.inference.steps import load_model
 
-        model = load_model(self.layout, self.cfg, self.info)
+        if "observed" in self._cache:
+            return self._cache["observed"]
+        model = self._cache["observed"] = load_model(self.layout, self.cfg, self.info)
         if list(model.names) != list(self.best["names"]):
             raise InputError(f"{self.layout.fit} fits parameters {self.best['names']}, the likelihood arrays have "
                              f"{model.names}: rerun `sbi-core fit`")
@@ -72,11 +75,21 @@ class _Context:
 
         return load_pool(self.layout, self.cfg, self.plan)
 
+    @property
+    def parametrised(self) -> bool:
+        """Whether the likelihood is a theta-parametrised network's (`sbi_core.inference.parametrised`)."""
+        return self.inf.source == "learned" and self.inf.estimator != "benchmark_ratio"
+
     def generator(self, pool: Any) -> Any:
         from sbi_core.inference.toys import ToyGenerator
 
-        return ToyGenerator(pool, luminosity=self.info.luminosity, interpolation=self.inf.interpolation,
-                            normalization=self.normalization, schemes=self.inf.nuisance_interpolation)
+        kwargs = {"luminosity": self.info.luminosity, "interpolation": self.inf.interpolation,
+                  "normalization": self.normalization, "schemes": self.inf.nuisance_interpolation}
+        if self.parametrised:  # the events' rates from the network, not from the pool's rate columns
+            from sbi_core.inference.parametrised import ParametrisedGenerator
+
+            return ParametrisedGenerator(pool, self.observed_model(), **kwargs)
+        return ToyGenerator(pool, **kwargs)
 
     @property
     def normalization(self) -> str:
@@ -85,6 +98,19 @@ class _Context:
     def model(self, arrays: Any, pool: Any) -> Any:
         """The NLL of in-memory arrays (a toy, an Asimov dataset) with the run's settings."""
         from sbi_core.inference.steps import model_from_arrays
+
+        if self.parametrised:  # the pool events it holds (`ParametrisedGenerator`), evaluated by the network
+            from sbi_core.inference.datasets import MC_PART, read_events
+            from sbi_core.inference.steps import parametrised_model
+
+            rows = arrays.meta.get("pool_rows")
+            if rows is None:
+                raise InputError(f"inference.estimator {self.inf.estimator}: these arrays do not say which of the "
+                                 "run's events they hold (make them with the run's generator)")
+            if "x_mc" not in self._cache:
+                self._cache["x_mc"] = read_events(self.info, 0, self.info.n_mc, MC_PART)["observations"]
+            return parametrised_model(self.layout, self.cfg, self.info, arrays, pool,
+                                      observations=self._cache["x_mc"][np.asarray(rows)])
 
         return model_from_arrays(self.cfg, arrays, pool if self.normalization == "mc" else None,
                                  luminosity=self.info.luminosity)

@@ -198,6 +198,8 @@ def load_model(layout: Any, cfg: Any, info: Any = None) -> Any:
 
     info = info or _info(layout, cfg)
     inf = cfg.inference
+    if inf.source == "learned" and inf.estimator != "benchmark_ratio":
+        return parametrised_model(layout, cfg, info, *load_arrays(layout, cfg, info))
     uris = [layout.likelihood(part, inf.source) for part in info.parts()]
     for uri in uris:
         if not storage.exists(uri):
@@ -236,6 +238,30 @@ def model_from_arrays(cfg: Any, arrays: Any, normalization: Any = None, luminosi
                                 dtype=inf.dtype, chunk_rows=inf.chunk_rows)
 
 
+def parametrised_model(layout: Any, cfg: Any, info: Any, arrays: Any, normalization: Any = None,
+                       estimator: str | None = None, observations: Any = None) -> Any:
+    """The NLL of a theta-parametrised estimator (`inference.estimator`, or `estimator`): its exported ensemble
+    evaluated on the events' observations inside the fit, the rate from `arrays` (the likelihood step's rate
+    columns and variations, or any arrays of the same events: only their weights, variations, cross sections,
+    morphing and aux data are read) and, normalisation mc, the run's events. `observations`: the events' x when
+    they are not the dataset's (an Asimov dataset or a toy of the run's events)."""
+    from sbi_core.inference.datasets import MC_PART, read_events
+    from sbi_core.inference.parametrised import ParametrisedNLL, ensemble_function
+    from sbi_core.runs import configured_plan, networks_layout
+
+    method = estimator or cfg.inference.estimator
+    networks = networks_layout(layout, configured_plan(layout.root)[1])  # a derived run reads its source's
+    x = read_events(info, 0, info.n_events)["observations"] if observations is None else observations
+    fn, params = ensemble_function(networks.root, method, x.shape[1], len(cfg.parameter_names))
+    norm = None
+    if normalization is not None:
+        norm = (read_events(info, 0, info.n_mc, MC_PART)["observations"], normalization)
+    inf = cfg.inference
+    return ParametrisedNLL(fn, params, x, arrays, luminosity=info.luminosity, normalization=norm,
+                           interpolation=inf.interpolation, schemes=inf.nuisance_interpolation,
+                           chunk_rows=inf.chunk_rows, where=f"{method} on {info.events}")
+
+
 def fit_start(cfg: Any) -> dict[str, float]:
     """Where the global fit starts: the POIs at the reference (sampling) benchmark, nuisances at 0."""
     ref = cfg.benchmark_names.index(cfg.sampling_benchmark)
@@ -250,6 +276,7 @@ def hessian_blocks(n_params: int, rows: int) -> list[str]:
 
 def fit(run_uri: str) -> dict[str, Any]:
     """The global fit of the dataset: writes RUN/inference/fit.json; `hessian_blocks` are the mapped rows."""
+    from sbi_core.inference.compare import learned_vs_exact
     from sbi_core.inference.fit import minimize
 
     t0 = time.perf_counter()
@@ -262,6 +289,8 @@ def fit(run_uri: str) -> dict[str, Any]:
     if not res.valid:
         log.warning("fit is not valid: %s", res.message)
     blocks = hessian_blocks(model.n_params, inf.hessian_block_rows)
+    t_fit = time.perf_counter() - t0 - t_load
+    compared = learned_vs_exact(layout, cfg, info, res)
     record = {
         **res.to_json(),
         "n_pois": model.n_pois,
@@ -277,8 +306,11 @@ def fit(run_uri: str) -> dict[str, Any]:
         "expected_events_at_fit": model.expected_events(res.x),
         "floored_events_at_fit": model.n_floored(res.x),
         "hessian_blocks": blocks,
-        "seconds": {"load": round(t_load, 3), "fit": round(time.perf_counter() - t0 - t_load, 3)},
+        "seconds": {"load": round(t_load, 3), "fit": round(t_fit, 3),
+                    "compare": round(time.perf_counter() - t0 - t_load - t_fit, 3)},
     }
+    if compared is not None:
+        record["learned_vs_exact"] = compared
     boot = None
     if inf.bootstrap:  # every member's likelihood fitted alone: the method uncertainty (bootstrap.py)
         from sbi_core.inference.bootstrap import fit_members
@@ -299,6 +331,7 @@ def fit(run_uri: str) -> dict[str, Any]:
         "edm": res.edm,
         "calls": res.calls,
         "hessian_blocks": blocks,
+        **({"learned_vs_exact": compared} if compared is not None else {}),
         **({"bootstrap_members": boot["n_members"]} if boot else {}),
         "seconds": round(time.perf_counter() - t0, 3),
     }

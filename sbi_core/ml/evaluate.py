@@ -313,7 +313,7 @@ def _load(layout: RunLayout, method: str, head: str, variation: str) -> Any:
 # ---------------------------------------------------------------------------------------------- learned arrays
 def learned_arrays(layout: RunLayout, cfg: AnalysisConfig, events: Mapping[str, np.ndarray], xsec: np.ndarray,
                    xsec_var: np.ndarray, *, meta: Mapping[str, Any] | None = None,
-                   member: int | None = None) -> LikelihoodArrays:
+                   member: int | None = None, estimator: str = BENCHMARK_RATIO) -> LikelihoodArrays:
     """The contract's per-event arrays for `events` from the run's learned ensembles (source `learned`).
 
     events: {"observations": (n, O) float, "weight": (n,) float (the dataset's event weights; the key "weights"
@@ -333,6 +333,10 @@ def learned_arrays(layout: RunLayout, cfg: AnalysisConfig, events: Mapping[str, 
     trained) get log r_kj = 0 and the constant log(xsec_var[k, j, ref] / sigma_ref), e.g. log((1 + size)^(+-1))
     for a normalisation. `meta` is added to the arrays' provenance (e.g. the dataset URI). `member` m: every
     ensemble's member m alone instead of the ensemble mean (one bootstrap replica of the likelihood; spread 0).
+
+    With a theta-parametrised `estimator` (alices, ...) the per-event theta dependence is that network's, which
+    the fit evaluates itself (`sbi_core.inference.parametrised`): log_ratio[i, b] is then the constant
+    log(sigma_b / sigma_ref) (the rate's morphing), there is no log_ratio_std, and meta_estimator names it.
     """
     from sbi_core.config import config_hash
     from sbi_core.data.likelihood_arrays import LikelihoodArrays
@@ -354,15 +358,20 @@ def learned_arrays(layout: RunLayout, cfg: AnalysisConfig, events: Mapping[str, 
     if not (np.all(xs > 0) and np.all(xv > 0)):
         raise InputError("learned likelihood arrays: fiducial cross sections must be > 0")
     ref = cfg.benchmark_names.index(cfg.sampling_benchmark)
-    log_r, std = _benchmark_ratio_columns(layout, cfg, x, member)
-    log_ratio = log_r + (np.log(xs) - np.log(xs[ref]))[None, :]
-    log_ratio[:, ref] = 0.0
-    log_ratio_var = np.broadcast_to(np.log(xv[:, :, ref] / xs[ref])[None], (x.shape[0], n_k, 2)).copy()
+
     def members(ensemble: Any) -> str:
         return ",".join(ensemble.members if member is None else ensemble.members[member : member + 1])
 
-    used = {f"benchmark_ratio/{b}": members(_load(layout, BENCHMARK_RATIO, b, NOMINAL))
-            for b in cfg.benchmark_names if b != cfg.sampling_benchmark}
+    if estimator == BENCHMARK_RATIO:
+        log_r, std = _benchmark_ratio_columns(layout, cfg, x, member)
+        used = {f"benchmark_ratio/{b}": members(_load(layout, BENCHMARK_RATIO, b, NOMINAL))
+                for b in cfg.benchmark_names if b != cfg.sampling_benchmark}
+    else:  # the network's log r(x|theta) enters in the fit; the columns carry the rate's morphing only
+        log_r, std = np.zeros((x.shape[0], n_b)), None
+        used = {f"{estimator}/theta": "evaluated in the fit", "estimator": estimator}
+    log_ratio = log_r + (np.log(xs) - np.log(xs[ref]))[None, :]
+    log_ratio[:, ref] = 0.0
+    log_ratio_var = np.broadcast_to(np.log(xv[:, :, ref] / xs[ref])[None], (x.shape[0], n_k, 2)).copy()
     for k, j, key in _variation_keys(layout, cfg):
         ensemble = _load(layout, *key)
         norm = _training_normalisation(layout, key)

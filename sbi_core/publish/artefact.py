@@ -259,6 +259,10 @@ def export_likelihood(run_uri: str, to: str | None = None) -> dict[str, Any]:
 
     t0 = time.perf_counter()
     layout, cfg, plan = load_run(run_uri)
+    if cfg.inference.source == "learned" and cfg.inference.estimator != "benchmark_ratio":
+        raise InputError(f"inference.estimator {cfg.inference.estimator}: the artefact's per-event arrays cannot "
+                         "hold a theta-parametrised network's log r(x|theta) (it is evaluated inside the fit); export "
+                         "a run with estimator benchmark_ratio or source exact")
     info = DatasetInfo.load(layout, cfg.inference.dataset.kind)
     arrays, norm = load_arrays(layout, cfg, info)
     to = storage.normalize(to) if to else storage.join(layout.root, "export", "likelihood")
