@@ -45,6 +45,7 @@ class SbiLocalOperator(BaseOperator):
         argv = [settings.sbi_core_executable(), *step_arguments(self.arguments)]
         try:
             env = step_environment(os.environ)  # S3 credentials from the Airflow connection, never logged
+            env.setdefault("OMP_NUM_THREADS", str(settings.step_threads()))  # one step per core at once
         except SettingError as exc:
             raise AirflowFailException(str(exc)) from exc
         self.log.info("Running %s (profile %s)", argv, self.profile)

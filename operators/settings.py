@@ -26,6 +26,9 @@ What to set where:
 - `SBI_LHE_INBOX`: an `s3://bucket/prefix` the `sbi_lhe_inbox` DAG watches for new LHE files (default none);
   `SBI_LHE_POLL` how often (seconds, default 60), `SBI_LHE_CONFIG` the config they are ingested with.
 - `SBI_RETRY_DELAY`: seconds between the tries of a step (default 30).
+- `SBI_STEP_THREADS`: threads each local step's PyTorch and BLAS use (`OMP_NUM_THREADS` of the subprocess;
+  default 1: the local pools run as many steps at once as there are cores, and two threads per step on a busy
+  machine made training 5x slower, measured); a value already in the worker's environment wins.
 """
 
 from __future__ import annotations
@@ -202,6 +205,14 @@ def retry_delay() -> int:
     raw = os.environ.get("SBI_RETRY_DELAY", str(DEFAULT_RETRY_DELAY)).strip()
     if not raw.isdigit():
         raise SettingError(f"SBI_RETRY_DELAY={raw!r}: expected a number of seconds")
+    return int(raw)
+
+
+def step_threads() -> int:
+    """OMP_NUM_THREADS of a local step (SBI_STEP_THREADS, default 1)."""
+    raw = os.environ.get("SBI_STEP_THREADS", "1")
+    if not raw.isdigit() or int(raw) < 1:
+        raise SettingError(f"SBI_STEP_THREADS={raw!r}: expected a positive integer")
     return int(raw)
 
 

@@ -2,7 +2,7 @@
 
 The fixture `fake_sbi_core` installs it as an executable (SBI_CORE). Environment knobs:
 - FAKE_SBI_RECORD: file that gets the last argv (JSON); FAKE_SBI_LOG: file that gets a JSON line per call
-  (argv, and the AIRFLOW_CTX_* and S3 variables the step saw).
+  (argv, and the AIRFLOW_CTX_*, S3 and OMP_NUM_THREADS variables the step saw).
 - FAKE_SBI_STDERR: lines (|-separated) written to stderr; FAKE_SBI_WAIT_FOR: wait until this file exists.
 - FAKE_SBI_EXIT: exit with this code (every call); FAKE_SBI_FAIL: exit with FAKE_SBI_FAIL_EXIT (default 1)
   when this text is in the argv.
@@ -99,7 +99,7 @@ def main() -> int:
     if os.environ.get("FAKE_SBI_LOG"):
         seen = {k: os.environ.get(k) for k in ("AIRFLOW_CTX_DAG_ID", "AIRFLOW_CTX_DAG_RUN_ID", "AWS_ACCESS_KEY_ID",
                                                "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL",
-                                               "SBI_S3_ENDPOINT_URL")}
+                                               "SBI_S3_ENDPOINT_URL", "OMP_NUM_THREADS")}
         with open(os.environ["FAKE_SBI_LOG"], "a") as log:
             log.write(json.dumps({"argv": argv, **seen}) + "\n")
     for line in filter(None, os.environ.get("FAKE_SBI_STDERR", "").split("|")):

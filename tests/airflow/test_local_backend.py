@@ -26,6 +26,25 @@ def test_shell_metacharacters_reach_the_step_as_one_unchanged_argument(fake_sbi_
     assert summary == fake_summary(expected)
 
 
+@pytest.mark.parametrize(("environ", "threads"), [({}, "1"), ({"SBI_STEP_THREADS": "3"}, "3"),
+                                                   ({"OMP_NUM_THREADS": "4", "SBI_STEP_THREADS": "3"}, "4")])
+def test_a_local_step_uses_one_thread_unless_told(fake_sbi_core, monkeypatch, environ, threads):
+    """The local pools run a step per core at once: each step's PyTorch / BLAS gets SBI_STEP_THREADS (default 1)
+    threads; an OMP_NUM_THREADS of the worker wins."""
+    for name in ("OMP_NUM_THREADS", "SBI_STEP_THREADS"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)
+    sbi_step("train", arguments=["train", "--run", "r", "--network", "n0"]).execute(context={})
+    assert fake_sbi_core.calls()[-1]["OMP_NUM_THREADS"] == threads
+
+
+def test_a_bad_thread_count_fails_the_task_naming_the_setting(fake_sbi_core, monkeypatch):
+    monkeypatch.setenv("SBI_STEP_THREADS", "two")
+    with pytest.raises(AirflowFailException, match="SBI_STEP_THREADS"):
+        sbi_step("train", arguments=["train"]).execute(context={})
+
+
 def test_the_factory_builds_the_local_operator_by_default():
     op = sbi_step("generate", arguments=["generate"], profile="gpu", retries=5)
     assert isinstance(op, SbiLocalOperator)
