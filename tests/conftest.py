@@ -14,6 +14,9 @@ import pytest
 # MLflow tracking off unless a test turns it on (tests/ml/test_tracking.py does): steps that train or report
 # would otherwise create an MLflow store next to every temporary run (seconds each). Subprocesses inherit it.
 os.environ.setdefault("SBI_TRACKING", "off")
+# One PyTorch / BLAS thread per process: `make test` runs two xdist workers on two cores, and two threads each
+# made in-process training up to 5x slower (spinning threads); the local backend's default too (SBI_STEP_THREADS).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 REPO = Path(__file__).resolve().parents[1]
 BENCHMARK_CONFIG = REPO / "configs" / "benchmark.yaml"

@@ -47,7 +47,9 @@ def test_compose_runs_what_the_production_test_ran(compose):
     assert env["AIRFLOW__CELERY__RESULT_BACKEND"].startswith("db+postgresql+psycopg2://")
     assert services["postgres"]["image"].startswith("postgres:15")  # the version the test runs against
     assert services["redis"]["image"].startswith("redis:7")
-    assert services["airflow-worker"]["command"] == ["celery", "worker"]
+    worker = services["airflow-worker"]["command"]  # Celery's concurrency sized to the pools, then the worker
+    assert worker[:2] == ["bash", "-c"] and worker[2].endswith("exec airflow celery worker")
+    assert "python -m operators.pools --concurrency" in worker[2]
     assert env["SBI_ARTIFACT_ROOT"].startswith("s3://") and env["SBI_LHE_INBOX"].startswith("s3://")
     init = " ".join(services["airflow-init"]["command"])
     assert "airflow db migrate" in init and "python -m operators.pools --import" in init  # the profiles' pools

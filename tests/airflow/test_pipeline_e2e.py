@@ -48,7 +48,9 @@ def two_runs(tmp_path_factory) -> list[dict]:
         mp.setenv("SBI_ARTIFACT_ROOT", str(root))
         mp.delenv("SBI_BACKEND", raising=False)
         # The second run maps generate over batches of 2 shards: the events must not change.
-        return [demo_run(home, SBI_MAX_FAN_OUT="256"), demo_run(home, SBI_MAX_FAN_OUT="2")]
+        # Batches by count (SBI_TASK_TARGET_S=0), not by work: a task per shard, then two shards a task.
+        return [demo_run(home, SBI_MAX_FAN_OUT="256", SBI_TASK_TARGET_S="0"),
+                demo_run(home, SBI_MAX_FAN_OUT="2", SBI_TASK_TARGET_S="0")]
 
 
 def arrays(uri: str) -> dict[str, np.ndarray]:
