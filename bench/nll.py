@@ -3,14 +3,18 @@
 Synthetic contract arrays (`sbi_core.inference.synthetic`: 2 POIs, 6 benchmarks) with N events and K shape
 nuisances. Two normalisations of the expected rate:
 - mc (the default): sigma(theta, nu) summed over an MC sample, here the same N events at their MC weights;
-  one call reads the data's E (N, 6) and w, and the MC's E, w and V (N, 2K).
+  the contract obliges one call to read the data's E (N, 6) and w, and the MC's E, w and V (N, 2K). The
+  model folds a nuisance's two columns of V into one where the down log ratio is a fixed multiple of the up
+  one (`sbi_core.inference.variation_pairs`; the synthetic variations are: d = -(1 + a_k) u), so a call
+  reads V (N, K): the baseline stays the contract's bytes, `floor_read_s` is the floor of what it reads.
 - xsec (the contract's interpolated cross sections): one call reads the data's E and w only (the per-event
   variations are summed once when the model is built).
 - mc_block: the mc normalisation through `BlockNLL` (the fit at scale's model: event-major blocks, the
   normalisation sample's weights folded into one array per benchmark).
-The floor is a plain reduction (`jnp.sum`, jitted, and `numpy.sum`; the faster counts) over exactly the
-arrays one call reads; `floor_all_arrays_s` also reads the contract's full float32 arrays (log_ratio,
-log_ratio_var (N, K, 2, 1), weight) once, for reference.
+The floor is a plain reduction (`jnp.sum`, jitted, and `numpy.sum`; the faster counts) over the arrays the
+contract obliges one call to read (above; float32, the model's chunk layout and padding);
+`floor_all_arrays_s` also reads the contract's full float32 arrays (log_ratio, log_ratio_var (N, K, 2, 1),
+weight) once, for reference.
 """
 
 from __future__ import annotations
@@ -36,6 +40,16 @@ def _floor(arrays: list[Any], repeats: int) -> float:
     return min(t_jax, t_np)
 
 
+def _contract_arrays(read: dict[str, Any], n_common: int) -> list[Any]:
+    """The arrays one call must read by the contract: those read, the sample's V unfolded to 2 columns per
+    common nuisance (a float32 array of that size stands for it; values do not change a sum's speed)."""
+    out = [a for name, a in read.items() if name != "mc_v"]
+    if "mc_v" in read:
+        chunks, _, rows = read["mc_v"].shape
+        out.append(np.ones((chunks, 2 * n_common, rows), dtype=read["mc_v"].dtype))
+    return out
+
+
 def run(quick: bool) -> list[dict[str, Any]]:
     from sbi_core.inference.block_nll import BlockNLL
     from sbi_core.inference.nll import NLLModel
@@ -59,14 +73,21 @@ def run(quick: bool) -> list[dict[str, Any]]:
         points = iter(base + rng.normal(0, 1e-3, (10_000, base.size)))  # a new p every call: no cache hits
         model.value_and_grad(next(points))  # compile
         t_ours = repeat(lambda m=model, pts=points: m.value_and_grad(next(pts)), repeats)
-        read = list(model.event_arrays.values())
-        nbytes = sum(int(a.size) * a.dtype.itemsize for a in read)
-        floor = _floor(read, repeats)
+        read = model.event_arrays
+        contract = _contract_arrays(read, k) if norm == "mc" else list(read.values())
+        nbytes = sum(int(a.size) * a.dtype.itemsize for a in contract)
+        read_bytes = sum(int(a.size) * a.dtype.itemsize for a in read.values())
+        floor = _floor(contract, repeats)
+        floor_read = _floor(list(read.values()), repeats) if read_bytes != nbytes else floor
+        del contract
         fig = Figure(name=f"nll_{norm}", sizes={"events": n, "nuisances": k, "dtype": "float32",
                                                   "normalization": norm.removesuffix("_block")},
                      ours=t_ours, baseline=[floor] * repeats, ours_label="NLL+grad s",
-                     baseline_label="sum of the arrays read, s", target="<= 2.0",
-                     extra={"MB_read_per_call": round(nbytes / 1e6, 1), "floor_all_arrays_s": round(floor_all, 5),
+                     baseline_label="sum of the contract's arrays a call reads, s", target="<= 2.0",
+                     extra={"MB_contract_per_call": round(nbytes / 1e6, 1), "MB_read_per_call": round(read_bytes / 1e6, 1),
+                            "floor_read_s": round(floor_read, 5),
+                            "ratio_to_read_floor": round(statistics.median(t_ours) / floor_read, 3),
+                            "floor_all_arrays_s": round(floor_all, 5),
                             "ratio_to_all_arrays_floor": round(statistics.median(t_ours) / floor_all, 3),
                             "GB_per_s": round(nbytes / 1e9 / statistics.median(t_ours), 2)})
         records.append(fig.record())

@@ -81,6 +81,7 @@ import numpy as np
 from sbi_core.data.likelihood_arrays import LikelihoodArrays, iter_event_chunks
 from sbi_core.inference.compilation import configure_jax
 from sbi_core.inference.interpolation import ADDITIVE, basis_functions, schemes_for
+from sbi_core.inference.variation_pairs import PairScan
 
 configure_jax()  # float64 on, the persistent compilation cache: before the first compile of any inference step
 
@@ -322,11 +323,12 @@ def _sigma(p: Any, data: dict[str, Any], st: _Structure) -> Any:
     """sigma(theta, nu): the contract's interpolated cross sections, or the normalisation sample's sum."""
     alpha, f = _alpha_f(p, data, st)
     fc, fm, fa = _flat(f, st.common), _flat(f, st.mult), _flat(f, st.add)
-    if st.mc_norm and st.general:
-        return _norm_general(alpha, fc, fm, fa, data["owner"], data["mc_e"], data["mc_w"], data.get("mc_v"),
-                             data.get("mc_vm"), data.get("mc_da"))
     if st.mc_norm:
-        return _norm_term(alpha, fc, data["mc_e"], data["mc_v"], data["mc_w"])
+        fq = data["mc_q"] @ fc  # the folded basis of the sample's common columns (`variation_pairs`)
+        if st.general:
+            return _norm_general(alpha, fq, fm, fa, data["owner"], data["mc_e"], data["mc_w"], data.get("mc_v"),
+                                 data.get("mc_vm"), data.get("mc_da"))
+        return _norm_term(alpha, fq, data["mc_e"], data["mc_v"], data["mc_w"])
     per_b = data["xsec"] * jnp.exp(data["xsec_log"] @ _flat(f, st.multiplicative))
     if st.add:
         per_b = per_b * (1.0 + data["xsec_add"] @ fa)
@@ -415,6 +417,7 @@ class _Accumulator:
         self.e = np.zeros((size, n_benchmarks), dtype=dtype)
         self.w = np.zeros(size, dtype=dtype)
         self.v = np.zeros((size, 2 * len(st.common)), dtype=dtype) if normalization else None
+        self.pairs = PairScan(len(st.common), rtol=16 * np.finfo(dtype).eps) if normalization else None
         self.vm: np.ndarray | None = None
         self.da: np.ndarray | None = None
         self.normalization = normalization
@@ -449,8 +452,9 @@ class _Accumulator:
         self.e[sl] = np.exp(lr - m[:, None])
         common = lrv[:, :, :, 0][:, list(self.st.common)].reshape(k, 2 * len(self.st.common))
         if self.normalization:
-            assert self.v is not None
+            assert self.v is not None and self.pairs is not None
             self.v[sl] = common
+            self.pairs.add(common)
             self.w[sl] = w * np.exp(m)
         else:
             self.w[sl] = w
@@ -462,6 +466,25 @@ class _Accumulator:
         if self.da is not None:
             self.da[sl] = np.expm1(_per_sample(lrv, self.st.add))
         self.n += k
+
+    def fold(self) -> np.ndarray:
+        """Fold the normalisation sample's variation pairs (`variation_pairs`): keep the columns a pass needs;
+        Q (kept, 2|c|) maps the common nuisances' basis to theirs (identity when nothing folds)."""
+        assert self.v is not None and self.pairs is not None
+        columns, q = self.pairs.fold()
+        self.v = np.ascontiguousarray(self.v[:, columns])
+        return q
+
+    def relayout(self, rows: int, chunks: int) -> None:
+        """Chunks of another size (after folding, a row holds fewer bytes): the padding rows change only."""
+        size = rows * chunks
+        for name in ("e", "w", "v", "vm", "da"):
+            arr = getattr(self, name)
+            if arr is not None:
+                out = np.zeros((size, *arr.shape[1:]), dtype=arr.dtype)
+                out[: self.n] = arr[: self.n]
+                setattr(self, name, out)
+        self.rows, self.chunks = rows, chunks
 
     def _chunked(self, arr: np.ndarray | None) -> np.ndarray | None:
         """(rows total, *shape) -> (chunks, *shape, rows): events on the last axis."""
@@ -541,11 +564,13 @@ class NLLModel:
         dtype: str = "float64",
         chunk_rows: int = 262144,
         devices: Sequence[Any] | None = None,
+        fold_variations: bool = True,
     ) -> None:
         """Prefer `from_arrays` / `from_file`. events: the dataset; normalization: an optional MC sample whose
         weighted sum gives sigma(theta, nu) (see the module doc; None: the contract's xsec interpolation);
         interpolation: the scheme of every nuisance, `schemes` {name: scheme} overriding it for some;
-        aux: the auxiliary data (default: the dataset's `aux`)."""
+        aux: the auxiliary data (default: the dataset's `aux`); fold_variations: False keeps both columns of
+        every variation pair of the normalisation sample (the unfolded reference path)."""
         if dtype not in DTYPES:
             raise ValueError(f"dtype: expected one of {DTYPES}, got {dtype!r}")
         if not (math.isfinite(luminosity) and luminosity > 0):
@@ -585,12 +610,14 @@ class NLLModel:
         self._data = {name: put_events(arr) for name, arr in data.items() if isinstance(arr, np.ndarray)
                       and name not in ("shape_sum", "weight_shift")}
         self._data.update(self._model_arrays(header, put, data))
-        self.n_normalization = 0
+        self.n_normalization = self.mc_columns = 0
         if normalization is not None:
             n_mc = int(normalization[2])
-            norm = self._accumulate(header, n_mc, chunk_iters[1], chunk_rows, np_dtype, True)
+            norm = self._accumulate(header, n_mc, chunk_iters[1], chunk_rows, np_dtype, True, fold_variations)
             self._data.update({f"mc_{name}": put_events(arr) for name, arr in norm.items()
                                if name in ("e", "w", "v", "vm", "da") and arr is not None})
+            self._data["mc_q"] = put(norm["q"])
+            self.mc_columns = int(norm["q"].shape[0])  # variation columns per sample event, of 2 x common
             self.n_normalization = n_mc
         self._cache: tuple[bytes, float, np.ndarray] | None = None
 
@@ -625,16 +652,26 @@ class NLLModel:
         return put, put
 
     def _accumulate(self, header: LikelihoodArrays, n: int, chunks: Iterable[LikelihoodArrays], chunk_rows: int,
-                    np_dtype: np.dtype, normalization: bool) -> dict[str, Any]:
+                    np_dtype: np.dtype, normalization: bool, fold: bool = False) -> dict[str, Any]:
         st = self._st
         n_b, n_s = len(header.benchmarks), header.n_samples
-        row_bytes = (n_b + 1 + (2 * len(st.common) if normalization else 0)
-                     + n_s * 2 * (len(st.mult) + len(st.add))) * np_dtype.itemsize
-        rows, n_chunks = _chunk_layout(n, chunk_rows, len(self.devices), row_bytes, self.devices[0].platform)
+
+        def layout(n_common: int) -> tuple[int, int]:
+            row_bytes = (n_b + 1 + n_common + n_s * 2 * (len(st.mult) + len(st.add))) * np_dtype.itemsize
+            return _chunk_layout(n, chunk_rows, len(self.devices), row_bytes, self.devices[0].platform)
+
+        rows, n_chunks = layout(2 * len(st.common) if normalization else 0)
         acc = _Accumulator(n, n_b, st, rows, n_chunks, np_dtype, normalization=normalization)
         for part in chunks:
             acc.add(part)
+        q = None
+        if normalization:
+            q = acc.fold() if fold else np.eye(2 * len(st.common))
+            rows, n_chunks = layout(q.shape[0])
+            if (rows, n_chunks) != (acc.rows, acc.chunks):
+                acc.relayout(rows, n_chunks)
         out: dict[str, Any] = acc.done()
+        out["q"] = q
         out.update(shape_sum=acc.shape_sum, weight_shift=acc.weight_shift, rows=rows, chunks=n_chunks)
         return out
 
@@ -668,23 +705,24 @@ class NLLModel:
                     normalization: LikelihoodArrays | None = None, interpolation: str = "polyexp",
                     schemes: Mapping[str, str] | None = None, aux: Sequence[float] | np.ndarray | None = None,
                     dtype: str = "float64", chunk_rows: int = 262144,
-                    devices: Sequence[Any] | None = None) -> NLLModel:
+                    devices: Sequence[Any] | None = None, fold_variations: bool = True) -> NLLModel:
         """The NLL of arrays held in memory (normalization: the MC sample's arrays, weights = MC weights)."""
         norm = None if normalization is None else _memory_source(normalization, chunk_rows)
         return cls(_memory_source(arrays, chunk_rows), luminosity=luminosity, normalization=norm,
                    interpolation=interpolation, schemes=schemes, aux=aux, dtype=dtype, chunk_rows=chunk_rows,
-                   devices=devices)
+                   devices=devices, fold_variations=fold_variations)
 
     @classmethod
     def from_file(cls, path: Path | str, *, luminosity: float, normalization: Path | str | None = None,
                   interpolation: str = "polyexp", schemes: Mapping[str, str] | None = None,
                   aux: Sequence[float] | np.ndarray | None = None, dtype: str = "float64", chunk_rows: int = 262144,
-                  devices: Sequence[Any] | None = None, where: str | None = None) -> NLLModel:
+                  devices: Sequence[Any] | None = None, where: str | None = None,
+                  fold_variations: bool = True) -> NLLModel:
         """The NLL of a likelihood file (`write_arrays` format), read chunk by chunk (bounded memory)."""
         norm = None if normalization is None else _file_source(normalization, chunk_rows, None)
         return cls(_file_source(path, chunk_rows, where), luminosity=luminosity, normalization=norm,
                    interpolation=interpolation, schemes=schemes, aux=aux, dtype=dtype, chunk_rows=chunk_rows,
-                   devices=devices)
+                   devices=devices, fold_variations=fold_variations)
 
     # ------------------------------------------------------------------ evaluation
     def _p(self, p: Any, name: str = "p") -> jax.Array:
