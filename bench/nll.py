@@ -43,10 +43,12 @@ def _floor(arrays: list[Any], repeats: int) -> float:
 def _contract_arrays(read: dict[str, Any], n_common: int) -> list[Any]:
     """The arrays one call must read by the contract: those read, the sample's V unfolded to 2 columns per
     common nuisance (a float32 array of that size stands for it; values do not change a sum's speed)."""
-    out = [a for name, a in read.items() if name != "mc_v"]
-    if "mc_v" in read:
-        chunks, _, rows = read["mc_v"].shape
-        out.append(np.ones((chunks, 2 * n_common, rows), dtype=read["mc_v"].dtype))
+    out = []
+    for name, a in read.items():
+        if name.split(".")[0] == "mc_v":  # the model may hold the sample in parts (mc_v.0, mc_v.1, ...)
+            chunks, _, rows = a.shape
+            a = np.ones((chunks, 2 * n_common, rows), dtype=a.dtype)
+        out.append(a)
     return out
 
 

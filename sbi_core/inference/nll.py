@@ -67,10 +67,12 @@ Devices: with several JAX devices (or `devices=`), the event axis of every chunk
 from __future__ import annotations
 
 import math
+import os
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from functools import partial
+from functools import cache, partial
 from pathlib import Path
 from typing import Any
 
@@ -91,6 +93,16 @@ DTYPES = ("float64", "float32")
 _TRACES: Counter[str] = Counter()
 _MIN_ROWS = 256  # smallest chunk: datasets smaller than a chunk are padded to a power of two above this
 CPU_CHUNK_BYTES = 2 << 20  # per-event bytes per chunk on CPU: stays in cache between the two passes
+
+
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+@cache
+def _pool() -> ThreadPoolExecutor:
+    """Threads for the normalisation sample's parts (JAX releases the GIL while a computation runs)."""
+    return ThreadPoolExecutor(_cores(), thread_name_prefix="nll-norm")
 
 
 def trace_count(name: str = "nll") -> int:
@@ -222,9 +234,8 @@ def _norm_term(alpha: Any, f: Any, e: Any, v: Any, m: Any) -> Any:
     return _norm_scan(alpha, f, e, v, m, False)[0]
 
 
-def _norm_term_jvp(primals: tuple[Any, ...], tangents: tuple[Any, ...]) -> tuple[Any, Any]:
-    alpha, f, e, v, m = primals
-    value, g_alpha, g_f = _norm_scan(alpha, f, e, v, m, True)
+def _linear_in(value: Any, g_alpha: Any, g_f: Any, tangents: tuple[Any, ...]) -> tuple[Any, Any]:
+    """(value, its first-order change g_alpha . d_alpha + g_f . d_f) for tangents (d_alpha, d_f, ...)."""
     out = jnp.zeros_like(value)
     if type(tangents[0]) is not jax.custom_derivatives.SymbolicZero:
         out = out + g_alpha @ tangents[0]
@@ -233,7 +244,31 @@ def _norm_term_jvp(primals: tuple[Any, ...], tangents: tuple[Any, ...]) -> tuple
     return value, out
 
 
+def _norm_term_jvp(primals: tuple[Any, ...], tangents: tuple[Any, ...]) -> tuple[Any, Any]:
+    return _linear_in(*_norm_scan(*primals, True), tangents)
+
+
 _norm_term.defjvp(_norm_term_jvp, symbolic_zeros=True)
+
+
+@jax.custom_jvp
+def _norm_from_sums(alpha: Any, f: Any, value: Any, g_alpha: Any, g_f: Any) -> Any:
+    """sigma from a normalisation pass's sums computed beforehand (`_norm_sums_jit`): first derivatives only."""
+    return value
+
+
+_norm_from_sums.defjvp(lambda primals, tangents: _linear_in(*primals[2:], tangents), symbolic_zeros=True)
+_norm_sums_jit = jax.jit(lambda alpha, f, e, v, m: _norm_scan(alpha, f, e, v, m, True))
+
+
+def _norm_parts(alpha: Any, f: Any, data: dict[str, Any]) -> Any:
+    """sigma of the normalisation sample, held in one chunk stack or in a tuple of parts (`NLLModel._parts`)."""
+    if "mc_sums" in data:
+        return _norm_from_sums(alpha, f, *data["mc_sums"])
+    e, v, m = data["mc_e"], data["mc_v"], data["mc_w"]
+    if not isinstance(e, tuple):
+        return _norm_term(alpha, f, e, v, m)
+    return sum(_norm_term(alpha, f, *part) for part in zip(e, v, m, strict=True))
 
 
 # ---------------------------------------------------------------------------------------------- per-sample path
@@ -328,7 +363,7 @@ def _sigma(p: Any, data: dict[str, Any], st: _Structure) -> Any:
         if st.general:
             return _norm_general(alpha, fq, fm, fa, data["owner"], data["mc_e"], data["mc_w"], data.get("mc_v"),
                                  data.get("mc_vm"), data.get("mc_da"))
-        return _norm_term(alpha, fq, data["mc_e"], data["mc_v"], data["mc_w"])
+        return _norm_parts(alpha, fq, data)
     per_b = data["xsec"] * jnp.exp(data["xsec_log"] @ _flat(f, st.multiplicative))
     if st.add:
         per_b = per_b * (1.0 + data["xsec_add"] @ fa)
@@ -379,6 +414,13 @@ _hvp_rows_jit = jax.jit(jax.vmap(_hvp, in_axes=(None, 0, None, None)), static_ar
 _hessian_jit = jax.jit(jax.hessian(_nll), static_argnums=2)
 _n_floored_jit = jax.jit(_n_floored, static_argnums=2)
 _expected_jit = jax.jit(lambda p, data, st: data["lumi"] * _sigma(p, data, st), static_argnums=2)
+
+
+@partial(jax.jit, static_argnums=2)
+def _norm_basis_jit(p: Any, data: dict[str, Any], st: _Structure) -> tuple[Any, Any]:
+    """(alpha, Q F_c): what a normalisation pass needs at p."""
+    alpha, f = _alpha_f(p, data, st)
+    return alpha, data["mc_q"] @ _flat(f, st.common)
 
 
 # ---------------------------------------------------------------------------------------------- the model
@@ -617,9 +659,28 @@ class NLLModel:
             self._data.update({f"mc_{name}": put_events(arr) for name, arr in norm.items()
                                if name in ("e", "w", "v", "vm", "da") and arr is not None})
             self._data["mc_q"] = put(norm["q"])
+            self._parts(norm, put_events)
             self.mc_columns = int(norm["q"].shape[0])  # variation columns per sample event, of 2 x common
             self.n_normalization = n_mc
         self._cache: tuple[bytes, float, np.ndarray] | None = None
+
+    def _parts(self, norm: dict[str, Any], put_events: Callable[[Any], Any]) -> None:
+        """On one CPU device, the common-only normalisation sample is held in parts of whole chunks, one per
+        core: `value_and_grad` runs their passes in parallel threads (a pass of small chunks is one thread)."""
+        parts = min(_cores(), norm["e"].shape[0])
+        if self._st.general or parts < 2 or len(self.devices) > 1 or self.devices[0].platform != "cpu":
+            return
+        for name in ("e", "v", "w"):
+            self._data[f"mc_{name}"] = tuple(put_events(x) for x in np.array_split(norm[name], parts))
+
+    def _with_norm_sums(self, p: Any) -> dict[str, Any]:
+        """The model's arrays with the normalisation sample's parts replaced by their summed passes at p."""
+        alpha, fq = _norm_basis_jit(p, self._data, self._st)
+        parts = zip(self._data["mc_e"], self._data["mc_v"], self._data["mc_w"], strict=True)
+        sums = list(_pool().map(lambda part: jax.block_until_ready(_norm_sums_jit(alpha, fq, *part)), parts))
+        data = {k: v for k, v in self._data.items() if k not in ("mc_e", "mc_v", "mc_w")}
+        data["mc_sums"] = tuple(sum(terms[1:], terms[0]) for terms in zip(*sums, strict=True))
+        return data
 
     @staticmethod
     def _aux(aux: Any, n_k: int) -> np.ndarray:
@@ -745,7 +806,9 @@ class NLLModel:
         arr = np.asarray(p, dtype=np.float64)
         if self._cache is not None and self._cache[0] == arr.tobytes():
             return self._cache[1], self._cache[2].copy()
-        v, g = _value_and_grad_jit(self._p(arr), self._data, self._st)
+        p_dev = self._p(arr)
+        data = self._with_norm_sums(p_dev) if isinstance(self._data.get("mc_e"), tuple) else self._data
+        v, g = _value_and_grad_jit(p_dev, data, self._st)
         out = (float(v), np.asarray(g, dtype=np.float64))
         self._cache = (arr.tobytes(), out[0], out[1])
         return out[0], out[1].copy()
@@ -787,7 +850,11 @@ class NLLModel:
     def event_arrays(self) -> dict[str, Any]:
         """The per-event device arrays one NLL call reads (benchmarks compare against reading them once)."""
         keys = ("e", "w", "vm", "da", "mc_e", "mc_w", "mc_v", "mc_vm", "mc_da")
-        return {k: v for k, v in self._data.items() if k in keys}
+        out = {}
+        for k, v in self._data.items():
+            if k in keys:
+                out.update({f"{k}.{i}": x for i, x in enumerate(v)} if isinstance(v, tuple) else {k: v})
+        return out
 
     def __call__(self, p: Any) -> float:
         return self.value(p)
