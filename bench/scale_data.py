@@ -29,7 +29,7 @@ def data_dir() -> Path:
 
 
 def _header(f: h5py.File, n: int, k: int, basis: np.ndarray, powers: np.ndarray, matrix: np.ndarray) -> None:
-    from sbi_core.data.likelihood_arrays import FORMAT_NAME, FORMAT_VERSION
+    from sbi_core.data.likelihood_arrays import CONSTRAINTS, FORMAT_NAME, FORMAT_VERSION, V1_SAMPLE
 
     def ascii_names(names: list[str]) -> np.ndarray:
         return np.array([s.encode() for s in names], dtype="S256")
@@ -45,6 +45,12 @@ def _header(f: h5py.File, n: int, k: int, basis: np.ndarray, powers: np.ndarray,
     f["nuisance/names"] = ascii_names([f"nu{j}" for j in range(k)])
     f["nuisance/kinds"] = ascii_names(["shape_weight"] * k)
     f["nuisance/sizes"] = np.full(k, SIZE)
+    # version 2: one sample ("total") that every benchmark belongs to and every nuisance acts on
+    f["samples/names"] = ascii_names([V1_SAMPLE])
+    f["benchmarks/sample"] = np.zeros(basis.shape[0], dtype=np.int64)
+    f["nuisance/samples"] = np.ones((k, 1), dtype=np.uint8)
+    f["nuisance/aux"] = np.zeros(k)
+    f["nuisance/constraint"] = ascii_names([CONSTRAINTS[0]] * k)
 
 
 def write_scale_files(n: int, k: int, seed: int = 0, directory: Path | None = None) -> tuple[Path, Path]:
@@ -71,8 +77,8 @@ def write_scale_files(n: int, k: int, seed: int = 0, directory: Path | None = No
             _header(f, n, k, basis, powers, matrix)
         rows = min(ROWS, n)  # h5py refuses a chunk longer than its dataset
         lr_ds = fd.create_dataset("events/log_ratio", (n, n_b), dtype=np.float32, chunks=(rows, n_b))
-        var_ds = fd.create_dataset("events/log_ratio_var", (n, k, 2), dtype=np.float32,
-                                   chunks=(max(rows // 8, 1), k, 2))
+        var_ds = fd.create_dataset("events/log_ratio_var", (n, k, 2, 1), dtype=np.float32,
+                                   chunks=(max(rows // 8, 1), k, 2, 1))
         w_ds = fd.create_dataset("events/weight", (n,), dtype=np.float64, chunks=(rows,))
         fm["events/weight"] = np.full(n, SIGMA_REF / n)
         for start in range(0, n, ROWS):
@@ -82,7 +88,7 @@ def write_scale_files(n: int, k: int, seed: int = 0, directory: Path | None = No
             u = rng.standard_normal((m, k), dtype=np.float32) * np.float32(SIZE)
             lrv = np.stack([u, -u * (1.0 + asym.astype(np.float32))], axis=2)
             lr_ds[start : start + m] = np.log(amp2)
-            var_ds[start : start + m] = lrv
+            var_ds[start : start + m] = lrv[..., None]
             w_ds[start : start + m] = LUMINOSITY * SIGMA_REF / n * (1.0 + c @ t) ** 2
             xsec += amp2.sum(axis=0)
             xsec_var += np.einsum("ib,ikj->kjb", amp2, np.exp(lrv.astype(np.float64)))

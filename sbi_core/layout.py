@@ -160,6 +160,10 @@ class RunLayout:
         """Toys [start, stop): each toy's fit and test statistics (one mapped toys task)."""
         return storage.join(self.root, "inference", "toys", f"toys-{start:07d}-{stop:07d}.json")
 
+    def bootstrap_member(self, member: int) -> str:
+        """One ensemble member's likelihood fitted alone: best fit and intervals (the method uncertainty)."""
+        return storage.join(self.root, "inference", "bootstrap", f"member-{member:04d}.json")
+
     @property
     def results(self) -> str:
         """The report: best fit, errors, covariance, intervals, limits, toys, validity (results.json)."""

@@ -47,7 +47,7 @@ __all__ = [
 FORMAT_NAME = "sbi-likelihood"
 FORMAT_VERSION = 2
 READABLE_VERSIONS = (1, 2)
-SOURCES = ("exact", "learned")
+SOURCES = ("exact", "learned", "sally")
 #: Constraint terms a nuisance parameter may have (the only one: a unit Gaussian around its auxiliary datum).
 CONSTRAINTS = ("gaussian",)
 #: The name of the single sample of a version-1 file (and of arrays built without samples).

@@ -44,6 +44,15 @@ def check_inference(cfg: AnalysisConfig) -> list[tuple[str, str]]:
         elif not ranges[name][0] <= null < ranges[name][1]:
             issues.append((f"inference.limits.{name}", f"null value {null} must lie in the range {list(ranges[name])} "
                                                        "below its upper end (the limit is searched above it)"))
+    if inf.bootstrap and inf.source == "exact":
+        issues.append(("inference.bootstrap", "the exact source has no ensemble members: set it for a learned or "
+                                              "sally source"))
+    if inf.source == "sally":
+        if "sally" not in cfg.training.methods:
+            issues.append(("inference.source", "sally needs the sally score network: add sally to training.methods"))
+        if inf.normalization != "mc":
+            issues.append(("inference.normalization", "source sally needs mc (each bin is normalised by the run's "
+                                                      "events in it)"))
     overlap = sorted(set(pois) & {n.name for n in cfg.nuisance})
     if overlap:
         issues.append(("nuisance", f"nuisance parameters may not share a name with a parameter of interest: {overlap}"))

@@ -1,4 +1,4 @@
-"""Subcommands of the inference stage: dataset, likelihood, fit, hessian, assemble (see `sbi_core.cli`).
+"""Subcommands of the inference stage: dataset, likelihood, fit, bootstrap, hessian, assemble (see `sbi_core.cli`).
 
 Handlers import `sbi_core.inference.steps` (and with it JAX) only when they run.
 """
@@ -29,6 +29,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--run", required=True, help="run URI")
     s.set_defaults(handler=lambda a: _steps().fit(a.run))
 
+    s = sub.add_parser("bootstrap", help="fit ensemble members' likelihoods alone: the method uncertainty")
+    s.add_argument("--run", required=True, help="run URI")
+    s.add_argument("--member", dest="members", type=int, action="append",
+                   help="member index (repeatable; default: every member)")
+    s.set_defaults(handler=_bootstrap)
+
     s = sub.add_parser("hessian", help="rows A:B of the NLL Hessian at the best fit (Hessian-vector products)")
     s.add_argument("--run", required=True, help="run URI")
     s.add_argument("--rows", required=True, action="append", metavar="A:B",
@@ -49,3 +55,9 @@ def _steps() -> Any:
 def _likelihood(args: argparse.Namespace) -> dict[str, Any]:
     steps = _steps()
     return steps.likelihood_join(args.run) if args.join else steps.likelihood(args.run, args.batches)
+
+
+def _bootstrap(args: argparse.Namespace) -> dict[str, Any]:
+    from sbi_core.inference.bootstrap import fit_members
+
+    return fit_members(args.run, args.members)

@@ -165,6 +165,9 @@ def likelihood_batch(layout: RunLayout, cfg: AnalysisConfig, info: DatasetInfo, 
     header = event_header(source_file)
     meta = {"dataset": part, "events": source_file, "batch": batch, "rows": f"{start}:{stop}"}
     source = cfg.inference.source
+    if source == "sally":
+        raise InputError("inference.source sally: its arrays are histograms, made by `sbi-core likelihood --join` "
+                         "(sbi_core/inference/sally.py), not per event")
     if source == "learned":
         try:
             from sbi_core.ml.evaluate import learned_arrays  # the learning stage (imported only when used)

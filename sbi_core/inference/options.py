@@ -16,7 +16,7 @@ from pydantic import Field, field_validator, model_validator
 
 from sbi_core.config_base import ConfigSection as _Strict
 
-__all__ = ["DatasetOptions", "InferenceConfig", "ScanOptions", "ToyOptions"]
+__all__ = ["DatasetOptions", "InferenceConfig", "SallyOptions", "ScanOptions", "ToyOptions"]
 
 
 
@@ -89,14 +89,28 @@ class ToyOptions(_Strict):
     )
 
 
+class SallyOptions(_Strict):
+    """The histograms of the estimated score t(x) (inference.source sally, `sbi_core/inference/sally.py`)."""
+
+    bins: int = Field(
+        default=5, ge=1, le=100, title="Bins per score component",
+        description="Bins per component of t(x), at the weighted quantiles of the run's events at the reference; "
+        "the histogram is their product grid (bins^P), bins without simulated events dropped.",
+    )
+    staterror: bool = Field(
+        default=True, title="MC statistical uncertainty",
+        description="One constrained nuisance per bin for the run's finite MC sample (Barlow-Beeston-lite).",
+    )
+
+
 class InferenceConfig(_Strict):
     """How the measurement is made: arrays, dataset, luminosity, fixed/bounded parameters, scans, toys."""
 
-    source: Literal["exact", "learned"] = Field(
+    source: Literal["exact", "learned", "sally"] = Field(
         default="exact",
         title="Likelihood source",
         description="exact: the simulator's closed-form densities (closure tests); learned: the trained ratio "
-        "networks' evaluated arrays.",
+        "networks' evaluated arrays; sally: a binned likelihood of histograms of the trained score t(x).",
     )
     luminosity: float = Field(
         default=200.0, gt=0, le=1e9, title="Luminosity", description="Integrated luminosity in 1/pb."
@@ -168,6 +182,14 @@ class InferenceConfig(_Strict):
         "interest whose range holds 0 (null 0); {} for none.",
     )
     toys: ToyOptions = Field(default_factory=ToyOptions, title="Toys", description="Toy pseudo-experiments.")
+    bootstrap: bool = Field(
+        default=False, title="Bootstrap method uncertainty",
+        description="Also fit each ensemble member's likelihood alone (members train on bootstrap resamples) and "
+        "report the spread of best fits and interval ends as the method uncertainty (learned and sally sources).",
+    )
+    sally: SallyOptions = Field(
+        default_factory=SallyOptions, title="SALLY histograms", description="Binning of the score (source sally)."
+    )
 
     @field_validator("confidence_levels")
     @classmethod

@@ -8,6 +8,9 @@ What to use when:
   `correlation`, `pulls` (nuisance parameters against their constraints), `impacts_<poi>`, `toys_<test>`
   (the toys' test statistic against its asymptotic chi2 distribution).
 - `headline(results)`: the few numbers the `report` step's summary shows.
+- `method_uncertainty(boot, results)`: the bootstrap members' spread (`bootstrap.summary`) beside the statistical
+  errors, results.json's `method_uncertainty`; `bootstrap_plots(results, plot_uri)`: `bootstrap_<poi>`, each
+  member's best fit and intervals against the ensemble's.
 
 Curves are drawn as 2 Delta NLL (the chi2-like scale physicists read); files store Delta NLL.
 """
@@ -22,7 +25,7 @@ import numpy as np
 
 from sbi_core import storage
 
-__all__ = ["build_results", "headline", "make_plots"]
+__all__ = ["bootstrap_plots", "build_results", "headline", "make_plots", "method_uncertainty"]
 
 
 def _clean(obj: Any) -> Any:
@@ -109,7 +112,56 @@ def headline(results: dict[str, Any]) -> dict[str, Any]:
                                 "hi": iv["observed"][0]["hi"]} for p, iv in results["intervals"].items()}
     if "upper_limits" in results:
         out["upper_limits"] = {u["poi"]: u["observed"] for u in results["upper_limits"]}
+    if "method_uncertainty" in results:
+        out["method_uncertainty"] = {p: e["best_fit"]["std"]
+                                     for p, e in results["method_uncertainty"]["parameters"].items()}
     return out
+
+
+def method_uncertainty(boot: dict[str, Any], results: dict[str, Any]) -> dict[str, Any]:
+    """The members' spread with, per parameter of interest, its ratio to the statistical error of the fit (the
+    ensemble mean's): a separate uncertainty, not folded into the errors or intervals."""
+    errors = results["best_fit"]["errors"]
+    per = {}
+    for p, entry in boot["parameters"].items():
+        std, err = entry["best_fit"]["std"], errors.get(p)
+        per[p] = {**entry, "std_over_statistical": std / err if std is not None and err else None}
+    return _clean({**boot, "parameters": per,
+                   "definition": "spread over ensemble members, each member's likelihood fitted alone (members "
+                                 "train on bootstrap resamples); std with ddof 1; reported beside, not added to, "
+                                 "the statistical errors"})
+
+
+def bootstrap_plots(results: dict[str, Any], plot_uri: Callable[[str], str]) -> dict[str, str]:
+    """`bootstrap_<poi>`: each member's best fit and first-level interval, the ensemble's fit as a band."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    boot, plots = results.get("method_uncertainty"), {}
+    if not boot:
+        return plots
+    level = boot["levels"][0]
+    for p, entry in boot["parameters"].items():
+        vals = entry["best_fit"]["values"]
+        lo, hi = entry[f"interval_{level:g}"]["lo"]["values"], entry[f"interval_{level:g}"]["hi"]["values"]
+        fig, ax = plt.subplots(figsize=(5.5, 0.4 * len(vals) + 1.5))
+        best, err = results["best_fit"]["values"][p], results["best_fit"]["errors"].get(p)
+        if err:
+            ax.axvspan(best - err, best + err, color="tab:blue", alpha=0.15, label="ensemble fit ±1 error")
+        ax.axvline(best, color="tab:blue", lw=1)
+        for i, (v, a, b) in enumerate(zip(vals, lo, hi, strict=True)):
+            if a is not None and b is not None:
+                ax.plot([a, b], [i, i], color="k", lw=1)
+            ax.plot([v], [i], "ko", ms=4)
+        ax.set_yticks(range(len(vals)), [f"member {m}" for m in boot["members"]])
+        ax.set_xlabel(p)
+        ax.set_title(f"method uncertainty: std {entry['best_fit']['std'] or 0:.3g} ({level:.0%} intervals)",
+                     fontsize=8)
+        ax.legend(fontsize=8)
+        plots[f"bootstrap_{p}"] = _save(fig, plot_uri(f"bootstrap_{p}"))
+    return plots
 
 
 # ---------------------------------------------------------------------------------------------- plots

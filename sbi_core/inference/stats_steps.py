@@ -309,7 +309,13 @@ def report(run_uri: str) -> dict[str, Any]:
     lim = storage.read_json(layout.limits) if storage.exists(layout.limits) else None
     toy_summary = _toy_summary(ctx)
     results = rep.build_results(ctx.cfg, ctx.best, hessian, lim, toy_summary, dataset=ctx.info.to_json())
-    plots = rep.make_plots(results, lim, toy_summary, layout.plot)
+    if ctx.best.get("bootstrap_members"):
+        from sbi_core.inference.bootstrap import summary
+
+        boot = summary(layout, ctx.cfg, int(ctx.best["bootstrap_members"]))
+        if boot:
+            results["method_uncertainty"] = rep.method_uncertainty(boot, results)
+    plots = {**rep.make_plots(results, lim, toy_summary, layout.plot), **rep.bootstrap_plots(results, layout.plot)}
     storage.write_json(layout.results, results)
     try:
         from sbi_core.tracking import log_fit  # learn-eval's MLflow helper, when present

@@ -47,6 +47,10 @@ def dataset(run_uri: str) -> dict[str, Any]:
     t0 = time.perf_counter()
     layout, cfg, plan = _load(run_uri)
     info = build_dataset(layout, cfg, plan)
+    if cfg.inference.source == "sally":  # the score's binning, from the run's events, for every batch to share
+        from sbi_core.inference.sally import SALLY, run_binning
+
+        info = replace(info, extra={**info.extra, SALLY: run_binning(layout, cfg, plan).to_json()})
     storage.write_json(layout.dataset_info(info.name), info.to_json())
     return {
         "step": "dataset",
@@ -77,6 +81,14 @@ def likelihood(run_uri: str, batches: list[int]) -> dict[str, Any]:
         info.batch(b)  # InputError naming the batch before any work
     for b in batches:
         part, index, _, _ = info.batch(b)
+        if source == "sally":  # a partial histogram of the score; `--join` sums them (sbi_core/inference/sally.py)
+            from sbi_core.inference.sally import partial_histogram
+
+            uri = layout.likelihood_part(part, source, index)
+            partial_histogram(layout, cfg, info, b).write(uri)
+            start, stop = info.batch(b)[2:]
+            parts.append({"batch": b, "part": part, "uri": uri, "n_events": stop - start})
+            continue
         arrays = likelihood_batch(layout, cfg, info, b)
         uri = layout.likelihood_part(part, source, index)
         with storage.atomic_write(uri) as tmp:
@@ -100,6 +112,13 @@ def likelihood_join(run_uri: str) -> dict[str, Any]:
     layout, cfg, _ = _load(run_uri)
     info = _info(layout, cfg)
     source = cfg.inference.source
+    if source == "sally":
+        from sbi_core.inference.sally import join
+
+        outputs = join(layout, cfg, info)
+        return {"step": "likelihood", "run": layout.root, "join": True, "dataset": info.name, "source": source,
+                "likelihood": outputs[info.name], "normalization": outputs.get("mc"), "n_events": info.n_events,
+                "parts": info.n_batches, "seconds": round(time.perf_counter() - t0, 3)}
     batches: dict[str, list[int]] = {}
     for b in range(info.n_batches):
         part, index, _, _ = info.batch(b)
@@ -260,6 +279,13 @@ def fit(run_uri: str) -> dict[str, Any]:
         "hessian_blocks": blocks,
         "seconds": {"load": round(t_load, 3), "fit": round(time.perf_counter() - t0 - t_load, 3)},
     }
+    boot = None
+    if inf.bootstrap:  # every member's likelihood fitted alone: the method uncertainty (bootstrap.py)
+        from sbi_core.inference.bootstrap import fit_members
+
+        boot = fit_members(run_uri)
+        record["bootstrap_members"] = boot["n_members"]
+        record["seconds"]["bootstrap"] = boot["seconds"]
     storage.write_json(layout.fit, record)
     return {
         "step": "fit",
@@ -273,6 +299,7 @@ def fit(run_uri: str) -> dict[str, Any]:
         "edm": res.edm,
         "calls": res.calls,
         "hessian_blocks": blocks,
+        **({"bootstrap_members": boot["n_members"]} if boot else {}),
         "seconds": round(time.perf_counter() - t0, 3),
     }
 

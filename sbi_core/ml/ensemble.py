@@ -15,6 +15,7 @@ Public API (the evaluation and inference stages use exactly this):
 - `Ensemble.score(x, theta0=None) -> (mean (n, P), std (n, P))`: SALLY's output, or grad_theta0 log r of a
   parametrised ratio (autograd);
 - `Ensemble.member_log_ratio(x, theta0=None) -> (members, n)`: every member's log r (the disagreement);
+- `Ensemble.member(m) -> Ensemble`: member m alone (a bootstrap replica: the method uncertainty's fits);
 - `Ensemble.members`: the member network ids.
 std is the standard deviation over members (ddof = 1; zeros for a single member).
 - `evaluate_batch_slice(n_rows, n_batches, batch)`: the rows of batch i when a test set is split in
@@ -25,7 +26,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -193,6 +194,13 @@ class Ensemble:
     @property
     def name(self) -> str:
         return f"{self.method}/{self.head}/{self.variation}"
+
+    def member(self, m: int) -> Ensemble:
+        """The ensemble of member m alone (a bootstrap replica: only its network runs); InputError when absent."""
+        if not 0 <= m < len(self.members):
+            raise InputError(f"ensemble {self.name} has {len(self.members)} members, member {m} was asked for")
+        return replace(self, members=self.members[m : m + 1], models=self.models[m : m + 1],
+                       infos=self.infos[m : m + 1])
 
     def _inputs(self, x: np.ndarray, theta0: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
         xa = np.asarray(x, dtype=np.float64)

@@ -254,8 +254,38 @@ def _morphed_family(layout: RunLayout, cfg: AnalysisConfig, x: np.ndarray, exact
     return np.stack(learned, 1), np.stack(spread, 1), floored
 
 
-def _benchmark_ratio_columns(layout: RunLayout, cfg: AnalysisConfig, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(n, B) learned log r_b(x) = log p(x|theta_b)/p(x|ref) and spreads; the reference column is 0."""
+def _member_log_ratio(ensemble: Any, x: np.ndarray, member: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """(log r, spread) of the ensemble's mean (member None), or of member `member` alone (spread 0)."""
+    return (ensemble if member is None else ensemble.member(member)).log_ratio(x)
+
+
+def _variation_keys(layout: RunLayout, cfg: AnalysisConfig) -> list[tuple[int, int, tuple[str, str, str]]]:
+    """(nuisance k, direction j, ensemble key) of every per-variation network the learned arrays use: at the
+    reference, benchmark_ratio's, else the first method in training.methods that has it."""
+    available = set(_ensemble_api().list_ensembles(layout))
+    out = []
+    for k, nuisance in enumerate(cfg.nuisance):
+        for j, direction in enumerate(("up", "down")):
+            variation = f"{nuisance.name}_{direction}"
+            method = next((m for m in (BENCHMARK_RATIO, *cfg.training.methods)
+                           if (m, cfg.sampling_benchmark, variation) in available), None)
+            if method is not None:
+                out.append((k, j, (method, cfg.sampling_benchmark, variation)))
+    return out
+
+
+def learned_members(layout: RunLayout, cfg: AnalysisConfig) -> int:
+    """How many members every ensemble the learned arrays use has (member m of the likelihood is member m of each
+    of them: the bootstrap fits, `sbi_core/inference/bootstrap.py`)."""
+    keys = [(BENCHMARK_RATIO, b, NOMINAL) for b in cfg.benchmark_names if b != cfg.sampling_benchmark]
+    keys += [key for _, _, key in _variation_keys(layout, cfg)]
+    return min(len(_load(layout, *key).members) for key in keys)
+
+
+def _benchmark_ratio_columns(layout: RunLayout, cfg: AnalysisConfig, x: np.ndarray,
+                             member: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(n, B) learned log r_b(x) = log p(x|theta_b)/p(x|ref) and spreads (of member `member` alone: spread 0);
+    the reference column is 0."""
     n, names = x.shape[0], cfg.benchmark_names
     log_r, std = np.zeros((n, len(names))), np.zeros((n, len(names)))
     for b, name in enumerate(names):
@@ -266,7 +296,7 @@ def _benchmark_ratio_columns(layout: RunLayout, cfg: AnalysisConfig, x: np.ndarr
         except InputError as exc:
             raise InputError(f"learned likelihood ratios need the benchmark_ratio ensemble of benchmark {name!r} "
                              f"(add benchmark_ratio to training.methods and train it): {exc}") from None
-        log_r[:, b], std[:, b] = ensemble.log_ratio(x)
+        log_r[:, b], std[:, b] = _member_log_ratio(ensemble, x, member)
     return log_r, std
 
 
@@ -282,7 +312,8 @@ def _load(layout: RunLayout, method: str, head: str, variation: str) -> Any:
 
 # ---------------------------------------------------------------------------------------------- learned arrays
 def learned_arrays(layout: RunLayout, cfg: AnalysisConfig, events: Mapping[str, np.ndarray], xsec: np.ndarray,
-                   xsec_var: np.ndarray, *, meta: Mapping[str, Any] | None = None) -> LikelihoodArrays:
+                   xsec_var: np.ndarray, *, meta: Mapping[str, Any] | None = None,
+                   member: int | None = None) -> LikelihoodArrays:
     """The contract's per-event arrays for `events` from the run's learned ensembles (source `learned`).
 
     events: {"observations": (n, O) float, "weight": (n,) float (the dataset's event weights; the key "weights"
@@ -300,7 +331,8 @@ def learned_arrays(layout: RunLayout, cfg: AnalysisConfig, events: Mapping[str, 
     xsec_var's reweighted estimate by the events migrating into the cuts); without those attributes
     xsec_var[k, j, ref] / sigma_ref. Nuisances without such a network (normalisations, or variations not
     trained) get log r_kj = 0 and the constant log(xsec_var[k, j, ref] / sigma_ref), e.g. log((1 + size)^(+-1))
-    for a normalisation. `meta` is added to the arrays' provenance (e.g. the dataset URI).
+    for a normalisation. `meta` is added to the arrays' provenance (e.g. the dataset URI). `member` m: every
+    ensemble's member m alone instead of the ensemble mean (one bootstrap replica of the likelihood; spread 0).
     """
     from sbi_core.config import config_hash
     from sbi_core.data.likelihood_arrays import LikelihoodArrays
@@ -322,26 +354,22 @@ def learned_arrays(layout: RunLayout, cfg: AnalysisConfig, events: Mapping[str, 
     if not (np.all(xs > 0) and np.all(xv > 0)):
         raise InputError("learned likelihood arrays: fiducial cross sections must be > 0")
     ref = cfg.benchmark_names.index(cfg.sampling_benchmark)
-    log_r, std = _benchmark_ratio_columns(layout, cfg, x)
+    log_r, std = _benchmark_ratio_columns(layout, cfg, x, member)
     log_ratio = log_r + (np.log(xs) - np.log(xs[ref]))[None, :]
     log_ratio[:, ref] = 0.0
     log_ratio_var = np.broadcast_to(np.log(xv[:, :, ref] / xs[ref])[None], (x.shape[0], n_k, 2)).copy()
-    used = {f"benchmark_ratio/{b}": ",".join(_load(layout, BENCHMARK_RATIO, b, NOMINAL).members)
+    def members(ensemble: Any) -> str:
+        return ",".join(ensemble.members if member is None else ensemble.members[member : member + 1])
+
+    used = {f"benchmark_ratio/{b}": members(_load(layout, BENCHMARK_RATIO, b, NOMINAL))
             for b in cfg.benchmark_names if b != cfg.sampling_benchmark}
-    available = set(_ensemble_api().list_ensembles(layout))
-    for k, nuisance in enumerate(cfg.nuisance):
-        for j, direction in enumerate(("up", "down")):
-            variation = f"{nuisance.name}_{direction}"
-            method = next((m for m in (BENCHMARK_RATIO, *cfg.training.methods)
-                           if (m, cfg.sampling_benchmark, variation) in available), None)
-            if method is None:
-                continue
-            ensemble = _load(layout, method, cfg.sampling_benchmark, variation)
-            norm = _training_normalisation(layout, (method, cfg.sampling_benchmark, variation))
-            if norm is not None:
-                log_ratio_var[:, k, j] = norm  # the normalisation the network was trained with
-            log_ratio_var[:, k, j] += ensemble.log_ratio(x)[0]
-            used[f"{method}/{variation}"] = ",".join(ensemble.members)
+    for k, j, key in _variation_keys(layout, cfg):
+        ensemble = _load(layout, *key)
+        norm = _training_normalisation(layout, key)
+        if norm is not None:
+            log_ratio_var[:, k, j] = norm  # the normalisation the network was trained with
+        log_ratio_var[:, k, j] += _member_log_ratio(ensemble, x, member)[0]
+        used[f"{key[0]}/{key[2]}"] = members(ensemble)
     sim = make_simulator(cfg)
     morphing = Morphing(sim.morphing_powers, np.asarray(cfg.benchmark_matrix(), dtype=np.float64))
     # no per-sample networks: a nuisance the config puts on some samples acts here on the summed rate, at its

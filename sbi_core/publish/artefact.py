@@ -82,10 +82,12 @@ def _save_arrays(path: Path, arrays: Any) -> int:
     return int(arrays.n_events)
 
 
-def _schemes(cfg: Any, n_k: int) -> list[str]:
-    """The interpolation of every nuisance (the config's one scheme, or each nuisance's own where it has one)."""
-    default = cfg.inference.interpolation
-    return [str(getattr(n, "interpolation", None) or default) for n in cfg.nuisance][:n_k]
+def _schemes(cfg: Any, names: list[str]) -> list[str]:
+    """The interpolation of every nuisance of the arrays (the config's scheme, or its per-nuisance override; the
+    arrays may hold more nuisances than the config, e.g. the sally source's per-bin staterrors)."""
+    from sbi_core.inference.interpolation import schemes_for
+
+    return list(schemes_for(names, cfg.inference.interpolation, cfg.inference.nuisance_interpolation))
 
 
 def _model_fields(cfg: Any, arrays: Any) -> dict[str, Any]:
@@ -107,7 +109,7 @@ def _model_fields(cfg: Any, arrays: Any) -> dict[str, Any]:
                       "samples": [s for s, on in zip(samples, mask[k], strict=True) if on]}
                      for k, (n, kind, size, scheme) in enumerate(zip(arrays.nuisance, arrays.nuisance_kinds,
                                                                      arrays.nuisance_sizes,
-                                                                     _schemes(cfg, len(arrays.nuisance)),
+                                                                     _schemes(cfg, list(arrays.nuisance)),
                                                                      strict=True))],
         "xsec": {"columns": np.asarray(arrays.xsec, dtype=np.float64).tolist(),
                  "variations": np.asarray(arrays.xsec_var, dtype=np.float64).tolist(), "unit": "pb"},

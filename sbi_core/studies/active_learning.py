@@ -6,7 +6,10 @@ is expensive, with two objectives (`options.objective`):
   source run's fitted dataset (`inference.excess.ExcessEvaluator`: the local significance of the point against
   the reference benchmark, or the CLs excess along its ray; observed and expected), maximised. It finishes when
   a round neither moved the best point by more than `tolerance` (parameter units) nor raised the best value by
-  more than `min_gain`. Budget unit: evaluations (one per point).
+  more than `min_gain`, then polishes (trust-region steps, `search.quadratic`): up to `polish_rounds` rounds,
+  each a stencil of points around a centre (first the best point, with h = 4 x tolerance, halved each round down
+  to the tolerance) whose fitted quadratic's peak is the next centre, until the peak lies within half the
+  tolerance of the centre. Budget unit: evaluations (one per point).
 - `disagreement` (where is the learned likelihood least certain?): cycles of three rounds, each one DAG run:
   search (`search_rounds` rounds of asked points, each the ensemble disagreement D(theta) of the current
   networks, `ml.disagreement`, with the closure RMS against the exact log r where the simulator has one);
@@ -71,6 +74,9 @@ class ActiveLearningOptions(ConfigSection):
     min_gain: float = Field(default=0.05, ge=0, le=1e6, title="Minimum gain",
                             description="excess: a round that raises the best value by less (and moves the best "
                             "point by less than the tolerance) ends the study.")
+    polish_rounds: int = Field(default=4, ge=0, le=100, title="Polish rounds",
+                               description="excess: after the search converges, rounds of a stencil around the "
+                               "best point whose fitted quadratic's peak is the next centre (0: none).")
     method: str = Field(default="alices", title="Method",
                         description="disagreement: the estimator whose ensemble is searched and retrained (a "
                         "parametrised method, or benchmark_ratio).")
@@ -385,6 +391,12 @@ class ActiveLearning:
         o, k = _o(study), state.kind
         n = study.config.points_per_round
         if o.objective == "excess":
+            if k.get("phase") == "polish":
+                from sbi_core.search.quadratic import stencil
+
+                seen = [e["inputs"]["point"] for e in history]
+                return [WorkItem(f"r{state.round:03d}-s{i:02d}", {"phase": "polish", "point": p}, 1.0)
+                        for i, p in enumerate(q for q in stencil(k["centre"], k["h"], _space(study)) if q not in seen)]
             return [WorkItem(f"r{state.round:03d}-p{i:02d}", {"phase": "search", "point": p}, 1.0)
                     for i, p in enumerate(_ask(study, history, None, n))]
         cycle, phase = int(k.get("cycle", 0)), k.get("phase", "search")
@@ -474,17 +486,53 @@ class ActiveLearning:
         best = {"point": after["inputs"]["point"], "value": after["result"]["value"]}
         summary = {"best_value": best["value"], **{f"best_{k}": v for k, v in best["point"].items()}, "points": n}
         kind = {"best": best, "evaluations": n}
-        o = _o(study)
-        if before is not None and len(_trials(study, history, None)) >= o.initial_points:
+        o, tol = _o(study), study.config.tolerance
+        where = ", ".join(f"{k} = {v:.4g}" for k, v in best["point"].items())
+        polishing = state.kind.get("phase") == "polish"
+        if not polishing and before is not None and len(_trials(study, history, None)) >= o.initial_points:
             moved = _distance(after["inputs"]["point"], before["inputs"]["point"])
             gain = after["result"]["value"] - before["result"]["value"]
-            if moved <= study.config.tolerance and gain <= o.min_gain:
-                where = ", ".join(f"{k} = {v:.4g}" for k, v in best["point"].items())
-                return (state.evolve(kind=kind), entries,
-                        Decision.end(f"converged: largest excess {best['value']:.4g} at {where} (the last round "
-                                     f"moved it by {moved:.3g} <= {study.config.tolerance:g} and gained {gain:.3g} "
-                                     f"<= {o.min_gain:g})", "finished", summary))
-        return state.evolve(kind=kind), entries, Decision.go_on(f"best {best['value']:.4g} at {best['point']}", summary)
+            if moved <= tol and gain <= o.min_gain:
+                polishing = True
+                why = (f"the search converged (the last round moved the best by {moved:.3g} <= {tol:g} and gained "
+                       f"{gain:.3g} <= {o.min_gain:g})")
+        if not polishing:
+            return state.evolve(kind=kind), entries, Decision.go_on(f"best {best['value']:.4g} at {where}", summary)
+        if state.kind.get("phase") != "polish":
+            if o.polish_rounds == 0:
+                return state.evolve(kind=kind), entries, Decision.end(f"converged: largest excess {best['value']:.4g}"
+                                                                      f" at {where} ({why})", "finished", summary)
+            centre, h = best["point"], 4.0 * tol
+            return (state.evolve(kind={**kind, "phase": "polish", "centre": centre, "h": h, "polished": 0}), entries,
+                    Decision.go_on(f"{why}: polishing around {where} (h = {h:g})", summary))
+        done, centre, h = int(state.kind["polished"]) + 1, state.kind["centre"], float(state.kind["h"])
+        peak = self._polish_peak(study, [*history, *entries], centre, h)
+        move = None if peak is None else _distance(peak, centre)
+        if peak is None or move <= tol / 2 or done >= o.polish_rounds:
+            reason = ("the quadratic through the stencil has no peak" if peak is None else
+                      f"the stencil's peak is {move:.3g} <= {tol / 2:g} from its centre" if move <= tol / 2
+                      else f"{done} polish rounds done")
+            return (state.evolve(kind={**kind, "polished": done}), entries,
+                    Decision.end(f"converged: largest excess {best['value']:.4g} at {where} ({reason})", "finished",
+                                 summary))
+        nxt = max(h / 2.0, tol)
+        return (state.evolve(kind={**kind, "phase": "polish", "centre": peak, "h": nxt, "polished": done}), entries,
+                Decision.go_on(f"polish round {done}: the peak moved by {move:.3g}; next stencil around {peak} "
+                               f"(h = {nxt:g})", summary))
+
+    @staticmethod
+    def _polish_peak(study: Study, entries: Sequence[dict[str, Any]], centre: dict[str, float],
+                     h: float) -> dict[str, float] | None:
+        """The peak of the quadratic through the evaluated points of the stencil around `centre` (within h)."""
+        from sbi_core.search.quadratic import quadratic_peak
+
+        near = [e for e in entries if e.get("ok") and e["result"].get("value") is not None
+                and _distance(e["inputs"]["point"], centre) <= h * math.sqrt(2) * (1 + 1e-9)]
+        # the local significance's q = Z |Z| is the profile likelihood ratio itself: quadratic near its peak
+        square = _o(study).statistic == "local_significance"
+        values = [float(e["result"]["value"]) * (abs(float(e["result"]["value"])) if square else 1.0) for e in near]
+        return quadratic_peak([e["inputs"]["point"] for e in near], values, centre, max_step=2.0 * h)
+
 
     def _aggregate_search(self, study: Study, state: StudyState, history: Sequence[dict[str, Any]],
                           entries: list[dict[str, Any]]) -> tuple[StudyState, list[dict[str, Any]], Decision]:
@@ -537,7 +585,7 @@ class ActiveLearning:
         rows = []
         for e in read_history(study.layout):
             inp = e["inputs"]
-            if inp.get("phase", "search") != "search":
+            if inp.get("phase", "search") not in ("search", "polish"):
                 continue
             row = {"point": e["point"], **{k: v for k, v in inp["point"].items()},
                    "value": e["result"].get("value") if e["ok"] else None}

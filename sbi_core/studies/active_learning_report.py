@@ -57,7 +57,7 @@ def report(study: Study, state: StudyState, history: Sequence[dict[str, Any]],
            space: dict[str, tuple[float, float]]) -> dict[str, Any]:
     o = study.options
     names = list(space)
-    searches = [e for e in history if e["inputs"].get("phase", "search") == "search"]
+    searches = [e for e in history if e["inputs"].get("phase", "search") in ("search", "polish")]
     plot = study.layout.plot("points")
     if o.objective == "excess":
         ok = [e for e in searches if e["ok"]]

@@ -12,7 +12,7 @@ limit and its error, every tested value's CLs +- error, a plot, and the asymptot
 
 Models (`options.model`):
 - `run`: the study's source run: the observed data's likelihood arrays (its `inference.dataset`, the exact or
-  learned source), toys resampled from the run's events (`toys.ToyGenerator`), the run's fixed parameters and
+  learned or sally source), toys resampled from the run's events (`toys.ToyGenerator`), the run's fixed parameters and
   bounds; the other parameters (other POIs, nuisances) are profiled. The run needs `sbi-core dataset`,
   `likelihood` and `likelihood --join` done.
 - `counting`: a one-bin counting experiment (`inference.counting`), no run needed: its exact CLs is known.
@@ -81,7 +81,7 @@ class ToyLimitOptions(ConfigSection):
                           "CLs error straddles 1 - CL).")
     straddle: float = Field(default=2.0, gt=0, le=10, title="Straddle (sigmas)",
                             description="A value gets more toys when |CLs - (1 - CL)| is below this many MC errors.")
-    source: Literal["exact", "learned"] | None = Field(default=None, title="Likelihood source",
+    source: Literal["exact", "learned", "sally"] | None = Field(default=None, title="Likelihood source",
                                                        description="Override of the run's inference.source.")
     counting: CountingOptions | None = Field(default=None, title="Counting experiment",
                                              description="For model counting: observed, signal, background.")

@@ -4,7 +4,7 @@ they test the evaluation and learned-array formulas independently of how well a 
 from __future__ import annotations
 
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import SimpleNamespace
 
 import numpy as np
@@ -26,6 +26,8 @@ class FakeEnsemble:
     spread: float = 0.01
     parametrised: bool = False
     output: str = "log_ratio"
+    member_shifts: tuple[float, ...] = ()
+    offset: float = 0.0
     calls: list[str] = field(default_factory=list)
 
     def _noise(self, x: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
@@ -45,7 +47,16 @@ class FakeEnsemble:
         else:
             theta_b = np.asarray(cfg.benchmark_matrix()[cfg.benchmark_names.index(self.head)])
             target = self.exact.log_ratio(x, theta_b, self.exact.reference)
-        return target + self._noise(x, target.shape), np.full(target.shape, self.spread)
+        return target + self.offset + self._noise(x, target.shape), np.full(target.shape, self.spread)
+
+    def member(self, m):
+        """Member m alone: the same outputs shifted by `member_shifts[m]` (0 when not given), spread 0."""
+        if not 0 <= m < len(self.members):
+            raise InputError(f"ensemble {self.method}/{self.head}/{self.variation} has {len(self.members)} members, "
+                             f"member {m} was asked for")
+        shift = self.member_shifts[m] if m < len(self.member_shifts) else 0.0
+        return replace(self, members=self.members[m : m + 1], member_shifts=(), offset=self.offset + shift,
+                       spread=0.0, calls=self.calls)
 
     def score(self, x, theta0=None):
         cfg = self.exact.cfg

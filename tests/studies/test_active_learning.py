@@ -84,6 +84,23 @@ def test_excess_rounds_search_the_largest_local_significance(fitted, tmp_path):
     assert Path(res["plots"]["points"]).exists()
 
 
+def test_the_excess_study_polishes_its_best_point_to_the_fit(fitted, tmp_path):
+    """A search that stops on its own rule, then polishes with quadratic peaks: the best point it reports is the
+    run's best fit (the maximum of the local significance) within the tolerance, in far fewer evaluations than
+    a grid of that resolution."""
+    uri = _create(tmp_path, {"kind": "active_learning", "run": fitted, "points_per_round": 3, "max_rounds": 20,
+                             "budget": 60, "tolerance": 0.05, "seed": 2,
+                             "options": {"objective": "excess", "initial_points": 6, "min_gain": 0.05}})
+    steps.drive(uri)
+    res = json.loads(Path(uri, "results.json").read_text())
+    best = storage.read_json(RunLayout(fitted).fit)["values"]
+    found = res["best"]["point"]
+    error = max(abs(found[k] - best[k]) for k in found)
+    assert res["status"] == "finished", res["reason"]
+    assert error <= 0.05, (found, best, res["reason"])
+    assert res["evaluations"] < res["grid_points"] / 10
+
+
 # ---------------------------------------------------------------------------------------------- disagreement
 TRAINING = ["training.methods=[alices]", "training.members=2", "training.variations=false", "training.device=cpu",
             "training.samples.train=1200", "training.samples.test=200", "training.samples.n_thetas=8",
