@@ -41,7 +41,12 @@ The expected rate sigma(theta, nu) (`normalization`):
   energy scale: a -3.9 sigma pull with 1300 events).
 - an MC sample (`normalization=` arrays of the run's events, weights = their MC weights at the reference):
   sigma(theta, nu) = sum_j m_j rate_j(theta, nu), the same per-event model summed over the MC: normalised at
-  every nu, so an Asimov dataset of the same events has its minimum exactly at its truth.
+  every nu, so an Asimov dataset of the same events has its minimum exactly at its truth. A call reads per
+  sample event its E, m and the common nuisances' log ratios C_j; a nuisance whose down log ratio is a fixed
+  multiple of its up one on every event keeps one column (C = C' Q, C_j . F = C'_j . (Q F):
+  `variation_pairs`; `fold_variations=False` keeps both). On one CPU device the sample is held in one part
+  per core: `value_and_grad` runs the parts' passes (value and gradient in (alpha, Q F)) in threads and feeds
+  the sums to the NLL; `value`, HVPs and Hessians scan the parts in turn.
 
 How it is computed: per event the shifted ratios E[i, b] = exp(log_ratio[i, b] - m_i), m_i = max_b, are
 stored once (dtype float64 or float32) with sum_i weight_i m_i kept aside, in chunks of at most
@@ -103,6 +108,10 @@ def _cores() -> int:
 def _pool() -> ThreadPoolExecutor:
     """Threads for the normalisation sample's parts (JAX releases the GIL while a computation runs)."""
     return ThreadPoolExecutor(_cores(), thread_name_prefix="nll-norm")
+
+
+if hasattr(os, "register_at_fork"):  # a forked child has none of the parent's threads: a new pool there
+    os.register_at_fork(after_in_child=_pool.cache_clear)
 
 
 def trace_count(name: str = "nll") -> int:
