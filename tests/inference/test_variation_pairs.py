@@ -97,3 +97,9 @@ def test_folded_nll_equals_the_unfolded_one(kind):
     if kind == "one sample":  # second derivatives (the general path's HVP: the same Q F, costlier to compile)
         h1, h0 = folded.hvp(p, g0), whole.hvp(p, g0)
         np.testing.assert_allclose(h1, h0, rtol=1e-10, atol=1e-10 * np.abs(h0).max())
+        # the sample in parts, their passes in threads (4 chunks here, 2 cores or more), against one chunk alone
+        alone = NLLModel.from_arrays(data, fold_variations=False, **{**kw, "chunk_rows": 4096})
+        assert not isinstance(alone._data["mc_e"], tuple)
+        v2, g2 = alone.value_and_grad(p)
+        assert v2 == pytest.approx(v0, rel=1e-12)
+        np.testing.assert_allclose(g2, g0, rtol=1e-9, atol=1e-9 * np.abs(g0).max())
