@@ -50,7 +50,7 @@ The expected rate sigma(theta, nu) (`normalization`):
 
 How it is computed: per event the shifted ratios E[i, b] = exp(log_ratio[i, b] - m_i), m_i = max_b, are
 stored once (dtype float64 or float32) with sum_i weight_i m_i kept aside, in chunks of at most
-`chunk_rows` events (on CPU also at most ~2 MiB of arrays, to stay in cache; the last chunk padded with
+`chunk_rows` events (on CPU also at most ~256 KiB of arrays, to stay in cache; the last chunk padded with
 weight-0 rows), events on the last axis, scanned by `lax.scan`, so the working memory is one chunk.
 Without per-sample or additive nuisances the event term has a custom JVP that returns its value and its
 gradient in alpha from the same pass over a chunk; otherwise JAX differentiates the scan (its body
@@ -97,7 +97,9 @@ __all__ = ["DTYPES", "EventSource", "NLLModel", "trace_count"]
 DTYPES = ("float64", "float32")
 _TRACES: Counter[str] = Counter()
 _MIN_ROWS = 256  # smallest chunk: datasets smaller than a chunk are padded to a power of two above this
-CPU_CHUNK_BYTES = 2 << 20  # per-event bytes per chunk on CPU: stays in cache between the two passes
+# per-event bytes per chunk on CPU: stays in cache between the two passes (XLA copies a scanned chunk out, then
+# reads it twice); measured at 10^6 events, float32: 256 KiB chunks beat 2 MiB ones by 1.3-1.5x (data and MC)
+CPU_CHUNK_BYTES = 256 << 10
 
 
 def _cores() -> int:
