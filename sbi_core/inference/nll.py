@@ -667,22 +667,22 @@ class NLLModel:
         if normalization is not None:
             n_mc = int(normalization[2])
             norm = self._accumulate(header, n_mc, chunk_iters[1], chunk_rows, np_dtype, True, fold_variations)
-            self._data.update({f"mc_{name}": put_events(arr) for name, arr in norm.items()
-                               if name in ("e", "w", "v", "vm", "da") and arr is not None})
+            parts = self._n_parts(norm["e"].shape[0])
+            for name in ("e", "w", "v", "vm", "da"):
+                if norm[name] is not None:
+                    self._data[f"mc_{name}"] = put_events(norm[name]) if parts < 2 or name in ("vm", "da") \
+                        else tuple(put_events(x) for x in np.array_split(norm[name], parts))
             self._data["mc_q"] = put(norm["q"])
-            self._parts(norm, put_events)
             self.mc_columns = int(norm["q"].shape[0])  # variation columns per sample event, of 2 x common
             self.n_normalization = n_mc
         self._cache: tuple[bytes, float, np.ndarray] | None = None
 
-    def _parts(self, norm: dict[str, Any], put_events: Callable[[Any], Any]) -> None:
+    def _n_parts(self, n_chunks: int) -> int:
         """On one CPU device, the common-only normalisation sample is held in parts of whole chunks, one per
         core: `value_and_grad` runs their passes in parallel threads (a pass of small chunks is one thread)."""
-        parts = min(_cores(), norm["e"].shape[0])
-        if self._st.general or parts < 2 or len(self.devices) > 1 or self.devices[0].platform != "cpu":
-            return
-        for name in ("e", "v", "w"):
-            self._data[f"mc_{name}"] = tuple(put_events(x) for x in np.array_split(norm[name], parts))
+        if self._st.general or len(self.devices) > 1 or self.devices[0].platform != "cpu":
+            return 1
+        return min(_cores(), n_chunks)
 
     def _with_norm_sums(self, p: Any) -> dict[str, Any]:
         """The model's arrays with the normalisation sample's parts replaced by their summed passes at p."""
