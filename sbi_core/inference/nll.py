@@ -41,11 +41,16 @@ The expected rate sigma(theta, nu) (`normalization`):
   energy scale: a -3.9 sigma pull with 1300 events).
 - an MC sample (`normalization=` arrays of the run's events, weights = their MC weights at the reference):
   sigma(theta, nu) = sum_j m_j rate_j(theta, nu), the same per-event model summed over the MC: normalised at
-  every nu, so an Asimov dataset of the same events has its minimum exactly at its truth.
+  every nu, so an Asimov dataset of the same events has its minimum exactly at its truth. A call reads per
+  sample event its E, m and the common nuisances' log ratios C_j; a nuisance whose down log ratio is a fixed
+  multiple of its up one on every event keeps one column (C = C' Q, C_j . F = C'_j . (Q F):
+  `variation_pairs`; `fold_variations=False` keeps both). On one CPU device the sample is held in one part
+  per core: `value_and_grad` runs the parts' passes (value and gradient in (alpha, Q F)) in threads and feeds
+  the sums to the NLL; `value`, HVPs and Hessians scan the parts in turn.
 
 How it is computed: per event the shifted ratios E[i, b] = exp(log_ratio[i, b] - m_i), m_i = max_b, are
 stored once (dtype float64 or float32) with sum_i weight_i m_i kept aside, in chunks of at most
-`chunk_rows` events (on CPU also at most ~2 MiB of arrays, to stay in cache; the last chunk padded with
+`chunk_rows` events (on CPU also at most ~256 KiB of arrays, to stay in cache; the last chunk padded with
 weight-0 rows), events on the last axis, scanned by `lax.scan`, so the working memory is one chunk.
 Without per-sample or additive nuisances the event term has a custom JVP that returns its value and its
 gradient in alpha from the same pass over a chunk; otherwise JAX differentiates the scan (its body
@@ -67,10 +72,12 @@ Devices: with several JAX devices (or `devices=`), the event axis of every chunk
 from __future__ import annotations
 
 import math
+import os
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from functools import partial
+from functools import cache, partial
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +88,7 @@ import numpy as np
 from sbi_core.data.likelihood_arrays import LikelihoodArrays, iter_event_chunks
 from sbi_core.inference.compilation import configure_jax
 from sbi_core.inference.interpolation import ADDITIVE, basis_functions, schemes_for
+from sbi_core.inference.variation_pairs import PairScan
 
 configure_jax()  # float64 on, the persistent compilation cache: before the first compile of any inference step
 
@@ -89,7 +97,23 @@ __all__ = ["DTYPES", "EventSource", "NLLModel", "trace_count"]
 DTYPES = ("float64", "float32")
 _TRACES: Counter[str] = Counter()
 _MIN_ROWS = 256  # smallest chunk: datasets smaller than a chunk are padded to a power of two above this
-CPU_CHUNK_BYTES = 2 << 20  # per-event bytes per chunk on CPU: stays in cache between the two passes
+# per-event bytes per chunk on CPU: stays in cache between the two passes (XLA copies a scanned chunk out, then
+# reads it twice); measured at 10^6 events, float32: 256 KiB chunks beat 2 MiB ones by 1.3-1.5x (data and MC)
+CPU_CHUNK_BYTES = 256 << 10
+
+
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+@cache
+def _pool() -> ThreadPoolExecutor:
+    """Threads for the normalisation sample's parts (JAX releases the GIL while a computation runs)."""
+    return ThreadPoolExecutor(_cores(), thread_name_prefix="nll-norm")
+
+
+if hasattr(os, "register_at_fork"):  # a forked child has none of the parent's threads: a new pool there
+    os.register_at_fork(after_in_child=_pool.cache_clear)
 
 
 def trace_count(name: str = "nll") -> int:
@@ -221,9 +245,8 @@ def _norm_term(alpha: Any, f: Any, e: Any, v: Any, m: Any) -> Any:
     return _norm_scan(alpha, f, e, v, m, False)[0]
 
 
-def _norm_term_jvp(primals: tuple[Any, ...], tangents: tuple[Any, ...]) -> tuple[Any, Any]:
-    alpha, f, e, v, m = primals
-    value, g_alpha, g_f = _norm_scan(alpha, f, e, v, m, True)
+def _linear_in(value: Any, g_alpha: Any, g_f: Any, tangents: tuple[Any, ...]) -> tuple[Any, Any]:
+    """(value, its first-order change g_alpha . d_alpha + g_f . d_f) for tangents (d_alpha, d_f, ...)."""
     out = jnp.zeros_like(value)
     if type(tangents[0]) is not jax.custom_derivatives.SymbolicZero:
         out = out + g_alpha @ tangents[0]
@@ -232,7 +255,31 @@ def _norm_term_jvp(primals: tuple[Any, ...], tangents: tuple[Any, ...]) -> tuple
     return value, out
 
 
+def _norm_term_jvp(primals: tuple[Any, ...], tangents: tuple[Any, ...]) -> tuple[Any, Any]:
+    return _linear_in(*_norm_scan(*primals, True), tangents)
+
+
 _norm_term.defjvp(_norm_term_jvp, symbolic_zeros=True)
+
+
+@jax.custom_jvp
+def _norm_from_sums(alpha: Any, f: Any, value: Any, g_alpha: Any, g_f: Any) -> Any:
+    """sigma from a normalisation pass's sums computed beforehand (`_norm_sums_jit`): first derivatives only."""
+    return value
+
+
+_norm_from_sums.defjvp(lambda primals, tangents: _linear_in(*primals[2:], tangents), symbolic_zeros=True)
+_norm_sums_jit = jax.jit(lambda alpha, f, e, v, m: _norm_scan(alpha, f, e, v, m, True))
+
+
+def _norm_parts(alpha: Any, f: Any, data: dict[str, Any]) -> Any:
+    """sigma of the normalisation sample, held in one chunk stack or in a tuple of parts (`NLLModel._parts`)."""
+    if "mc_sums" in data:
+        return _norm_from_sums(alpha, f, *data["mc_sums"])
+    e, v, m = data["mc_e"], data["mc_v"], data["mc_w"]
+    if not isinstance(e, tuple):
+        return _norm_term(alpha, f, e, v, m)
+    return sum(_norm_term(alpha, f, *part) for part in zip(e, v, m, strict=True))
 
 
 # ---------------------------------------------------------------------------------------------- per-sample path
@@ -322,11 +369,12 @@ def _sigma(p: Any, data: dict[str, Any], st: _Structure) -> Any:
     """sigma(theta, nu): the contract's interpolated cross sections, or the normalisation sample's sum."""
     alpha, f = _alpha_f(p, data, st)
     fc, fm, fa = _flat(f, st.common), _flat(f, st.mult), _flat(f, st.add)
-    if st.mc_norm and st.general:
-        return _norm_general(alpha, fc, fm, fa, data["owner"], data["mc_e"], data["mc_w"], data.get("mc_v"),
-                             data.get("mc_vm"), data.get("mc_da"))
     if st.mc_norm:
-        return _norm_term(alpha, fc, data["mc_e"], data["mc_v"], data["mc_w"])
+        fq = data["mc_q"] @ fc  # the folded basis of the sample's common columns (`variation_pairs`)
+        if st.general:
+            return _norm_general(alpha, fq, fm, fa, data["owner"], data["mc_e"], data["mc_w"], data.get("mc_v"),
+                                 data.get("mc_vm"), data.get("mc_da"))
+        return _norm_parts(alpha, fq, data)
     per_b = data["xsec"] * jnp.exp(data["xsec_log"] @ _flat(f, st.multiplicative))
     if st.add:
         per_b = per_b * (1.0 + data["xsec_add"] @ fa)
@@ -379,6 +427,13 @@ _n_floored_jit = jax.jit(_n_floored, static_argnums=2)
 _expected_jit = jax.jit(lambda p, data, st: data["lumi"] * _sigma(p, data, st), static_argnums=2)
 
 
+@partial(jax.jit, static_argnums=2)
+def _norm_basis_jit(p: Any, data: dict[str, Any], st: _Structure) -> tuple[Any, Any]:
+    """(alpha, Q F_c): what a normalisation pass needs at p."""
+    alpha, f = _alpha_f(p, data, st)
+    return alpha, data["mc_q"] @ _flat(f, st.common)
+
+
 # ---------------------------------------------------------------------------------------------- the model
 def _chunk_layout(n: int, chunk_rows: int, n_devices: int, row_bytes: int = 0,
                   platform: str = "cpu") -> tuple[int, int]:
@@ -415,6 +470,7 @@ class _Accumulator:
         self.e = np.zeros((size, n_benchmarks), dtype=dtype)
         self.w = np.zeros(size, dtype=dtype)
         self.v = np.zeros((size, 2 * len(st.common)), dtype=dtype) if normalization else None
+        self.pairs = PairScan(len(st.common), rtol=16 * np.finfo(dtype).eps) if normalization else None
         self.vm: np.ndarray | None = None
         self.da: np.ndarray | None = None
         self.normalization = normalization
@@ -449,8 +505,9 @@ class _Accumulator:
         self.e[sl] = np.exp(lr - m[:, None])
         common = lrv[:, :, :, 0][:, list(self.st.common)].reshape(k, 2 * len(self.st.common))
         if self.normalization:
-            assert self.v is not None
+            assert self.v is not None and self.pairs is not None
             self.v[sl] = common
+            self.pairs.add(common)
             self.w[sl] = w * np.exp(m)
         else:
             self.w[sl] = w
@@ -462,6 +519,25 @@ class _Accumulator:
         if self.da is not None:
             self.da[sl] = np.expm1(_per_sample(lrv, self.st.add))
         self.n += k
+
+    def fold(self) -> np.ndarray:
+        """Fold the normalisation sample's variation pairs (`variation_pairs`): keep the columns a pass needs;
+        Q (kept, 2|c|) maps the common nuisances' basis to theirs (identity when nothing folds)."""
+        assert self.v is not None and self.pairs is not None
+        columns, q = self.pairs.fold()
+        self.v = np.ascontiguousarray(self.v[:, columns])
+        return q
+
+    def relayout(self, rows: int, chunks: int) -> None:
+        """Chunks of another size (after folding, a row holds fewer bytes): the padding rows change only."""
+        size = rows * chunks
+        for name in ("e", "w", "v", "vm", "da"):
+            arr = getattr(self, name)
+            if arr is not None:
+                out = np.zeros((size, *arr.shape[1:]), dtype=arr.dtype)
+                out[: self.n] = arr[: self.n]
+                setattr(self, name, out)
+        self.rows, self.chunks = rows, chunks
 
     def _chunked(self, arr: np.ndarray | None) -> np.ndarray | None:
         """(rows total, *shape) -> (chunks, *shape, rows): events on the last axis."""
@@ -541,11 +617,13 @@ class NLLModel:
         dtype: str = "float64",
         chunk_rows: int = 262144,
         devices: Sequence[Any] | None = None,
+        fold_variations: bool = True,
     ) -> None:
         """Prefer `from_arrays` / `from_file`. events: the dataset; normalization: an optional MC sample whose
         weighted sum gives sigma(theta, nu) (see the module doc; None: the contract's xsec interpolation);
         interpolation: the scheme of every nuisance, `schemes` {name: scheme} overriding it for some;
-        aux: the auxiliary data (default: the dataset's `aux`)."""
+        aux: the auxiliary data (default: the dataset's `aux`); fold_variations: False keeps both columns of
+        every variation pair of the normalisation sample (the unfolded reference path)."""
         if dtype not in DTYPES:
             raise ValueError(f"dtype: expected one of {DTYPES}, got {dtype!r}")
         if not (math.isfinite(luminosity) and luminosity > 0):
@@ -585,14 +663,35 @@ class NLLModel:
         self._data = {name: put_events(arr) for name, arr in data.items() if isinstance(arr, np.ndarray)
                       and name not in ("shape_sum", "weight_shift")}
         self._data.update(self._model_arrays(header, put, data))
-        self.n_normalization = 0
+        self.n_normalization = self.mc_columns = 0
         if normalization is not None:
             n_mc = int(normalization[2])
-            norm = self._accumulate(header, n_mc, chunk_iters[1], chunk_rows, np_dtype, True)
-            self._data.update({f"mc_{name}": put_events(arr) for name, arr in norm.items()
-                               if name in ("e", "w", "v", "vm", "da") and arr is not None})
+            norm = self._accumulate(header, n_mc, chunk_iters[1], chunk_rows, np_dtype, True, fold_variations)
+            parts = self._n_parts(norm["e"].shape[0])
+            for name in ("e", "w", "v", "vm", "da"):
+                if norm[name] is not None:
+                    self._data[f"mc_{name}"] = put_events(norm[name]) if parts < 2 or name in ("vm", "da") \
+                        else tuple(put_events(x) for x in np.array_split(norm[name], parts))
+            self._data["mc_q"] = put(norm["q"])
+            self.mc_columns = int(norm["q"].shape[0])  # variation columns per sample event, of 2 x common
             self.n_normalization = n_mc
         self._cache: tuple[bytes, float, np.ndarray] | None = None
+
+    def _n_parts(self, n_chunks: int) -> int:
+        """On one CPU device, the common-only normalisation sample is held in parts of whole chunks, one per
+        core: `value_and_grad` runs their passes in parallel threads (a pass of small chunks is one thread)."""
+        if self._st.general or len(self.devices) > 1 or self.devices[0].platform != "cpu":
+            return 1
+        return min(_cores(), n_chunks)
+
+    def _with_norm_sums(self, p: Any) -> dict[str, Any]:
+        """The model's arrays with the normalisation sample's parts replaced by their summed passes at p."""
+        alpha, fq = _norm_basis_jit(p, self._data, self._st)
+        parts = zip(self._data["mc_e"], self._data["mc_v"], self._data["mc_w"], strict=True)
+        sums = list(_pool().map(lambda part: jax.block_until_ready(_norm_sums_jit(alpha, fq, *part)), parts))
+        data = {k: v for k, v in self._data.items() if k not in ("mc_e", "mc_v", "mc_w")}
+        data["mc_sums"] = tuple(sum(terms[1:], terms[0]) for terms in zip(*sums, strict=True))
+        return data
 
     @staticmethod
     def _aux(aux: Any, n_k: int) -> np.ndarray:
@@ -625,16 +724,26 @@ class NLLModel:
         return put, put
 
     def _accumulate(self, header: LikelihoodArrays, n: int, chunks: Iterable[LikelihoodArrays], chunk_rows: int,
-                    np_dtype: np.dtype, normalization: bool) -> dict[str, Any]:
+                    np_dtype: np.dtype, normalization: bool, fold: bool = False) -> dict[str, Any]:
         st = self._st
         n_b, n_s = len(header.benchmarks), header.n_samples
-        row_bytes = (n_b + 1 + (2 * len(st.common) if normalization else 0)
-                     + n_s * 2 * (len(st.mult) + len(st.add))) * np_dtype.itemsize
-        rows, n_chunks = _chunk_layout(n, chunk_rows, len(self.devices), row_bytes, self.devices[0].platform)
+
+        def layout(n_common: int) -> tuple[int, int]:
+            row_bytes = (n_b + 1 + n_common + n_s * 2 * (len(st.mult) + len(st.add))) * np_dtype.itemsize
+            return _chunk_layout(n, chunk_rows, len(self.devices), row_bytes, self.devices[0].platform)
+
+        rows, n_chunks = layout(2 * len(st.common) if normalization else 0)
         acc = _Accumulator(n, n_b, st, rows, n_chunks, np_dtype, normalization=normalization)
         for part in chunks:
             acc.add(part)
+        q = None
+        if normalization:
+            q = acc.fold() if fold else np.eye(2 * len(st.common))
+            rows, n_chunks = layout(q.shape[0])
+            if (rows, n_chunks) != (acc.rows, acc.chunks):
+                acc.relayout(rows, n_chunks)
         out: dict[str, Any] = acc.done()
+        out["q"] = q
         out.update(shape_sum=acc.shape_sum, weight_shift=acc.weight_shift, rows=rows, chunks=n_chunks)
         return out
 
@@ -668,23 +777,24 @@ class NLLModel:
                     normalization: LikelihoodArrays | None = None, interpolation: str = "polyexp",
                     schemes: Mapping[str, str] | None = None, aux: Sequence[float] | np.ndarray | None = None,
                     dtype: str = "float64", chunk_rows: int = 262144,
-                    devices: Sequence[Any] | None = None) -> NLLModel:
+                    devices: Sequence[Any] | None = None, fold_variations: bool = True) -> NLLModel:
         """The NLL of arrays held in memory (normalization: the MC sample's arrays, weights = MC weights)."""
         norm = None if normalization is None else _memory_source(normalization, chunk_rows)
         return cls(_memory_source(arrays, chunk_rows), luminosity=luminosity, normalization=norm,
                    interpolation=interpolation, schemes=schemes, aux=aux, dtype=dtype, chunk_rows=chunk_rows,
-                   devices=devices)
+                   devices=devices, fold_variations=fold_variations)
 
     @classmethod
     def from_file(cls, path: Path | str, *, luminosity: float, normalization: Path | str | None = None,
                   interpolation: str = "polyexp", schemes: Mapping[str, str] | None = None,
                   aux: Sequence[float] | np.ndarray | None = None, dtype: str = "float64", chunk_rows: int = 262144,
-                  devices: Sequence[Any] | None = None, where: str | None = None) -> NLLModel:
+                  devices: Sequence[Any] | None = None, where: str | None = None,
+                  fold_variations: bool = True) -> NLLModel:
         """The NLL of a likelihood file (`write_arrays` format), read chunk by chunk (bounded memory)."""
         norm = None if normalization is None else _file_source(normalization, chunk_rows, None)
         return cls(_file_source(path, chunk_rows, where), luminosity=luminosity, normalization=norm,
                    interpolation=interpolation, schemes=schemes, aux=aux, dtype=dtype, chunk_rows=chunk_rows,
-                   devices=devices)
+                   devices=devices, fold_variations=fold_variations)
 
     # ------------------------------------------------------------------ evaluation
     def _p(self, p: Any, name: str = "p") -> jax.Array:
@@ -707,7 +817,9 @@ class NLLModel:
         arr = np.asarray(p, dtype=np.float64)
         if self._cache is not None and self._cache[0] == arr.tobytes():
             return self._cache[1], self._cache[2].copy()
-        v, g = _value_and_grad_jit(self._p(arr), self._data, self._st)
+        p_dev = self._p(arr)
+        data = self._with_norm_sums(p_dev) if isinstance(self._data.get("mc_e"), tuple) else self._data
+        v, g = _value_and_grad_jit(p_dev, data, self._st)
         out = (float(v), np.asarray(g, dtype=np.float64))
         self._cache = (arr.tobytes(), out[0], out[1])
         return out[0], out[1].copy()
@@ -749,7 +861,11 @@ class NLLModel:
     def event_arrays(self) -> dict[str, Any]:
         """The per-event device arrays one NLL call reads (benchmarks compare against reading them once)."""
         keys = ("e", "w", "vm", "da", "mc_e", "mc_w", "mc_v", "mc_vm", "mc_da")
-        return {k: v for k, v in self._data.items() if k in keys}
+        out = {}
+        for k, v in self._data.items():
+            if k in keys:
+                out.update({f"{k}.{i}": x for i, x in enumerate(v)} if isinstance(v, tuple) else {k: v})
+        return out
 
     def __call__(self, p: Any) -> float:
         return self.value(p)
