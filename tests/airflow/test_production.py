@@ -208,6 +208,9 @@ def prod(postgres_url, redis_prefix, s3_endpoint, tmp_path_factory) -> Iterator[
             service.wait_for_log("celery-worker", " ready.", timeout=120)
             user, password = service.credentials()
             api = AirflowApi(service.url, AirflowApi.login(service.url, user, password))
+            deadline = time.monotonic() + 240  # a healthy dag-processor may not have parsed every file yet
+            for dag_id in ("sbi_pipeline", "sbi_ingest", "sbi_train", "sbi_infer", "sbi_lhe_inbox"):
+                api.wait_for_dag(dag_id, deadline)
             extra = json.dumps({"endpoint_url": s3_endpoint, "region_name": "us-east-1"})
             api.call("POST", "/connections", ok=(201,), json={"connection_id": CONN_ID, "conn_type": "aws",
                                                               "login": ACCESS_KEY, "password": SECRET, "extra": extra})
