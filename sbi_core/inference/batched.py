@@ -38,6 +38,7 @@ import numpy as np
 
 from sbi_core.inference import nll as _nll_module  # noqa: F401 - switches JAX to float64
 from sbi_core.inference.interpolation import ADDITIVE, basis_functions, schemes_for
+from sbi_core.inference.passes import morphing_weights as _alpha
 
 __all__ = ["BatchFit", "ToyBatch"]
 
@@ -54,17 +55,6 @@ class BatchFit:
 
     def value(self, name: str) -> np.ndarray:
         return self.values[:, self.names.index(name)]
-
-
-def _alpha(theta: Any, matrix: Any, powers: tuple[tuple[int, ...], ...]) -> Any:
-    monos = []
-    for row in powers:
-        m = jnp.ones((), dtype=theta.dtype)
-        for j, k in enumerate(row):
-            if k:
-                m = m * theta[j] ** k
-        monos.append(m)
-    return jnp.stack(monos) @ matrix
 
 
 class ToyBatch:

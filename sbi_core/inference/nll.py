@@ -88,6 +88,7 @@ import numpy as np
 from sbi_core.data.likelihood_arrays import LikelihoodArrays, iter_event_chunks
 from sbi_core.inference.compilation import configure_jax
 from sbi_core.inference.interpolation import ADDITIVE, basis_functions, schemes_for
+from sbi_core.inference.passes import morphing_weights as _alpha
 from sbi_core.inference.variation_pairs import PairScan
 
 configure_jax()  # float64 on, the persistent compilation cache: before the first compile of any inference step
@@ -147,18 +148,6 @@ class _Structure:
 
 
 # ---------------------------------------------------------------------------------------------- pure functions
-def _alpha(theta: Any, matrix: Any, powers: tuple[tuple[int, ...], ...]) -> Any:
-    """Morphing weights alpha_b(theta) = monomials(theta) @ matrix; integer powers keep d/dtheta finite at 0."""
-    monos = []
-    for row in powers:
-        m = jnp.ones((), dtype=theta.dtype)
-        for j, k in enumerate(row):
-            if k:
-                m = m * theta[j] ** k
-        monos.append(m)
-    return jnp.stack(monos) @ matrix
-
-
 def _chunk_terms(alpha: Any, ec: Any, wc: Any, eps: float, tiny: float, with_grad: bool) -> tuple[Any, Any]:
     """sum_i w_i log max(E_i . alpha, floor) over one chunk (ec: (B, R)), and (optionally) its gradient in
     alpha, float64. floor = eps sum_b |alpha_b| bounds the rounding error of E_i . alpha (E <= 1)."""
