@@ -194,7 +194,7 @@ def minimize(
     Hessian seed Migrad then sees a tiny EDM and stops before it has moved."""
     names = check_objective(objective)
     fixed = dict(fixed or {})
-    bounds = dict(bounds or {})
+    bounds = _within_domain(objective, bounds)
     x0 = _start(names, start, fixed, bounds)
     if not (0 <= strategy <= 2 and tol > 0):
         raise ValueError(f"strategy must be 0, 1 or 2 and tol > 0, got {strategy}, {tol}")
@@ -244,6 +244,16 @@ def minimize(
         tolerance=float(tol),
         polish=polished,
     )
+
+
+def _within_domain(objective: Objective, bounds: Mapping[str, tuple[float, float]] | None) -> dict[str, tuple[float, float]]:
+    """The fit's bounds intersected with the objective's `domain` ({name: (low, high)}, where it is defined: a
+    parametrised NLL with a normalisation table); a parameter the objective does not bound keeps its own."""
+    out = dict(bounds or {})
+    for name, (lo, hi) in (getattr(objective, "domain", None) or {}).items():
+        a, b = out.get(name, (-math.inf, math.inf))
+        out[name] = (max(float(lo), float(a)), min(float(hi), float(b)))
+    return out
 
 
 class _Migrad:

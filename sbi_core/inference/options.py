@@ -164,6 +164,18 @@ class InferenceConfig(_Strict):
         description="Nuisance name -> its interpolation, overriding `interpolation` (e.g. linear for a "
         "histosys-like shape, exponential for a normalisation, as HistFactory models set them per modifier).",
     )
+    normalization_table: int = Field(
+        default=0,
+        ge=0,
+        le=64,
+        title="Normalisation table degree",
+        description="Theta-parametrised estimators (alices, ...) with normalisation mc. 0: the network runs over "
+        "the run's events at every call of every fit. d > 0: log Z(theta) comes from a Chebyshev series of degree "
+        "d per parameter of interest over their ranges, built once per process ((d + 1)^P passes over the run's "
+        "events, its largest error in fit.json), so toys, scans and limits run the network on their own events "
+        "only; fits are then bounded to the ranges, and shape-systematic networks are refused "
+        "(sbi_core/inference/normalization_table.py).",
+    )
     dtype: Literal["float64", "float32"] = Field(
         default="float64",
         title="Precision",

@@ -46,6 +46,7 @@ from sbi_core.errors import InputError
 from sbi_core.inference.compilation import configure_jax
 from sbi_core.inference.interpolation import ADDITIVE, schemes_for
 from sbi_core.inference.nll import _alpha, _basis, _Structure
+from sbi_core.inference.normalization_table import NormalizationTable, chebyshev_log_z
 from sbi_core.inference.toys import ToyGenerator, toy_rng
 
 configure_jax()
@@ -138,7 +139,8 @@ class ParametrisedNLL:
     def __init__(self, log_ratio: LogRatioFn, params: Any, observations: np.ndarray, arrays: LikelihoodArrays, *,
                  luminosity: float, normalization: tuple[np.ndarray, LikelihoodArrays] | None = None,
                  interpolation: str = "polyexp", schemes: dict[str, str] | None = None,
-                 chunk_rows: int = 65536, where: str = "likelihood arrays") -> None:
+                 chunk_rows: int = 65536, table: NormalizationTable | None = None,
+                 where: str = "likelihood arrays") -> None:
         if arrays.n_samples != 1:
             raise InputError(f"{where}: the parametrised source has one sample, the arrays have {arrays.samples}")
         x = np.asarray(observations, dtype=np.float64)
@@ -172,9 +174,17 @@ class ParametrisedNLL:
             self._data["mc_total"] = float(np.sum(mc.weight))
             self.n_normalization = mc.n_events
         self._mc = normalization is not None
+        self.table = table
+        #: where the objective is defined (`fit.minimize` bounds its fits to it): the table's box
+        self.domain = {} if table is None else {n: (float(lo), float(hi)) for n, lo, hi in
+                                                zip(arrays.parameters, table.lo, table.hi, strict=True)}
+        if table is not None:
+            self._data.update(table=table.arrays(), v_const=jnp.asarray(_constant_variations(arrays, normalization,
+                                                                                              where)))
+        mode = "table" if table is not None else "mc" if self._mc else "xsec"
         self._log_ratio = log_ratio
         self._value, self._vg, self._hess, self._sigma = _compiled(log_ratio, self._st, tuple(self._add.tolist()),
-                                                                   self._mc)
+                                                                   mode)
 
     @staticmethod
     def _events(prefix: str, x: np.ndarray, arrays: LikelihoodArrays, chunk_rows: int) -> dict[str, Any]:
@@ -189,6 +199,10 @@ class ParametrisedNLL:
         a = np.asarray(p, dtype=np.float64)
         if a.shape != (self.n_params,):
             raise ValueError(f"p: expected shape ({self.n_params},) for {self.names}, got {a.shape}")
+        if self.table is not None and not self.table.inside(a[: self.n_pois]):
+            raise ValueError(f"p: {dict(zip(self.names[: self.n_pois], a[: self.n_pois].tolist(), strict=True))} is "
+                             f"outside the normalisation table's box [{self.table.lo}, {self.table.hi}]: bound the fit "
+                             "to it")
         return jnp.asarray(a)
 
     def value(self, p: Any) -> float:
@@ -229,10 +243,11 @@ class ParametrisedNLL:
 
 
 @functools.lru_cache(maxsize=32)
-def _compiled(log_ratio: LogRatioFn, st: _Structure, add: tuple[bool, ...], mc: bool) -> tuple[Any, ...]:
-    """(value, value_and_grad, hessian, sigma) jitted once per network function and structure: models of other
-    events with the same function (toys, profile points) reuse them, compiled again only for a new shape."""
-    kw = {"log_ratio": log_ratio, "st": st, "add": add, "mc": mc}
+def _compiled(log_ratio: LogRatioFn, st: _Structure, add: tuple[bool, ...], mode: str) -> tuple[Any, ...]:
+    """(value, value_and_grad, hessian, sigma) jitted once per network function, structure and normalisation
+    (xsec, mc, table): models of other events with the same function (toys, profile points) reuse them, compiled
+    again only for a new shape."""
+    kw = {"log_ratio": log_ratio, "st": st, "add": add, "mode": mode}
     fn = partial(_nll, **kw)
     return jax.jit(fn), jax.jit(jax.value_and_grad(fn)), jax.jit(jax.hessian(fn)), jax.jit(partial(_sigma, **kw))
 
@@ -246,6 +261,25 @@ def _mc_log_rates(p: Any, data: dict[str, Any], *, log_ratio: LogRatioFn, st: _S
                       (data["mc_x"], data["mc_v"]))
     _, mc_r, _ = _sums(p, data, st, log_ratio, add, "mc_")
     return per + jnp.log(_sigma_theta(p, data, st)) - data["log_xsec_ref"] - jnp.log(mc_r / data["mc_total"])
+
+
+def _constant_variations(arrays: LikelihoodArrays, normalization: tuple[np.ndarray, LikelihoodArrays] | None,
+                         where: str) -> np.ndarray:
+    """The (K, 2) log variation factors every event shares (what a normalisation table needs); InputError naming
+    the nuisance whose factors differ between events (a shape systematic: fit with the run's events instead)."""
+    sets = [arrays] + ([normalization[1]] if normalization is not None else [])
+    rows = [np.asarray(a.log_ratio_var, dtype=np.float64)[..., 0] for a in sets if a.n_events]
+    if not rows:
+        raise InputError(f"{where}: no events to read the variation factors from")
+    first = rows[0][0]
+    for r in rows:
+        bad = np.flatnonzero(~np.all(np.isclose(r, first[None], rtol=0.0, atol=1e-12), axis=(0, 2)))
+        if bad.size:
+            names = [arrays.nuisance[k] for k in bad]
+            raise InputError(f"{where}: nuisance {names[0]!r} changes the events' shapes (its variation factors "
+                             "differ between events): a normalisation table holds only when every event shares "
+                             "them; fit with normalisation mc instead")
+    return first
 
 
 def _log_t(v: Any, f: Any, add: tuple[bool, ...]) -> Any:
@@ -292,23 +326,27 @@ def _sigma_xsec(p: Any, data: dict[str, Any], st: _Structure, add: tuple[bool, .
 
 
 def _rate(p: Any, data: dict[str, Any], st: _Structure, log_ratio: LogRatioFn, add: tuple[bool, ...],
-          mc: bool) -> tuple[Any, Any]:
-    """(sigma(theta, nu), log Z(theta)): see the module doc."""
-    if not mc:
+          mode: str) -> tuple[Any, Any]:
+    """(sigma(theta, nu), log Z(theta)): see the module doc; mode table: log Z from the Chebyshev series and
+    T(nu) from the variation factors every event shares (normalisation_table.py)."""
+    if mode == "xsec":
         return _sigma_xsec(p, data, st, add), 0.0
+    if mode == "table":
+        lt = _log_t(data["v_const"][None], _basis(p[st.n_pois :], st), add)[0]
+        return _sigma_theta(p, data, st) * jnp.exp(lt), chebyshev_log_z(p[: st.n_pois], data["table"])
     _, mc_r, mc_rt = _sums(p, data, st, log_ratio, add, "mc_")
     return _sigma_theta(p, data, st) * mc_rt / mc_r, jnp.log(mc_r / data["mc_total"])
 
 
 def _sigma(p: Any, data: dict[str, Any], *, log_ratio: LogRatioFn, st: _Structure, add: tuple[bool, ...],
-           mc: bool) -> Any:
-    return _rate(p, data, st, log_ratio, add, mc)[0]
+           mode: str) -> Any:
+    return _rate(p, data, st, log_ratio, add, mode)[0]
 
 
 def _nll(p: Any, data: dict[str, Any], *, log_ratio: LogRatioFn, st: _Structure, add: tuple[bool, ...],
-         mc: bool) -> Any:
+         mode: str) -> Any:
     """The NLL at p (POIs then nuisances)."""
-    sigma, log_z = _rate(p, data, st, log_ratio, add, mc)
+    sigma, log_z = _rate(p, data, st, log_ratio, add, mode)
     ev, _, _ = _sums(p, data, st, log_ratio, add, "")
     events = ev + jnp.sum(data["w"]) * (jnp.log(_sigma_theta(p, data, st)) - data["log_xsec_ref"] - log_z)
     return data["lumi"] * sigma - events + 0.5 * jnp.sum((p[st.n_pois :] - data["aux"]) ** 2)

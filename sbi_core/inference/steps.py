@@ -257,9 +257,40 @@ def parametrised_model(layout: Any, cfg: Any, info: Any, arrays: Any, normalizat
     if normalization is not None:
         norm = (read_events(info, 0, info.n_mc, MC_PART)["observations"], normalization)
     inf = cfg.inference
+    table = None
+    if norm is not None and inf.normalization_table:
+        table = _normalization_table(networks.root, method, cfg, str(info.mc_events), fn, params, *norm)
     return ParametrisedNLL(fn, params, x, arrays, luminosity=info.luminosity, normalization=norm,
                            interpolation=inf.interpolation, schemes=inf.nuisance_interpolation,
-                           chunk_rows=inf.chunk_rows, where=f"{method} on {info.events}")
+                           chunk_rows=inf.chunk_rows, table=table, where=f"{method} on {info.events}")
+
+
+_TABLES: dict[tuple[Any, ...], Any] = {}
+
+
+def _normalization_table(root: str, method: str, cfg: Any, mc_events: str, fn: Any, params: Any, x: Any,
+                         mc: Any) -> Any:
+    """The `inference.normalization_table` series of a network's log Z over the parameters' ranges, built once
+    per process (the observed fit, every toy, scan point and limit of a task share it)."""
+    from sbi_core.inference.normalization_table import build_table
+
+    lo, hi = zip(*(p.range for p in cfg.parameters), strict=True)
+    key = (root, method, mc_events, cfg.inference.normalization_table, lo, hi)
+    if key not in _TABLES:
+        _TABLES[key] = build_table(fn, params, x, mc.weight, lo, hi, degree=cfg.inference.normalization_table,
+                                   chunk_rows=cfg.inference.chunk_rows,
+                                   where=f"inference.normalization_table ({method})")
+    return _TABLES[key]
+
+
+def _table_record(model: Any) -> dict[str, Any]:
+    """fit.json's record of a normalisation table (degree, box, largest log Z error), when the model has one."""
+    table = getattr(model, "table", None)
+    if table is None:
+        return {}
+    return {"normalization_table": {"degree": int(table.coefficients.shape[0] - 1), "low": table.lo.tolist(),
+                                    "high": table.hi.tolist(), "max_log_z_error": table.max_error,
+                                    "evaluations": table.evaluations}}
 
 
 def fit_start(cfg: Any) -> dict[str, float]:
@@ -305,6 +336,7 @@ def fit(run_uri: str) -> dict[str, Any]:
         "truth": None if info.theta is None else dict(zip(cfg.parameter_names, info.theta, strict=True)),
         "expected_events_at_fit": model.expected_events(res.x),
         "floored_events_at_fit": model.n_floored(res.x),
+        **_table_record(model),
         "hessian_blocks": blocks,
         "seconds": {"load": round(t_load, 3), "fit": round(t_fit, 3),
                     "compare": round(time.perf_counter() - t0 - t_load - t_fit, 3)},

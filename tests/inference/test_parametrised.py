@@ -193,6 +193,37 @@ def test_learned_parametrised_source_fits_scans_toys_and_refuses_a_wrong_input_s
     assert "takes 4 observables, the events have 5" in res.stderr and "alices/theta/nominal" in res.stderr
 
 
+def test_a_normalisation_table_gives_the_same_fit_and_runs_toys(alices_run, tmp_path):
+    """inference.normalization_table: the same learned fit as the run's events at every call (within a tiny
+    fraction of its error), its degree and error in fit.json, and toys through it bounded to the ranges."""
+    from sbi_core import steps as data_steps
+    from sbi_core.inference import steps
+    from sbi_core.inference.stats_steps import toys
+
+    run, _ = alices_run
+    fits = {}
+    for degree in (0, 10):
+        new = str(tmp_path / f"table{degree}")
+        data_steps.derive(run, new, ["inference.source=learned", "inference.estimator=alices",
+                                     "inference.compare=[]", "inference.toys.n=3",
+                                     f"inference.normalization_table={degree}"])
+        _install_exports(new, 5)
+        ds = steps.dataset(new)
+        steps.likelihood(new, [int(b) for b in ds["likelihood_batches"]])
+        steps.likelihood_join(new)
+        fits[degree] = steps.fit(new)
+        assert fits[degree]["valid"]
+    record = storage_json({"block": fits[10]["fit"]})["normalization_table"]
+    assert record["degree"] == 10 and record["low"] == [-1.0, -1.0] and record["high"] == [1.0, 1.0]
+    assert record["max_log_z_error"] < 1e-6 and record["evaluations"] == 11 * 11 + 32
+    assert "normalization_table" not in storage_json({"block": fits[0]["fit"]})
+    for poi in ("cW", "cHW"):
+        assert fits[10]["values"][poi] == pytest.approx(fits[0]["values"][poi], abs=1e-3 * fits[0]["errors"][poi])
+        assert fits[10]["errors"][poi] == pytest.approx(fits[0]["errors"][poi], rel=1e-3)
+    done = storage_json(toys(str(tmp_path / "table10"), "0:3"))["toys"]
+    assert len(done) == 3
+
+
 def test_results_and_headline_carry_the_comparison(alices_run):
     from sbi_core import storage
     from sbi_core.inference.report import headline, learned_vs_exact_section
