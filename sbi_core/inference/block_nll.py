@@ -34,6 +34,7 @@ from sbi_core.data.likelihood_arrays import LikelihoodArrays
 from sbi_core.errors import InputError
 from sbi_core.inference.event_store import EventStore, StoreWriter, block_nbytes, plan_layout
 from sbi_core.inference.interpolation import INTERPOLATIONS
+from sbi_core.inference.objective import tolerance_floor
 from sbi_core.inference.passes import Structure, assemble, data_pass, mc_pass, prepare
 
 __all__ = ["BlockNLL"]
@@ -304,6 +305,11 @@ class BlockNLL:
         if vs.ndim != 2 or vs.shape[1] != self.n_params:
             raise ValueError(f"vectors: expected shape (m, {self.n_params}), got {vs.shape}")
         return vs @ self.hessian(p)
+
+    @property
+    def tolerance_floor(self) -> float:
+        """The smallest Migrad tolerance this NLL's rounding allows (`objective.tolerance_floor`)."""
+        return tolerance_floor(self.dtype)
 
     def expected_events(self, p: Any) -> float:
         """L sigma(theta, nu)."""

@@ -195,6 +195,7 @@ def minimize(
     names = check_objective(objective)
     fixed = dict(fixed or {})
     bounds = _within_domain(objective, bounds)
+    tol = max(tol, float(getattr(objective, "tolerance_floor", 0.0) or 0.0))  # what its rounding allows
     x0 = _start(names, start, fixed, bounds)
     if not (0 <= strategy <= 2 and tol > 0):
         raise ValueError(f"strategy must be 0, 1 or 2 and tol > 0, got {strategy}, {tol}")

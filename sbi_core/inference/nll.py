@@ -88,6 +88,7 @@ import numpy as np
 from sbi_core.data.likelihood_arrays import LikelihoodArrays, iter_event_chunks
 from sbi_core.inference.compilation import configure_jax
 from sbi_core.inference.interpolation import ADDITIVE, basis_functions, schemes_for
+from sbi_core.inference.objective import tolerance_floor
 from sbi_core.inference.passes import morphing_weights as _alpha
 from sbi_core.inference.variation_pairs import PairScan
 
@@ -841,6 +842,11 @@ class NLLModel:
     def n_floored(self, p: Any) -> int:
         """Events whose rate at p is at or below the rounding floor (see the module doc)."""
         return int(_n_floored_jit(self._p(p), self._data, self._st))
+
+    @property
+    def tolerance_floor(self) -> float:
+        """The smallest Migrad tolerance this NLL's rounding allows (`objective.tolerance_floor`)."""
+        return tolerance_floor(self.dtype)
 
     def expected_events(self, p: Any) -> float:
         """L sigma(theta, nu): the expected number of events at p."""

@@ -13,7 +13,9 @@ Conventions (pyhf's and iminuit's for a likelihood):
 - p is a float64 vector of shape (len(names),), in the order of `names`; `grad(p)` returns dNLL/dp with
   the same shape. Constants may be dropped: only differences of `value` are used.
 - Optional: `hessian(p)` -> (n, n) analytic second derivatives, used for the parameter errors when present
-  (otherwise Minuit's numerical Hesse); `n_pois` -> how many leading parameters are of interest.
+  (otherwise Minuit's numerical Hesse); `n_pois` -> how many leading parameters are of interest;
+  `tolerance_floor` -> the smallest Migrad tolerance the NLL's rounding allows (`tolerance_floor(dtype)` for
+  per-event arrays of a dtype); `domain` -> {name: (low, high)} where the NLL is defined (fits are bounded to it).
 """
 
 from __future__ import annotations
@@ -23,7 +25,18 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-__all__ = ["Objective", "check_objective"]
+__all__ = ["FLOAT32_TOLERANCE", "Objective", "check_objective", "tolerance_floor"]
+
+#: Migrad's own default tolerance: what an NLL of float32 per-event arrays can meet. Their rounding (~1e-7
+#: relative per event) is far above the tight goal (EDM < 1e-10 at tolerance 1e-7): Migrad would search at its
+#: call cap (2240 calls at 102 parameters, an hour at 10^7 events) for what the exact-Hessian polish after it
+#: gives in one step.
+FLOAT32_TOLERANCE = 0.1
+
+
+def tolerance_floor(dtype: str) -> float:
+    """The smallest Migrad tolerance an NLL whose per-event arrays have `dtype` can meet (0: any)."""
+    return FLOAT32_TOLERANCE if str(dtype) == "float32" else 0.0
 
 
 @runtime_checkable
