@@ -192,10 +192,10 @@ def test_silent_endpoint_fails_within_the_configured_timeout(monkeypatch, capfd)
         silent.close()
     assert code == 1, err
     assert "did not answer" in err and "SBI_S3_READ_TIMEOUT" in err and "Traceback" not in err, err
+    # the mechanism that bounds the wait, counted rather than timed (a loaded machine stretches any time): one
+    # connection per attempt, each waiting SBI_S3_READ_TIMEOUT; the defaults (3 x 15 s) keep a silent endpoint
+    # under a minute, where s3fs's own loop took 416 s before
     assert len(silent.accepted) == 2, f"expected one connection per attempt, got {len(silent.accepted)}"
-    # 2 attempts x 1 s plus botocore's back-off (< 2 s): the bound below leaves room for a loaded machine; the
-    # defaults (3 x 15 s) keep a silent endpoint under a minute, where s3fs's own loop took 416 s before.
-    assert seconds < WITHIN_S, f"a silent endpoint held the step {seconds:.1f} s"
     assert s3.S3Settings(None, None).max_attempts * s3.S3Settings(None, None).read_timeout + 3 < 60
 
 
@@ -247,5 +247,4 @@ def test_throttling_is_retried_with_back_off_then_exit_1(monkeypatch, capfd):
     finally:
         throttled.close()
     assert code == 1 and "kept failing" in err and "SlowDown" in err and "Traceback" not in err, err
-    assert throttled.requests == 3
-    assert seconds < WITHIN_S
+    assert throttled.requests == 3  # the retries, counted: SBI_S3_MAX_ATTEMPTS requests in all
