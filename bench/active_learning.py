@@ -130,24 +130,12 @@ def _train_one(run: str, network: str) -> None:
     train(run, [network])
 
 
-def _corner_rms(run: str, x: Any, exact: Any) -> float:
-    import numpy as np
-
-    from sbi_core import steps
-    from sbi_core.ml.closure import rms
-    from sbi_core.ml.disagreement import trained_ensemble
-
-    layout, cfg, _ = steps.load_run(run)
-    theta = np.array(CORNER)
-    return rms(trained_ensemble(layout, cfg, "alices", "theta").log_ratio(x, theta)[0], exact.log_ratio(x, theta))
+GRID = [-0.8, -0.4, 0.0, 0.4, 0.8]  # per parameter: where the worst RMS over the space is looked for (CORNER is one)
 
 
-GRID = [-0.8, -0.4, 0.0, 0.4, 0.8]  # per parameter: where the worst RMS over the space is looked for
-
-
-def _worst_on_grid(run: str, x: Any, exact: Any) -> dict[str, Any]:
-    """The largest RMS(learned - exact log r) over the GRID x GRID points and where it is (the corner the
-    figure names is one of them)."""
+def _grid_rms(run: str, x: Any, exact: Any) -> tuple[float, dict[str, Any]]:
+    """(RMS(learned - exact log r) at CORNER, the largest RMS over the GRID x GRID points and where it is) of the
+    run's ALICES ensemble, loaded once."""
     import numpy as np
 
     from sbi_core import steps
@@ -156,11 +144,11 @@ def _worst_on_grid(run: str, x: Any, exact: Any) -> dict[str, Any]:
 
     layout, cfg, _ = steps.load_run(run)
     ensemble = trained_ensemble(layout, cfg, "alices", "theta")
-    values = {(a, b): rms(ensemble.log_ratio(x, np.array([a, b]))[0], exact.log_ratio(x, np.array([a, b])))
+    values = {(a, b): float(rms(ensemble.log_ratio(x, np.array([a, b]))[0], exact.log_ratio(x, np.array([a, b]))))
               for a in GRID for b in GRID}
     point = max(values, key=values.get)
-    return {"point": list(point), "rms": round(float(values[point]), 4),
-            "median_rms": round(float(np.median(list(values.values()))), 4)}
+    return values[CORNER], {"point": list(point), "rms": round(values[point], 4),
+                            "median_rms": round(float(np.median(list(values.values()))), 4)}
 
 
 def disagreement(quick: bool, root: str) -> dict[str, Any]:
@@ -181,8 +169,7 @@ def disagreement(quick: bool, root: str) -> dict[str, Any]:
     with h5py.File(steps.run_events(layout, plan), "r") as f:
         exact = ExactRatio.from_events(cfg, f[WEIGHTS][:, : len(cfg.benchmarks)])
     x = read_training_set(layout.training_set("alices", "theta", "nominal", "test")).x.astype(np.float64)
-    before = _corner_rms(source, x, exact)
-    worst_before = _worst_on_grid(source, x, exact)
+    before, worst_before = _grid_rms(source, x, exact)
     t0 = time.perf_counter()
     res = _drive(str(Path(root) / "disagreement"), [
         f"run={source}", "kind=active_learning", "options.objective=disagreement", "options.method=alices",
@@ -190,16 +177,15 @@ def disagreement(quick: bool, root: str) -> dict[str, Any]:
         f"tolerance={threshold}", f"options.events_per_point={per_point}", f"options.samples_per_point={samples}",
         "max_rounds=40", "seed=3"])
     seconds = time.perf_counter() - t0
-    after = _corner_rms(res["final_run"], x, exact)
-    worst_after = _worst_on_grid(res["final_run"], x, exact)
+    after, worst_after = _grid_rms(res["final_run"], x, exact)
     uniform = []
     for factor in ((2,) if quick else (2, 4)):
         n = n0 * factor
         ev = _combined(str(CACHE / f"events-{n}"), [f"generation.events={n}", f"generation.shards={max(2, n // 25_000)}",
                                                    "generation.seed=2024"])
         run = _trained(ev, str(Path(root) / f"uniform-{factor}x"), _training(n_train * factor, epochs, members))
-        uniform.append({"events": n, "rms_corner": round(_corner_rms(run, x, exact), 4),
-                        "worst_on_grid": _worst_on_grid(run, x, exact)})
+        corner, worst = _grid_rms(run, x, exact)
+        uniform.append({"events": n, "rms_corner": round(corner, 4), "worst_on_grid": worst})
         if uniform[-1]["rms_corner"] <= after:
             break
     reached = next((u["events"] for u in uniform if u["rms_corner"] <= after), None)
