@@ -102,7 +102,7 @@ def _sally_objective(run: str, sally_run: str, ctx: Any) -> tuple[Any, dict[str,
     import numpy as np
 
     from sbi_core.inference import sally, steps
-    from sbi_core.inference.datasets import MC_PART, DatasetInfo, read_events
+    from sbi_core.inference.datasets import MC_PART, DatasetInfo, event_header, read_events
     from sbi_core.inference.exact import model_header
     from sbi_core.runs import load_run
 
@@ -114,8 +114,6 @@ def _sally_objective(run: str, sally_run: str, ctx: Any) -> tuple[Any, dict[str,
                         if info.batch(b)[0] == MC_PART])
     x = read_events(ctx.info, 0, ctx.info.n_mc, MC_PART)["observations"]  # the exact pool's events, in its order
     bins = binning.index(sally._chunked_scores(score, x, x.shape[0], len(cfg.parameters)))
-    from sbi_core.inference.datasets import event_header
-
     h = event_header(str(info.mc_events))
     header = model_header(cfg, info, h["components"], h["matrix"], sally.SALLY)
 

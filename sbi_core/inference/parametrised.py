@@ -45,8 +45,9 @@ from sbi_core.data.likelihood_arrays import LikelihoodArrays
 from sbi_core.errors import InputError
 from sbi_core.inference.compilation import configure_jax
 from sbi_core.inference.interpolation import ADDITIVE, schemes_for
-from sbi_core.inference.nll import _alpha, _basis, _Structure
+from sbi_core.inference.nll import _basis, _Structure
 from sbi_core.inference.normalization_table import NormalizationTable, chebyshev_log_z
+from sbi_core.inference.passes import morphing_weights as _alpha
 from sbi_core.inference.toys import ToyGenerator, toy_rng
 
 configure_jax()
