@@ -13,16 +13,19 @@ is expensive, with two objectives (`options.objective`):
 - `disagreement` (where is the learned likelihood least certain?): cycles of three rounds, each one DAG run:
   search (`search_rounds` rounds of asked points, each the ensemble disagreement D(theta) of the current
   networks, `ml.disagreement`, with the closure RMS against the exact log r where the simulator has one);
-  simulate (events drawn at the point of largest D: `sbi-core resample`, generate, combine, sample; a training
-  run derived from the source with `training.warm_start` at the current one, its sets the union of the current
-  sets and the new ones, `merge-samples`); train (one item per network of the method, warm-started). It finishes
+  simulate (events drawn at the point of largest D: `sbi-core resample`, generate, combine, sample; with
+  `source_samples_per_point`, samples at the point drawn from the source's events too, whose reference half then
+  comes from events where the reference lives; a training run derived from the source with
+  `training.warm_start` at the current one, its sets the union of the current sets and the new ones,
+  `merge-samples`); train (one item per network of the method, warm-started). It finishes
   when the largest D of a search is below `tolerance`, or when the budget of simulated events is spent.
   Budget unit: simulated events (counted at the first search round after the networks trained on them, so the
   last simulation is always trained on and evaluated before the budget ends the study; a cycle only simulates
   when its events fit in the budget left).
 
-Files under the study prefix: `runs/sample-cNN/` (events at the point of cycle NN) and `runs/train-cNN/` (the
-networks of cycle NN; cycle 0's are the source run's).
+Files under the study prefix: `runs/sample-cNN/` (events at the point of cycle NN), `runs/sample-cNN-source/`
+(the source's events, sampled at that point) and `runs/train-cNN/` (the networks of cycle NN; cycle 0's are the
+source run's).
 """
 
 from __future__ import annotations
@@ -90,6 +93,11 @@ class ActiveLearningOptions(ConfigSection):
                                          "source run's events per shard).")
     samples_per_point: int = Field(default=10_000, ge=10, le=10**9, title="Samples per point",
                                    description="disagreement: training samples drawn from them (train + val).")
+    source_samples_per_point: int = Field(
+        default=0, ge=0, le=10**9, title="Source samples per point",
+        description="disagreement: training samples at the chosen point drawn from the source run's events as "
+        "well (theta0 there; their reference half from events where the reference lives): no simulation, so "
+        "not counted in the budget. 0: none.")
     sample_events: int = Field(default=20_000, ge=10, le=10**8, title="Events averaged over",
                                description="disagreement: test-split events of the source D(theta) is averaged "
                                "over.")
@@ -342,13 +350,22 @@ def _simulate(study: Study, inputs: dict[str, Any]) -> dict[str, Any]:
         combine(new, g)
     combine(new, None)
     sampled = sample(new, o.method)
+    parts, added = [inputs["base"], new], sampled["n_train"] + sampled["n_val"]
+    if o.source_samples_per_point:
+        parts.append(f"{new.rstrip('/')}-source")  # runs/sample-cNN-source
+        values = "{" + ", ".join(f"{k}: {v!r}" for k, v in point.items()) + "}"
+        _sbi_core("derive", "--from", str(study.config.run), "--run", parts[-1],
+                  "--set", f"training.samples.train={o.source_samples_per_point}", "--set", "training.samples.theta0=fixed",
+                  "--set", f"training.samples.theta_fixed={values}", "--set", f"training.seed={inputs['seed']}",
+                  "--set", f"training.methods=[{o.method}]", "--set", "training.variations=false")
+        from_source = sample(parts[-1], o.method)
+        added += from_source["n_train"] + from_source["n_val"]
     epochs = ["--set", f"training.optimizer.epochs={o.retrain_epochs}"] if o.retrain_epochs else []
     _sbi_core("derive", "--from", str(study.config.run), "--run", nxt, "--set", f"training.warm_start={inputs['base']}",
               "--set", f"training.methods=[{o.method}]", "--set", "training.variations=false", *epochs)
-    merged = merge_samples(nxt, o.method, [inputs["base"], new])
+    merged = merge_samples(nxt, o.method, parts)
     return {"point": point, "sample_run": new, "next_run": nxt, "events": summary["events"],
-            "added_samples": sampled["n_train"] + sampled["n_val"], "train_rows": merged["n_train"],
-            "networks": merged["networks"]}
+            "added_samples": added, "train_rows": merged["n_train"], "networks": merged["networks"]}
 
 
 def _train(inputs: dict[str, Any]) -> dict[str, Any]:

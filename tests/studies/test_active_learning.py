@@ -120,13 +120,15 @@ def trained(small_run, tmp_path_factory) -> str:
 
 
 def test_a_disagreement_cycle_adds_events_and_retrains(trained, tmp_path):
-    """search (2 points) -> simulate 1500 events at the point of largest disagreement, merge their samples into
-    a run derived from the source -> retrain both members warm -> search again on the new networks."""
+    """search (2 points) -> simulate 1500 events at the point of largest disagreement, merge their samples and
+    samples at the point from the source's own events into a run derived from the source -> retrain both members
+    warm -> search again on the new networks. Only the simulated events count in the budget."""
     uri = _create(tmp_path, {
         "kind": "active_learning", "run": trained, "points_per_round": 2, "max_rounds": 4, "budget": 1500,
         "tolerance": 1e-9, "seed": 5,
         "options": {"objective": "disagreement", "method": "alices", "initial_points": 2, "search_rounds": 1,
-                    "events_per_point": 1500, "samples_per_point": 600, "sample_events": 300}})
+                    "events_per_point": 1500, "samples_per_point": 600, "source_samples_per_point": 400,
+                    "sample_events": 300}})
     steps.drive(uri)
     res = json.loads(Path(uri, "results.json").read_text())
     history = json.loads(Path(uri, "history.json").read_text())
@@ -142,7 +144,14 @@ def test_a_disagreement_cycle_adds_events_and_retrains(trained, tmp_path):
     merged = read_training_set(RunLayout(nxt).training_set("alices", "theta", "nominal", "train"))
     base = read_training_set(RunLayout(trained).training_set("alices", "theta", "nominal", "train"))
     added = read_training_set(RunLayout(new).training_set("alices", "theta", "nominal", "train"))
-    assert len(merged) == len(base) + len(added) and np.allclose(added.theta0, [chosen["cW"], chosen["cHW"]])
+    from_source = read_training_set(RunLayout(f"{new}-source").training_set("alices", "theta", "nominal", "train"))
+    assert len(merged) == len(base) + len(added) + len(from_source)
+    assert np.allclose(added.theta0, [chosen["cW"], chosen["cHW"]])
+    assert np.allclose(from_source.theta0, [chosen["cW"], chosen["cHW"]]) and len(from_source) == 320  # 400 - 20% val
+    (part, _, part_plan), (src, _, src_plan) = run_steps.load_run(f"{new}-source"), run_steps.load_run(trained)
+    assert run_steps.run_events(part, part_plan) == run_steps.run_events(src, src_plan)  # the source's events, reused
+    base_rows = {tuple(r) for r in base.x[base.y == 1].round(6).tolist()}  # the reference half: other draws
+    assert len(base_rows & {tuple(r) for r in from_source.x[from_source.y == 1].round(6).tolist()}) < len(from_source) / 4
     for m in ("m00", "m01"):
         result = storage.read_json(RunLayout(nxt).network_file(f"alices-theta-nominal-{m}", "result.json"))
         assert result["status"] == "ok" and result["warm_start"] == RunLayout(trained).network_file(
