@@ -7,14 +7,15 @@ the same resolution (the tolerance) over the parameter ranges (baseline), ratio 
 the found point from the injected one (the data's best fit: the maximum of the local significance), which must
 be within the tolerance.
 
-(b) disagreement: a source run with a trained ALICES ensemble; the study (its space the grid's box below)
-simulates where the ensemble disagrees most, adds those events' samples and samples at the point from the source's
-own events, and retrains warm, until the disagreement is below its threshold or its budget of events is spent. The figure: RMS(learned - exact log r) at the worst corner (0.8, 0.8) over the source's ALICES test
-events after the study (ours) against before (baseline), target < 0.05; beside it the simulated events it took
-and those a uniform design (more events at the SM, same training settings) needed for the same RMS, tried at 2x
-and 4x the source's events. Beside it, the largest RMS over a 5 x 5 grid of theta in [-0.8, 0.8]^2 and where it
-is, before and after (what the study's objective points at; the corner is one of the grid's points). Events are
-cached under artifacts/bench-active-learning/."""
+(b) disagreement: a source run with a trained ALICES ensemble; the study (its space the grid's box below) simulates
+where the ensemble disagrees most, adds those events' samples and samples from the source's own events at that
+point and the next points of largest disagreement, and retrains warm, until the disagreement is below its threshold
+or its budget of events is spent. The figure: RMS(learned - exact log r) at the worst corner (0.8, 0.8) over the
+source's ALICES test events after the study (ours) against before (baseline), target < 0.05; beside it the
+simulated events it took and those a uniform design (more events at the SM, same training settings) needed for the
+same RMS, tried at 2x and 4x the source's events. Beside it, the largest RMS over a 5 x 5 grid of theta in [-0.8,
+0.8]^2 and where it is, before and after (what the study's objective points at; the corner is one of the grid's
+points). Events are cached under artifacts/bench-active-learning/."""
 
 from __future__ import annotations
 
@@ -33,10 +34,10 @@ INJECTED = {"cW": 0.5, "cHW": -0.4}
 CORNER = (0.8, 0.8)
 POINTS = 4
 # (a): events, tolerance; (b): source events, train samples, epochs, members, events per point, samples per
-# point, samples per point from the source's events, budget (events), threshold
+# point, samples per point from the source's events and how many points get them, budget (events), threshold
 A_FULL, A_QUICK = (40_000, 0.05), (10_000, 0.1)
-B_FULL = (200_000, 100_000, 30, 3, 50_000, 25_000, 100_000, 200_000, 0.03)
-B_QUICK = (20_000, 8_000, 5, 2, 20_000, 8_000, 8_000, 40_000, 0.03)
+B_FULL = (200_000, 100_000, 30, 3, 50_000, 25_000, 100_000, 4, 200_000, 0.03)
+B_QUICK = (20_000, 8_000, 5, 2, 20_000, 8_000, 8_000, 2, 40_000, 0.03)
 
 
 def _combined(run: str, sets: list[str]) -> str:
@@ -160,7 +161,8 @@ def disagreement(quick: bool, root: str) -> dict[str, Any]:
     from sbi_core.data.training_sets import read_training_set
     from sbi_core.ml.closure import ExactRatio
 
-    n0, n_train, epochs, members, per_point, samples, from_source, budget, threshold = B_QUICK if quick else B_FULL
+    n0, n_train, epochs, members, per_point, samples, from_source, source_points, budget, threshold = (
+        B_QUICK if quick else B_FULL)
     training = _training(n_train, epochs, members)
     events = _combined(str(CACHE / f"events-{n0}"), [f"generation.events={n0}", f"generation.shards={max(2, n0 // 25_000)}",
                                                    "generation.seed=2024"])
@@ -175,7 +177,8 @@ def disagreement(quick: bool, root: str) -> dict[str, Any]:
         f"run={source}", "kind=active_learning", "options.objective=disagreement", "options.method=alices",
         f"points_per_round={POINTS}", "options.search_rounds=2", "options.initial_points=6", f"budget={budget}",
         f"tolerance={threshold}", f"options.events_per_point={per_point}", f"options.samples_per_point={samples}",
-        f"options.source_samples_per_point={from_source}", "max_rounds=40", "seed=3",
+        f"options.source_samples_per_point={from_source}", f"options.source_points={source_points}", "max_rounds=40",
+        "seed=3",
         *(f"options.ranges.{p}=[{GRID[0]}, {GRID[-1]}]" for p in ("cW", "cHW"))])
     seconds = time.perf_counter() - t0
     after, worst_after = _grid_rms(res["final_run"], x, exact)
@@ -193,7 +196,8 @@ def disagreement(quick: bool, root: str) -> dict[str, Any]:
     fig = Figure(name="active_learning.disagreement", sizes={"source_events": n0, "train_samples": n_train,
                                                              "epochs": epochs, "members": members,
                                                              "events_per_point": per_point, "samples_per_point": samples,
-                                                             "source_samples_per_point": from_source, "budget": budget},
+                                                             "source_samples_per_point": from_source,
+                                                             "source_points": source_points, "budget": budget},
                  ours=[after], baseline=[before], ours_label=f"RMS log r at {CORNER} after",
                  baseline_label="before", target="ours < 0.05",
                  extra={"worst_on_grid_before": worst_before, "worst_on_grid_after": worst_after,

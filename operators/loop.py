@@ -62,7 +62,7 @@ KIND_KNOBS: dict[str, tuple[Knob, ...]] = {
         Knob(name, f"options.{name}", "Active learning")
         for name in ("objective", "parameters", "searcher", "initial_points", "acquisition", "statistic", "min_gain",
                      "method", "search_rounds", "events_per_point", "samples_per_point", "source_samples_per_point",
-                     "weighting", "retrain_epochs")
+                     "source_points", "weighting", "retrain_epochs")
     ),
     "hpo": tuple(
         Knob(name, f"options.{name}", "Hyperparameter search")

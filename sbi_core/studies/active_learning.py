@@ -14,18 +14,19 @@ is expensive, with two objectives (`options.objective`):
   search (`search_rounds` rounds of asked points, each the ensemble disagreement D(theta) of the current
   networks, `ml.disagreement`, with the closure RMS against the exact log r where the simulator has one);
   simulate (events drawn at the point of largest D: `sbi-core resample`, generate, combine, sample; with
-  `source_samples_per_point`, samples at the point drawn from the source's events too, whose reference half then
-  comes from events where the reference lives; a training run derived from the source with
-  `training.warm_start` at the current one, its sets the union of the current sets and the new ones,
-  `merge-samples`); train (one item per network of the method, warm-started). It finishes
-  when the largest D of a search is below `tolerance`, or when the budget of simulated events is spent.
+  `source_samples_per_point`, samples at that point and at the next `source_points` - 1 points of largest D
+  drawn from the source's events too, whose reference half then comes from events where the reference lives;
+  a training run derived from the source with `training.warm_start` at the current one, its sets the union of
+  the current sets and the new ones, `merge-samples`); train (one item per network of the method,
+  warm-started). It finishes when the largest D of a search is below `tolerance`, or when the budget of
+  simulated events is spent.
   Budget unit: simulated events (counted at the first search round after the networks trained on them, so the
   last simulation is always trained on and evaluated before the budget ends the study; a cycle only simulates
   when its events fit in the budget left).
 
-Files under the study prefix: `runs/sample-cNN/` (events at the point of cycle NN), `runs/sample-cNN-source/`
-(the source's events, sampled at that point) and `runs/train-cNN/` (the networks of cycle NN; cycle 0's are the
-source run's).
+Files under the study prefix: `runs/sample-cNN/` (events at the point of cycle NN), `runs/sample-cNN-source-II/`
+(the source's events, sampled at the cycle's II-th point) and `runs/train-cNN/` (the networks of cycle NN; cycle
+0's are the source run's).
 """
 
 from __future__ import annotations
@@ -98,6 +99,10 @@ class ActiveLearningOptions(ConfigSection):
         description="disagreement: training samples at the chosen point drawn from the source run's events as "
         "well (theta0 there; their reference half from events where the reference lives): no simulation, so "
         "not counted in the budget. 0: none.")
+    source_points: int = Field(
+        default=1, ge=1, le=100, title="Source-sampled points",
+        description="disagreement: how many of the cycle's searched points, largest disagreement first (the "
+        "chosen point is the first), get source_samples_per_point samples each.")
     sample_events: int = Field(default=20_000, ge=10, le=10**8, title="Events averaged over",
                                description="disagreement: test-split events of the source D(theta) is averaged "
                                "over.")
@@ -351,12 +356,12 @@ def _simulate(study: Study, inputs: dict[str, Any]) -> dict[str, Any]:
     combine(new, None)
     sampled = sample(new, o.method)
     parts, added = [inputs["base"], new], sampled["n_train"] + sampled["n_val"]
-    if o.source_samples_per_point:
-        parts.append(f"{new.rstrip('/')}-source")  # runs/sample-cNN-source
-        values = "{" + ", ".join(f"{k}: {v!r}" for k, v in point.items()) + "}"
+    for i, at in enumerate(inputs.get("source_points", [inputs["point"]]) if o.source_samples_per_point else []):
+        parts.append(f"{new.rstrip('/')}-source-{i:02d}")  # runs/sample-cNN-source-II
+        values = "{" + ", ".join(f"{k}: {v!r}" for k, v in _full_point(study, at).items()) + "}"
         _sbi_core("derive", "--from", str(study.config.run), "--run", parts[-1],
                   "--set", f"training.samples.train={o.source_samples_per_point}", "--set", "training.samples.theta0=fixed",
-                  "--set", f"training.samples.theta_fixed={values}", "--set", f"training.seed={inputs['seed']}",
+                  "--set", f"training.samples.theta_fixed={values}", "--set", f"training.seed={inputs['seed'] + i}",
                   "--set", f"training.methods=[{o.method}]", "--set", "training.variations=false")
         from_source = sample(parts[-1], o.method)
         added += from_source["n_train"] + from_source["n_val"]
@@ -427,6 +432,7 @@ class ActiveLearning:
         if phase == "simulate":
             return [WorkItem(f"c{cycle:02d}-simulate", {
                 "phase": "simulate", "cycle": cycle, "point": k["chosen"], "base": run,
+                "source_points": k.get("source_points", [k["chosen"]]),
                 "seed": _cycle_seed(study, cycle),
                 "sample_run": storage.join(study.uri, "runs", f"sample-c{cycle:02d}"),
                 "next_run": storage.join(study.uri, "runs", f"train-c{cycle + 1:02d}")}, 0.0)]
@@ -585,7 +591,10 @@ class ActiveLearning:
             return (state.evolve(kind=kind), entries,
                     Decision.end(f"budget: {used} of {study.config.budget} events used, another point needs "
                                  f"{o.events_per_point}; largest disagreement {d:.4g}", "finished", summary))
-        kind.update(phase="simulate", chosen=best["inputs"]["point"])
+        ranked = sorted((e for e in mine if e["ok"]), key=lambda e: -e["result"]["value"])
+        points = [best["inputs"]["point"], *(e["inputs"]["point"] for e in ranked)]
+        points = [q for i, q in enumerate(points) if q not in points[:i]][: o.source_points]
+        kind.update(phase="simulate", chosen=best["inputs"]["point"], source_points=points)
         return (state.evolve(kind=kind), entries,
                 Decision.go_on(f"cycle {cycle}: largest disagreement {d:.4g} at {best['inputs']['point']}: simulate "
                                "there", summary))

@@ -128,7 +128,7 @@ def test_a_disagreement_cycle_adds_events_and_retrains(trained, tmp_path):
         "tolerance": 1e-9, "seed": 5,
         "options": {"objective": "disagreement", "method": "alices", "initial_points": 2, "search_rounds": 1,
                     "events_per_point": 1500, "samples_per_point": 600, "source_samples_per_point": 400,
-                    "sample_events": 300}})
+                    "source_points": 2, "sample_events": 300}})
     steps.drive(uri)
     res = json.loads(Path(uri, "results.json").read_text())
     history = json.loads(Path(uri, "history.json").read_text())
@@ -144,14 +144,17 @@ def test_a_disagreement_cycle_adds_events_and_retrains(trained, tmp_path):
     merged = read_training_set(RunLayout(nxt).training_set("alices", "theta", "nominal", "train"))
     base = read_training_set(RunLayout(trained).training_set("alices", "theta", "nominal", "train"))
     added = read_training_set(RunLayout(new).training_set("alices", "theta", "nominal", "train"))
-    from_source = read_training_set(RunLayout(f"{new}-source").training_set("alices", "theta", "nominal", "train"))
-    assert len(merged) == len(base) + len(added) + len(from_source)
+    other = next(e for e in history if e["round"] == 1 and e["inputs"]["point"] != chosen)["inputs"]["point"]
+    parts = [read_training_set(RunLayout(f"{new}-source-{i:02d}").training_set("alices", "theta", "nominal", "train"))
+             for i in range(2)]  # the chosen point first, then the next of largest disagreement
+    assert len(merged) == len(base) + len(added) + sum(len(p) for p in parts)
     assert np.allclose(added.theta0, [chosen["cW"], chosen["cHW"]])
-    assert np.allclose(from_source.theta0, [chosen["cW"], chosen["cHW"]]) and len(from_source) == 320  # 400 - 20% val
-    (part, _, part_plan), (src, _, src_plan) = run_steps.load_run(f"{new}-source"), run_steps.load_run(trained)
+    assert np.allclose(parts[0].theta0, [chosen["cW"], chosen["cHW"]]) and len(parts[0]) == 320  # 400 - 20% val
+    assert np.allclose(parts[1].theta0, [other["cW"], other["cHW"]]) and len(parts[1]) == 320
+    (part, _, part_plan), (src, _, src_plan) = run_steps.load_run(f"{new}-source-00"), run_steps.load_run(trained)
     assert run_steps.run_events(part, part_plan) == run_steps.run_events(src, src_plan)  # the source's events, reused
     base_rows = {tuple(r) for r in base.x[base.y == 1].round(6).tolist()}  # the reference half: other draws
-    assert len(base_rows & {tuple(r) for r in from_source.x[from_source.y == 1].round(6).tolist()}) < len(from_source) / 4
+    assert len(base_rows & {tuple(r) for r in parts[0].x[parts[0].y == 1].round(6).tolist()}) < len(parts[0]) / 4
     for m in ("m00", "m01"):
         result = storage.read_json(RunLayout(nxt).network_file(f"alices-theta-nominal-{m}", "result.json"))
         assert result["status"] == "ok" and result["warm_start"] == RunLayout(trained).network_file(
