@@ -13,9 +13,10 @@ point and the next points of largest disagreement, and retrains warm, until the 
 or its budget of events is spent. The figure: RMS(learned - exact log r) at the worst corner (0.8, 0.8) over the
 source's ALICES test events after the study (ours) against before (baseline), target < 0.05; beside it the
 simulated events it took and those a uniform design (more events at the SM, same training settings) needed for the
-same RMS, tried at 2x and 4x the source's events. Beside it, the largest RMS over a 5 x 5 grid of theta in [-0.8,
-0.8]^2 and where it is, before and after (what the study's objective points at; the corner is one of the grid's
-points). Events are cached under artifacts/bench-active-learning/."""
+same RMS, tried at 2x and 4x the source's events, and the control: a uniform design with the study's events and as
+many samples as its final sets (is it where the samples are, or how many?). Beside it, the largest RMS over a 5 x 5
+grid of theta in [-0.8, 0.8]^2 and where it is, before and after (what the study's objective points at; the corner
+is one of the grid's points). Events are cached under artifacts/bench-active-learning/."""
 
 from __future__ import annotations
 
@@ -152,21 +153,26 @@ def _grid_rms(run: str, x: Any, exact: Any) -> tuple[float, dict[str, Any]]:
                             "median_rms": round(float(np.median(list(values.values()))), 4)}
 
 
+def _events(n: int) -> str:
+    """The cached run of n SM events (seed 2024): the source's, and the uniform designs'."""
+    return _combined(str(CACHE / f"events-{n}"), [f"generation.events={n}", f"generation.shards={max(2, n // 25_000)}",
+                                                 "generation.seed=2024"])
+
+
 def disagreement(quick: bool, root: str) -> dict[str, Any]:
     import h5py
     import numpy as np
 
-    from sbi_core import steps
+    from sbi_core import steps, storage
     from sbi_core.data.format import WEIGHTS
     from sbi_core.data.training_sets import read_training_set
+    from sbi_core.layout import RunLayout
     from sbi_core.ml.closure import ExactRatio
 
     n0, n_train, epochs, members, per_point, samples, from_source, source_points, budget, threshold = (
         B_QUICK if quick else B_FULL)
     training = _training(n_train, epochs, members)
-    events = _combined(str(CACHE / f"events-{n0}"), [f"generation.events={n0}", f"generation.shards={max(2, n0 // 25_000)}",
-                                                   "generation.seed=2024"])
-    source = _trained(events, str(Path(root) / "source"), training)
+    source = _trained(_events(n0), str(Path(root) / "source"), training)
     layout, cfg, plan = steps.load_run(source)
     with h5py.File(steps.run_events(layout, plan), "r") as f:
         exact = ExactRatio.from_events(cfg, f[WEIGHTS][:, : len(cfg.benchmarks)])
@@ -185,14 +191,18 @@ def disagreement(quick: bool, root: str) -> dict[str, Any]:
     uniform = []
     for factor in ((2,) if quick else (2, 4)):
         n = n0 * factor
-        ev = _combined(str(CACHE / f"events-{n}"), [f"generation.events={n}", f"generation.shards={max(2, n // 25_000)}",
-                                                   "generation.seed=2024"])
-        run = _trained(ev, str(Path(root) / f"uniform-{factor}x"), _training(n_train * factor, epochs, members))
+        run = _trained(_events(n), str(Path(root) / f"uniform-{factor}x"), _training(n_train * factor, epochs, members))
         corner, worst = _grid_rms(run, x, exact)
-        uniform.append({"events": n, "rms_corner": round(corner, 4), "worst_on_grid": worst})
+        uniform.append({"events": n, "samples": n_train * factor, "rms_corner": round(corner, 4), "worst_on_grid": worst})
         if uniform[-1]["rms_corner"] <= after:
             break
     reached = next((u["events"] for u in uniform if u["rms_corner"] <= after), None)
+    # the control: a uniform design with the study's events and as many samples as the study's final sets
+    rows = storage.read_json(RunLayout(res["final_run"]).samples_manifest("alices"))["rows"]
+    study_samples, n_all = rows["train"] + rows["val"], n0 + int(res["events"])
+    same = _trained(_events(n_all), str(Path(root) / "uniform-same"), _training(study_samples, epochs, members))
+    corner, worst = _grid_rms(same, x, exact)
+    control = {"events": n_all, "samples": study_samples, "rms_corner": round(corner, 4), "worst_on_grid": worst}
     fig = Figure(name="active_learning.disagreement", sizes={"source_events": n0, "train_samples": n_train,
                                                              "epochs": epochs, "members": members,
                                                              "events_per_point": per_point, "samples_per_point": samples,
@@ -202,7 +212,8 @@ def disagreement(quick: bool, root: str) -> dict[str, Any]:
                  baseline_label="before", target="ours < 0.05",
                  extra={"worst_on_grid_before": worst_before, "worst_on_grid_after": worst_after,
                         "events_simulated": res["events"], "total_events": n0 + res["events"],
-                        "uniform_design": uniform,
+                        "study_samples": study_samples, "uniform_design": uniform,
+                        "uniform_same_events_and_samples": control,
                         "uniform_events_for_same_rms": reached if reached is not None else f"> {uniform[-1]['events']}",
                         "cycles": res["cycles"], "status": res["status"], "reason": res["reason"],
                         "seconds": round(seconds, 1)})
