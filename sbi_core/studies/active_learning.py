@@ -235,9 +235,15 @@ def _ask(study: Study, history: Sequence[dict[str, Any]], cycle: int | None, n: 
     return make_searcher(options, _trials(study, history, cycle), "maximize").ask(n)  # type: ignore[return-value]
 
 
-def _best(entries: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+def _ranked(entries: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The evaluated entries, largest value first (ties in their order)."""
     ok = [e for e in entries if e.get("ok") and e["result"].get("value") is not None]
-    return max(ok, key=lambda e: e["result"]["value"]) if ok else None
+    return sorted(ok, key=lambda e: -e["result"]["value"])
+
+
+def _best(entries: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+    ranked = _ranked(entries)
+    return ranked[0] if ranked else None
 
 
 def _distance(a: dict[str, float], b: dict[str, float]) -> float:
@@ -591,8 +597,7 @@ class ActiveLearning:
             return (state.evolve(kind=kind), entries,
                     Decision.end(f"budget: {used} of {study.config.budget} events used, another point needs "
                                  f"{o.events_per_point}; largest disagreement {d:.4g}", "finished", summary))
-        ranked = sorted((e for e in mine if e["ok"]), key=lambda e: -e["result"]["value"])
-        points = [best["inputs"]["point"], *(e["inputs"]["point"] for e in ranked)]
+        points = [e["inputs"]["point"] for e in _ranked(mine)]  # the chosen (best) point first
         points = [q for i, q in enumerate(points) if q not in points[:i]][: o.source_points]
         kind.update(phase="simulate", chosen=best["inputs"]["point"], source_points=points)
         return (state.evolve(kind=kind), entries,
