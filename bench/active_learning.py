@@ -16,7 +16,9 @@ simulated events it took and those a uniform design (more events at the SM, same
 same RMS, tried at 2x and 4x the source's events, and the control: a uniform design with the study's events and as
 many samples as its final sets (is it where the samples are, or how many?). Beside it, the largest RMS over a 5 x 5
 grid of theta in [-0.8, 0.8]^2 and where it is, before and after (what the study's objective points at; the corner
-is one of the grid's points). Events are cached under artifacts/bench-active-learning/."""
+is one of the grid's points), and what the estimator reaches at that worst point when networks are trained there
+alone (theta0 fixed at it; the control's events, 4x the source's samples): the limit no choice of where to simulate
+gets under. Events are cached under artifacts/bench-active-learning/."""
 
 from __future__ import annotations
 
@@ -135,9 +137,8 @@ def _train_one(run: str, network: str) -> None:
 GRID = [-0.8, -0.4, 0.0, 0.4, 0.8]  # per parameter: where the worst RMS over the space is looked for (CORNER is one)
 
 
-def _grid_rms(run: str, x: Any, exact: Any) -> tuple[float, dict[str, Any]]:
-    """(RMS(learned - exact log r) at CORNER, the largest RMS over the GRID x GRID points and where it is) of the
-    run's ALICES ensemble, loaded once."""
+def _rms_at(run: str, x: Any, exact: Any, points: list[tuple[float, float]]) -> dict[tuple[float, float], float]:
+    """RMS(learned - exact log r) over the events x at each point, of the run's ALICES ensemble (loaded once)."""
     import numpy as np
 
     from sbi_core import steps
@@ -146,8 +147,15 @@ def _grid_rms(run: str, x: Any, exact: Any) -> tuple[float, dict[str, Any]]:
 
     layout, cfg, _ = steps.load_run(run)
     ensemble = trained_ensemble(layout, cfg, "alices", "theta")
-    values = {(a, b): float(rms(ensemble.log_ratio(x, np.array([a, b]))[0], exact.log_ratio(x, np.array([a, b]))))
-              for a in GRID for b in GRID}
+    return {p: float(rms(ensemble.log_ratio(x, np.array(p))[0], exact.log_ratio(x, np.array(p)))) for p in points}
+
+
+def _grid_rms(run: str, x: Any, exact: Any) -> tuple[float, dict[str, Any]]:
+    """(RMS(learned - exact log r) at CORNER, the largest RMS over the GRID x GRID points and where it is) of the
+    run's ALICES ensemble."""
+    import numpy as np
+
+    values = _rms_at(run, x, exact, [(a, b) for a in GRID for b in GRID])
     point = max(values, key=values.get)
     return values[CORNER], {"point": list(point), "rms": round(values[point], 4),
                             "median_rms": round(float(np.median(list(values.values()))), 4)}
@@ -203,6 +211,13 @@ def disagreement(quick: bool, root: str) -> dict[str, Any]:
     same = _trained(_events(n_all), str(Path(root) / "uniform-same"), _training(study_samples, epochs, members))
     corner, worst = _grid_rms(same, x, exact)
     control = {"events": n_all, "samples": study_samples, "rms_corner": round(corner, 4), "worst_on_grid": worst}
+    # the estimator's own limit at the grid's worst point after the study: networks trained there alone (theta0
+    # fixed at it), on the control's events with 4x the source's samples
+    at = tuple(worst_after["point"])
+    fixed = ["training.samples.theta0=fixed", f"training.samples.theta_fixed={{cW: {at[0]!r}, cHW: {at[1]!r}}}"]
+    alone = _trained(_events(n_all), str(Path(root) / "at-worst-point"), _training(4 * n_train, epochs, members) + fixed)
+    dedicated = {"point": list(at), "events": n_all, "samples": 4 * n_train,
+                 "rms": round(_rms_at(alone, x, exact, [at])[at], 4)}
     fig = Figure(name="active_learning.disagreement", sizes={"source_events": n0, "train_samples": n_train,
                                                              "epochs": epochs, "members": members,
                                                              "events_per_point": per_point, "samples_per_point": samples,
@@ -213,7 +228,7 @@ def disagreement(quick: bool, root: str) -> dict[str, Any]:
                  extra={"worst_on_grid_before": worst_before, "worst_on_grid_after": worst_after,
                         "events_simulated": res["events"], "total_events": n0 + res["events"],
                         "study_samples": study_samples, "uniform_design": uniform,
-                        "uniform_same_events_and_samples": control,
+                        "uniform_same_events_and_samples": control, "trained_at_worst_point_alone": dedicated,
                         "uniform_events_for_same_rms": reached if reached is not None else f"> {uniform[-1]['events']}",
                         "cycles": res["cycles"], "status": res["status"], "reason": res["reason"],
                         "seconds": round(seconds, 1)})
