@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections.abc import Mapping
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
@@ -427,6 +428,12 @@ def parse_override(item: str, current: Any = None) -> tuple[str, Any]:
     if isinstance(value, str) or (isinstance(value, dict | list) and not raw.lstrip().startswith(("[", "{"))):
         return path, raw
     return path, value
+
+
+def flow_mapping(values: Mapping[str, float]) -> str:
+    """{name: value, ...} as the YAML flow mapping an override of a mapping field takes (a --set of
+    `training.samples.theta_fixed` or `generation.sampling_point`); floats by repr, so they read back exactly."""
+    return "{" + ", ".join(f"{k}: {float(v)!r}" for k, v in values.items()) + "}"
 
 
 def _is_section(annotation: Any) -> bool:

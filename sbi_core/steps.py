@@ -25,6 +25,7 @@ from sbi_core.config import (
     apply_overrides,
     config_hash,
     config_to_yaml,
+    flow_mapping,
 )
 from sbi_core.data.format import madminer_gaps_of, simulator_header, write_header
 from sbi_core.data.steps import combine, combine_groups, generate
@@ -185,7 +186,7 @@ def resample(source_run: str, run_uri: str, point: dict[str, float], events: int
         raise InputError(f"resample: --events must be a positive integer, got {events!r}")
     per_shard = max(1, cfg.generation.events // cfg.generation.shards)
     n_shards = shards if shards is not None else max(1, math.ceil(events / per_shard))
-    values = "{" + ", ".join(f"{k}: {float(point[k])!r}" for k in names) + "}"
+    values = flow_mapping({k: point[k] for k in names})
     sets = [f"generation.sampling_point={values}", f"generation.events={events}", f"generation.shards={n_shards}",
             f"generation.seed={sampling_seed(cfg.generation.seed, point) if seed is None else seed}",
             "training.samples.theta0=fixed", f"training.samples.theta_fixed={values}", *(overrides or [])]

@@ -24,6 +24,9 @@ is expensive, with two objectives (`options.objective`):
   last simulation is always trained on and evaluated before the budget ends the study; a cycle only simulates
   when its events fit in the budget left).
 
+The kind plans and aggregates here; a disagreement cycle's work items (D at a point, the simulation, a
+retraining) are `sbi_core.studies.disagreement_cycle`.
+
 Files under the study prefix: `runs/sample-cNN/` (events at the point of cycle NN), `runs/sample-cNN-source-II/`
 (the source's events, sampled at the cycle's II-th point) and `runs/train-cNN/` (the networks of cycle NN; cycle
 0's are the source run's).
@@ -31,11 +34,7 @@ Files under the study prefix: `runs/sample-cNN/` (events at the point of cycle N
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import subprocess
-import sys
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -43,7 +42,7 @@ from pydantic import Field
 
 from sbi_core import storage
 from sbi_core.config_base import ConfigSection
-from sbi_core.errors import InputError
+from sbi_core.studies.disagreement_cycle import cycle_seed, disagreement_at, full_point, simulate, train_network
 from sbi_core.studies.kinds import PointFailed
 from sbi_core.studies.state import Decision, StudyState, WorkItem, WorkResult
 from sbi_core.studies.study import Study
@@ -137,16 +136,6 @@ def _search_options(study: Study, cycle: int = 0) -> Any:
     return parse_search({"method": o.searcher, "space": space, "initial_points": o.initial_points,
                          "acquisition": o.acquisition, "seed": (study.config.seed + 7919 * cycle) % 2**31},
                         "options")
-
-
-def _full_point(study: Study, point: dict[str, float]) -> dict[str, float]:
-    """Every parameter of interest: the searched ones from the point, the others at the reference benchmark."""
-    cfg = study.analysis
-    ref = cfg.benchmark_matrix()[cfg.benchmark_names.index(cfg.sampling_benchmark)]
-    out = {p: float(v) for p, v in zip(cfg.parameter_names, ref, strict=True)}
-    out.update({k: float(v) for k, v in cfg.inference.fix.items() if k in out})
-    out.update({k: float(v) for k, v in point.items()})
-    return out
 
 
 def _check(study: Study) -> list[tuple[str, str]]:
@@ -252,10 +241,6 @@ def _distance(a: dict[str, float], b: dict[str, float]) -> float:
 
 # ---------------------------------------------------------------------------------------------- evaluation
 _evaluators: dict[tuple[str, str], Any] = {}
-_samples: dict[str, Any] = {}
-_exact: dict[str, Any] = {}
-
-
 def _excess(study: Study, point: dict[str, float]) -> dict[str, Any]:
     from sbi_core.inference.excess import ExcessEvaluator
 
@@ -264,7 +249,7 @@ def _excess(study: Study, point: dict[str, float]) -> dict[str, Any]:
     if key not in _evaluators:
         _evaluators[key] = ExcessEvaluator(str(study.config.run), o.statistic)
     ev = _evaluators[key]
-    full = {k: v for k, v in _full_point(study, point).items() if k in ev.free}
+    full = {k: v for k, v in full_point(study, point).items() if k in ev.free}
     try:
         res = ev.evaluate(full)
     except (ValueError, ArithmeticError) as exc:
@@ -272,131 +257,6 @@ def _excess(study: Study, point: dict[str, float]) -> dict[str, Any]:
     if not res.valid:
         raise PointFailed(f"a fit at {point} is not valid: {res.message}")
     return res.to_json()
-
-
-def _disagreement(study: Study, run: str, point: dict[str, float]) -> dict[str, Any]:
-    import numpy as np
-
-    from sbi_core import runs
-    from sbi_core.ml.disagreement import DisagreementSample, disagreement
-
-    o = _o(study)
-    layout, cfg, plan = runs.load_run(run)
-    src = str(study.config.run)
-    if src not in _samples:
-        _samples[src] = DisagreementSample.from_run(*runs.load_run(src), n=o.sample_events)
-    sample = _samples[src]
-    full = _full_point(study, point)
-    theta = np.array([full[p] for p in cfg.parameter_names])
-    result = disagreement(layout, cfg, o.method, theta[None, :], sample, o.weighting)[0]
-    result["value"] = result["disagreement"]
-    result["closure_rms"] = _closure(study, layout, cfg, theta, sample)
-    return result
-
-
-def _closure(study: Study, layout: Any, cfg: Any, theta: Any, sample: Any) -> float | None:
-    """RMS of the ensemble mean's log r against the exact one over the sample's events (None without an exact
-    likelihood): what the disagreement is a proxy for."""
-    import numpy as np
-
-    from sbi_core import runs
-    from sbi_core.ml.closure import ExactTargets, FiducialSums, morphed_log_ratio, rms
-    from sbi_core.ml.disagreement import trained_ensemble
-    from sbi_core.physics.registry import make_simulator
-
-    src = str(study.config.run)
-    if src not in _exact:
-        s_layout, s_cfg, s_plan = runs.load_run(src)
-        sim = make_simulator(s_cfg)
-        _exact[src] = (ExactTargets(s_cfg, sim, FiducialSums.from_events(s_cfg, sim, runs.run_events(s_layout, s_plan)))
-                       if ExactTargets.available_for(s_cfg, sim) else None)
-    targets = _exact[src]
-    if targets is None:
-        return None
-    o = _o(study)
-    ref = targets.reference
-    exact = targets.log_ratio(sample.x, theta, ref)
-    if o.method == "benchmark_ratio":
-        names = cfg.benchmark_names
-        lr = np.zeros((sample.x.shape[0], len(names)))
-        for b, name in enumerate(names):
-            if name != cfg.sampling_benchmark:
-                lr[:, b] = trained_ensemble(layout, cfg, o.method, name).log_ratio(sample.x)[0]
-        learned = morphed_log_ratio(lr, sample.morphing.basis_coefficients(theta), sample.basis_weights.sum(axis=0))
-    else:
-        learned = trained_ensemble(layout, cfg, o.method, "theta").log_ratio(sample.x, theta)[0]
-    return rms(learned, exact)
-
-
-def _sbi_core(*args: str) -> dict[str, Any]:
-    """A whole-run step (`derive`, `resample`) through the `sbi-core` command, as a DAG task runs it: the study
-    room does not reach up into `sbi_core.steps`. InputError on exit 2, RuntimeError on any other failure."""
-    proc = subprocess.run([sys.executable, "-m", "sbi_core.cli", *args], capture_output=True, text=True,
-                          env=os.environ.copy(), check=False)
-    if proc.returncode == 2:
-        raise InputError(proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"sbi-core {args[0]} failed")
-    if proc.returncode != 0:
-        raise RuntimeError(f"sbi-core {' '.join(args)} failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
-def _simulate(study: Study, inputs: dict[str, Any]) -> dict[str, Any]:
-    """Events at the point, their samples, and the next training run whose sets add them to the current ones."""
-    from sbi_core.data.steps import combine, generate
-    from sbi_core.ml.merge import merge_samples
-    from sbi_core.ml.samples import sample
-
-    o = _o(study)
-    point = _full_point(study, inputs["point"])
-    new, nxt = inputs["sample_run"], inputs["next_run"]
-    args = ["resample", "--from", str(study.config.run), "--run", new, "--events", str(o.events_per_point),
-            "--seed", str(inputs["seed"]), "--set", f"training.samples.train={o.samples_per_point}",
-            "--set", f"training.methods=[{o.method}]", "--set", "training.variations=false"]
-    args += [a for k, v in point.items() for a in ("--at", f"{k}={v!r}")]
-    if o.shards_per_point:
-        args += ["--shards", str(o.shards_per_point)]
-    summary = _sbi_core(*args)
-    generate(new, summary["shards"])
-    for g in range(summary["n_groups"]):
-        combine(new, g)
-    combine(new, None)
-    sampled = sample(new, o.method)
-    parts, added = [inputs["base"], new], sampled["n_train"] + sampled["n_val"]
-    for i, at in enumerate(inputs.get("source_points", [inputs["point"]]) if o.source_samples_per_point else []):
-        parts.append(f"{new.rstrip('/')}-source-{i:02d}")  # runs/sample-cNN-source-II
-        values = "{" + ", ".join(f"{k}: {v!r}" for k, v in _full_point(study, at).items()) + "}"
-        _sbi_core("derive", "--from", str(study.config.run), "--run", parts[-1],
-                  "--set", f"training.samples.train={o.source_samples_per_point}", "--set", "training.samples.theta0=fixed",
-                  "--set", f"training.samples.theta_fixed={values}", "--set", f"training.seed={inputs['seed'] + i}",
-                  "--set", f"training.methods=[{o.method}]", "--set", "training.variations=false")
-        from_source = sample(parts[-1], o.method)
-        added += from_source["n_train"] + from_source["n_val"]
-    epochs = ["--set", f"training.optimizer.epochs={o.retrain_epochs}"] if o.retrain_epochs else []
-    _sbi_core("derive", "--from", str(study.config.run), "--run", nxt, "--set", f"training.warm_start={inputs['base']}",
-              "--set", f"training.methods=[{o.method}]", "--set", "training.variations=false", *epochs)
-    merged = merge_samples(nxt, o.method, parts)
-    return {"point": point, "sample_run": new, "next_run": nxt, "events": summary["events"],
-            "added_samples": added, "train_rows": merged["n_train"], "networks": merged["networks"]}
-
-
-def _train(inputs: dict[str, Any]) -> dict[str, Any]:
-    from sbi_core.ml.errors import TrainingFailed
-    from sbi_core.ml.train_step import train
-
-    try:
-        summary = train(inputs["run"], [inputs["network"]])
-    except TrainingFailed as exc:
-        raise PointFailed(str(exc)) from None
-    r = summary["results"][inputs["network"]]
-    return {"network": inputs["network"], "value": r["best_val_loss"], "best_val_loss": r["best_val_loss"],
-            "epochs": r["epochs"], "seconds": r["seconds"]}
-
-
-def _cycle_seed(study: Study, cycle: int) -> int:
-    import hashlib
-
-    key = f"{study.config.seed}:{study.name}:cycle-{cycle}"
-    return int.from_bytes(hashlib.sha256(key.encode()).digest()[:7], "little")
 
 
 # ---------------------------------------------------------------------------------------------- the kind
@@ -439,7 +299,7 @@ class ActiveLearning:
             return [WorkItem(f"c{cycle:02d}-simulate", {
                 "phase": "simulate", "cycle": cycle, "point": k["chosen"], "base": run,
                 "source_points": k.get("source_points", [k["chosen"]]),
-                "seed": _cycle_seed(study, cycle),
+                "seed": cycle_seed(study, cycle),
                 "sample_run": storage.join(study.uri, "runs", f"sample-c{cycle:02d}"),
                 "next_run": storage.join(study.uri, "runs", f"train-c{cycle + 1:02d}")}, 0.0)]
         return [WorkItem(f"c{cycle:02d}-train-{nid}", {"phase": "train", "cycle": cycle, "run": k["next_run"],
@@ -452,12 +312,12 @@ class ActiveLearning:
             return _excess(study, item.inputs["point"])
         if phase == "search":
             try:
-                return _disagreement(study, item.inputs["run"], item.inputs["point"])
+                return disagreement_at(study, item.inputs["run"], item.inputs["point"])
             except (ValueError, ArithmeticError) as exc:
                 raise PointFailed(f"disagreement at {item.inputs['point']}: {type(exc).__name__}: {exc}") from None
         if phase == "simulate":
-            return _simulate(study, item.inputs)
-        return _train(item.inputs)
+            return simulate(study, item.inputs)
+        return train_network(item.inputs)
 
     # ------------------------------------------------------------------ aggregate
     def aggregate(self, study: Study, state: StudyState, history: Sequence[dict[str, Any]],
