@@ -11,7 +11,7 @@ import yaml
 
 from sbi_core.analysis import load_analysis as load_config
 from sbi_core.analysis import validate_analysis as validate_config
-from sbi_core.config import AnalysisConfig, apply_overrides, parse_yaml
+from sbi_core.config import AnalysisConfig, apply_overrides, flow_mapping, parse_yaml
 from sbi_core.errors import ConfigError, InputError
 
 SHIPPED = Path(__file__).resolve().parents[2] / "configs" / "benchmark.yaml"
@@ -231,6 +231,13 @@ def test_override_string_with_shell_metacharacters_is_byte_identical() -> None:
     data = apply_overrides(raw_config(), [f"name={value}"])
     assert data["name"] == value
     assert validate_config(data).name == value
+
+
+def test_flow_mapping_overrides_a_mapping_field_exactly() -> None:
+    point = {"cW": -0.7897241234567891, "cHW": 0.1 + 0.2}  # floats whose short forms would not read back
+    sets = ["training.samples.theta0=fixed", f"training.samples.theta_fixed={flow_mapping(point)}"]
+    cfg = validate_config(apply_overrides(raw_config(), sets))
+    assert cfg.training.samples.theta_fixed == point
 
 
 def test_override_leaves_the_input_untouched() -> None:
