@@ -172,6 +172,7 @@ def disagreement(quick: bool, root: str) -> dict[str, Any]:
     import numpy as np
 
     from sbi_core import steps, storage
+    from sbi_core.config import flow_mapping
     from sbi_core.data.format import WEIGHTS
     from sbi_core.data.training_sets import read_training_set
     from sbi_core.layout import RunLayout
@@ -214,7 +215,8 @@ def disagreement(quick: bool, root: str) -> dict[str, Any]:
     # the estimator's own limit at the grid's worst point after the study: networks trained there alone (theta0
     # fixed at it), on the control's events with 4x the source's samples
     at = tuple(worst_after["point"])
-    fixed = ["training.samples.theta0=fixed", f"training.samples.theta_fixed={{cW: {at[0]!r}, cHW: {at[1]!r}}}"]
+    values = flow_mapping({"cW": at[0], "cHW": at[1]})  # GRID points are (cW, cHW), the config's order
+    fixed = ["training.samples.theta0=fixed", f"training.samples.theta_fixed={values}"]
     alone = _trained(_events(n_all), str(Path(root) / "at-worst-point"), _training(4 * n_train, epochs, members) + fixed)
     dedicated = {"point": list(at), "events": n_all, "samples": 4 * n_train,
                  "rms": round(_rms_at(alone, x, exact, [at])[at], 4)}
