@@ -18,7 +18,8 @@ How a round asks (a pure function of the options, the history and the seed):
    seeded uniform draws for the rest;
 2. after the design: the optimiser is built afresh with random_state SeedSequence(seed, BAYES_TAG, trials),
    told every trial at once (one Gaussian-process fit; a failed trial counts at the worst value seen), and
-   asked for n points with the constant liar `cl_min`;
+   asked for n points with the constant liar `cl_min`; EI's and PI's margin xi is `XI` standard deviations of
+   the values seen (skopt's fixed 0.01 is in the objective's units: most of a validation loss's whole spread);
 3. a point repeating a trial is replaced by a seeded uniform draw (small discrete spaces).
 """
 
@@ -42,6 +43,8 @@ DESIGN_TAG, BAYES_TAG, OVERFLOW_TAG, REPEAT_TAG = 11, 12, 13, 14
 MIN_FIT = 2
 #: Iterations of the maximin criterion of the Latin hypercube.
 LHS_ITERATIONS = 200
+#: EI's and PI's margin of improvement in standard deviations of the values seen (skopt's 0.01, made scale-free).
+XI = 0.01
 
 
 def _skopt_dimensions(space: SearchSpace) -> list[Any]:
@@ -116,8 +119,11 @@ class BayesSearcher(SearcherBase):
         names = self.space.names
         xs = [[t.point[k] for k in names] for t in self.trials]
         ys = [sign * float(t.value) if t.ok else worst for t in self.trials]  # type: ignore[arg-type]
+        # EI's and PI's margin xi is in the objective's units: scaled to the spread of the values seen, so the
+        # search behaves alike on a validation loss (spread ~0.01) and on a significance (spread ~1)
+        xi = XI * (float(np.std(values)) or 1.0)
         opt = Optimizer(_skopt_dimensions(self.space), base_estimator="GP", n_initial_points=0,
-                        acq_func=self.options.acquisition, acq_optimizer="auto",
+                        acq_func=self.options.acquisition, acq_optimizer="auto", acq_func_kwargs={"xi": xi},
                         random_state=_seed32(self.options.seed, BAYES_TAG, len(self.trials)))
         with warnings.catch_warnings():  # "evaluated at this point before": repeats are replaced below
             warnings.simplefilter("ignore", UserWarning)
