@@ -14,7 +14,8 @@ morphed log r, `closure.morphed_log_ratio`).
 What to use when: `trained_ensemble(layout, cfg, method, head)` for the trained members of a run (no ensemble
 files needed); `DisagreementSample.from_run(layout, cfg, plan, n)` once (the first n test-split events of the
 run's events file: never trained on, the same for every round of a study on the same events), then
-`disagreement(layout, cfg, method, thetas, sample)` for a batch of points.
+`disagreement(layout, cfg, method, thetas, sample)` for a batch of points (`disagreement_and_mean` with the
+ensemble's log r at them too).
 """
 
 from __future__ import annotations
@@ -104,42 +105,55 @@ def trained_ensemble(layout: RunLayout, cfg: AnalysisConfig, method: str, head: 
 
 
 def _members_log_ratio(layout: RunLayout, cfg: AnalysisConfig, method: str, x: np.ndarray,
-                       thetas: np.ndarray, sample: DisagreementSample) -> np.ndarray:
-    """(points, members, n) log r of every member at every point."""
+                       thetas: np.ndarray, sample: DisagreementSample) -> tuple[np.ndarray, np.ndarray]:
+    """((points, members, n) log r of every member at every point, (points, n) the ensemble's log r there): for a
+    parametrised method the members' mean; for benchmark_ratio each head's mean over its members, morphed."""
     from sbi_core.ml.closure import morphed_log_ratio
 
     if method == "benchmark_ratio":
         names = cfg.benchmark_names
         ref = names.index(cfg.sampling_benchmark)
-        heads = {b: trained_ensemble(layout, cfg, method, name) for b, name in enumerate(names) if b != ref}
-        members = min(len(e.models) for e in heads.values())
-        per = {b: e.member_log_ratio(x)[:members] for b, e in heads.items()}
+        heads = {b: trained_ensemble(layout, cfg, method, name).member_log_ratio(x)
+                 for b, name in enumerate(names) if b != ref}
+        members = min(len(v) for v in heads.values())
         sigma = sample.basis_weights.sum(axis=0)
-        out = np.empty((len(thetas), members, x.shape[0]))
-        for m in range(members):
+
+        def morphed(columns: dict[int, np.ndarray], theta: np.ndarray) -> np.ndarray:
             lr = np.zeros((x.shape[0], len(names)))
-            for b, values in per.items():
-                lr[:, b] = values[m]
-            for k, theta in enumerate(thetas):
-                out[k, m] = morphed_log_ratio(lr, sample.morphing.basis_coefficients(theta), sigma)
-        return out
+            for b, values in columns.items():
+                lr[:, b] = values
+            return morphed_log_ratio(lr, sample.morphing.basis_coefficients(theta), sigma)
+
+        out = np.stack([np.stack([morphed({b: v[m] for b, v in heads.items()}, theta) for m in range(members)])
+                        for theta in thetas])
+        head_mean = {b: v.mean(axis=0) for b, v in heads.items()}
+        return out, np.stack([morphed(head_mean, theta) for theta in thetas])
     ens = trained_ensemble(layout, cfg, method, "theta")
     if not ens.parametrised:
         raise InputError(f"disagreement: method {method!r} is not parametrised in theta (use a parametrised method "
                          "or benchmark_ratio)")
-    return np.stack([ens.member_log_ratio(x, theta) for theta in thetas])
+    out = np.stack([ens.member_log_ratio(x, theta) for theta in thetas])
+    return out, out.mean(axis=1)
 
 
 def disagreement(layout: RunLayout, cfg: AnalysisConfig, method: str, thetas: np.ndarray,
                  sample: DisagreementSample, weighting: str = "events") -> list[dict[str, float]]:
     """D(theta) per point (see the module docstring), with the mean spread and the events' total weight at theta.
     InputError when the ensemble has a single member (no spread) or a point has no positive weight."""
+    return disagreement_and_mean(layout, cfg, method, thetas, sample, weighting)[0]
+
+
+def disagreement_and_mean(layout: RunLayout, cfg: AnalysisConfig, method: str, thetas: np.ndarray,
+                          sample: DisagreementSample, weighting: str = "events"
+                          ) -> tuple[list[dict[str, float]], np.ndarray]:
+    """`disagreement`, and the ensemble's log r (points, n) over the sample's events from the same evaluation of
+    the members (what a closure RMS at the points compares with the exact log r)."""
     if weighting not in WEIGHTINGS:
         raise ValueError(f"weighting: expected one of {WEIGHTINGS}, got {weighting!r}")
     t = np.atleast_2d(np.asarray(thetas, dtype=np.float64))
     if t.shape[1] != len(cfg.parameters):
         raise ValueError(f"thetas: expected (k, {len(cfg.parameters)}), got {t.shape}")
-    values = _members_log_ratio(layout, cfg, method, sample.x, t, sample)
+    values, mean = _members_log_ratio(layout, cfg, method, sample.x, t, sample)
     if values.shape[1] < 2:
         raise InputError(f"disagreement of {method}: the ensemble has {values.shape[1]} member; it needs at least 2 "
                          "(training.members)")
@@ -151,4 +165,4 @@ def disagreement(layout: RunLayout, cfg: AnalysisConfig, method: str, thetas: np
             raise InputError(f"disagreement at {theta.tolist()}: no event has a positive weight there")
         out.append({"disagreement": float(np.sqrt(np.sum(w * spread[k] ** 2) / w.sum())),
                     "mean_spread": float(np.sum(w * spread[k]) / w.sum()), "weight": float(w.sum())})
-    return out
+    return out, mean

@@ -41,7 +41,7 @@ def disagreement_at(study: Study, run: str, point: dict[str, float]) -> dict[str
     import numpy as np
 
     from sbi_core import runs
-    from sbi_core.ml.disagreement import DisagreementSample, disagreement
+    from sbi_core.ml.disagreement import DisagreementSample, disagreement_and_mean
 
     o = study.options
     layout, cfg, plan = runs.load_run(run)
@@ -51,20 +51,18 @@ def disagreement_at(study: Study, run: str, point: dict[str, float]) -> dict[str
     sample = _samples[src]
     full = full_point(study, point)
     theta = np.array([full[p] for p in cfg.parameter_names])
-    result = disagreement(layout, cfg, o.method, theta[None, :], sample, o.weighting)[0]
+    results, mean = disagreement_and_mean(layout, cfg, o.method, theta[None, :], sample, o.weighting)
+    result = results[0]
     result["value"] = result["disagreement"]
-    result["closure_rms"] = _closure(study, layout, cfg, theta, sample)
+    result["closure_rms"] = _closure(study, mean[0], theta, sample)
     return result
 
 
-def _closure(study: Study, layout: Any, cfg: Any, theta: Any, sample: Any) -> float | None:
-    """RMS of the ensemble mean's log r against the exact one over the sample's events (None without an exact
-    likelihood): what the disagreement is a proxy for."""
-    import numpy as np
-
+def _closure(study: Study, learned: Any, theta: Any, sample: Any) -> float | None:
+    """RMS of the ensemble's log r (`learned`, over the sample's events) against the exact one (None without an
+    exact likelihood): what the disagreement is a proxy for."""
     from sbi_core import runs
-    from sbi_core.ml.closure import ExactTargets, FiducialSums, morphed_log_ratio, rms
-    from sbi_core.ml.disagreement import trained_ensemble
+    from sbi_core.ml.closure import ExactTargets, FiducialSums, rms
     from sbi_core.physics.registry import make_simulator
 
     src = str(study.config.run)
@@ -76,19 +74,7 @@ def _closure(study: Study, layout: Any, cfg: Any, theta: Any, sample: Any) -> fl
     targets = _exact[src]
     if targets is None:
         return None
-    o = study.options
-    ref = targets.reference
-    exact = targets.log_ratio(sample.x, theta, ref)
-    if o.method == "benchmark_ratio":
-        names = cfg.benchmark_names
-        lr = np.zeros((sample.x.shape[0], len(names)))
-        for b, name in enumerate(names):
-            if name != cfg.sampling_benchmark:
-                lr[:, b] = trained_ensemble(layout, cfg, o.method, name).log_ratio(sample.x)[0]
-        learned = morphed_log_ratio(lr, sample.morphing.basis_coefficients(theta), sample.basis_weights.sum(axis=0))
-    else:
-        learned = trained_ensemble(layout, cfg, o.method, "theta").log_ratio(sample.x, theta)[0]
-    return rms(learned, exact)
+    return rms(learned, targets.log_ratio(sample.x, theta, targets.reference))
 
 
 def _sbi_core(*args: str) -> dict[str, Any]:

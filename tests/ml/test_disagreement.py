@@ -77,3 +77,44 @@ def test_trained_ensemble_reads_the_members_without_ensemble_files(tmp_path):
     assert direct.members == built.members == ["alices-theta-nominal-m00", "alices-theta-nominal-m01"]
     assert np.array_equal(direct.member_log_ratio(x, np.array([0.2, -0.1])),
                           built.member_log_ratio(x, np.array([0.2, -0.1])))
+
+
+class KnownHead:
+    """A benchmark_ratio head whose members output log r = k c x0 for k = 1..members."""
+
+    parametrised = False
+
+    def __init__(self, c: float, members: int) -> None:
+        self.c, self.models = c, [None] * members
+
+    def member_log_ratio(self, x, theta0=None):
+        return np.stack([(k + 1) * self.c * x[:, 0] for k in range(len(self.models))])
+
+
+def test_benchmark_ratio_members_are_morphed_one_by_one_and_the_mean_from_each_heads_mean(small_run, monkeypatch):
+    from sbi_core.ml.closure import morphed_log_ratio
+    from sbi_core.ml.disagreement import disagreement_and_mean
+
+    layout, cfg, plan = steps.load_run(str(small_run))
+    sample = DisagreementSample.from_run(layout, cfg, plan, n=300)
+    names = cfg.benchmark_names
+    ref = names.index(cfg.sampling_benchmark)
+    heads = {name: KnownHead(0.01 * (b + 1), 3 if b % 2 else 2) for b, name in enumerate(names) if b != ref}
+    monkeypatch.setattr(module, "trained_ensemble", lambda _l, _c, _m, head, *a, **k: heads[head])
+    theta = np.array([0.4, -0.3])
+    results, mean = disagreement_and_mean(layout, cfg, "benchmark_ratio", theta[None, :], sample)
+    coefficients, sigma = sample.morphing.basis_coefficients(theta), sample.basis_weights.sum(axis=0)
+
+    def morph(per_head: dict[str, np.ndarray]) -> np.ndarray:
+        lr = np.zeros((sample.x.shape[0], len(names)))
+        for b, name in enumerate(names):
+            if b != ref:
+                lr[:, b] = per_head[name]
+        return morphed_log_ratio(lr, coefficients, sigma)
+
+    members = [morph({n: h.member_log_ratio(sample.x)[m] for n, h in heads.items()}) for m in range(2)]  # fewest: 2
+    spread = np.stack(members).std(axis=0, ddof=1)
+    assert results[0]["disagreement"] == pytest.approx(float(np.sqrt(np.mean(spread**2))), rel=1e-12)
+    # the ensemble's log r: every head's mean over all its members (3 or 2), then morphed
+    expected = morph({n: h.member_log_ratio(sample.x).mean(axis=0) for n, h in heads.items()})
+    np.testing.assert_allclose(mean[0], expected, rtol=0, atol=1e-12)
